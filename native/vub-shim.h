@@ -1,0 +1,103 @@
+/*
+ * vub-shim: the small C layer between libvhost-user and the TypeScript
+ * daemon (called through koffi). It owns the VuDev and its callbacks so that
+ * C never calls back into JavaScript: every callback libvhost-user makes is
+ * recorded as an event in a per-device queue that the daemon drains after each
+ * call into the shim. Config space lives here too, so GET_CONFIG is answered
+ * without a round trip to JavaScript.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef VUB_SHIM_H
+#define VUB_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct vub_dev vub_dev;
+
+/* Event kinds recorded by the callbacks (vub_event.kind). */
+enum {
+    VUB_EV_SET_WATCH = 1,     /* a = fd, b = condition (VU_WATCH_* bits)  */
+    VUB_EV_REMOVE_WATCH = 2,  /* a = fd                                   */
+    VUB_EV_QUEUE_STARTED = 3, /* a = queue index, b = started (0/1)       */
+    VUB_EV_KICK = 4,          /* a = queue index                          */
+    VUB_EV_SET_FEATURES = 5,  /* u = negotiated virtio features           */
+    VUB_EV_SET_CONFIG = 6,    /* a = offset, b = size (config updated)    */
+    VUB_EV_PANIC = 7,         /* message in vub_last_panic()              */
+    VUB_EV_OVERFLOW = 8,      /* events were lost: a = how many           */
+};
+
+typedef struct vub_event {
+    int32_t kind;
+    int32_t a;
+    int32_t b;
+    int32_t pad;
+    uint64_t u;
+} vub_event;
+
+/* Lifecycle. max_queues is what VuDev allocates; config_len <= 256. */
+vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
+                 uint64_t extra_protocol_features, uint32_t config_len);
+void vub_free(vub_dev *d);               /* vu_deinit + free; closes sock */
+int vub_dispatch(vub_dev *d);            /* 1 ok, 0: peer gone or broken */
+void vub_fire_watch(vub_dev *d, int fd, int condition);
+int vub_next_events(vub_dev *d, vub_event *out, int max);  /* drains */
+const char *vub_last_panic(vub_dev *d);
+
+/* Negotiated state. */
+uint64_t vub_features(vub_dev *d);
+uint64_t vub_protocol_features(vub_dev *d);
+int vub_broken(vub_dev *d);
+
+/* Config space (device-side copy). */
+void vub_config_write(vub_dev *d, uint32_t off, const void *src, uint32_t len);
+void vub_config_read(vub_dev *d, uint32_t off, void *dst, uint32_t len);
+/* Send VHOST_USER_SLAVE_CONFIG_CHANGE_MSG on the backend channel without
+ * waiting for a reply. 0 ok, -errno on failure, -ENOTCONN if no channel. */
+int vub_config_change(vub_dev *d);
+
+/* Queues. */
+void vub_queue_enable_handler(vub_dev *d, int qidx, int enable);
+/*
+ * Pop one element. On success returns an opaque element pointer and fills
+ * hdr[0] = index, hdr[1] = out_num, hdr[2] = in_num, and iov (capacity
+ * max_iov pairs) with {host address, length} for the out then the in
+ * scatter-gather entries (truncated to max_iov; hdr tells the real counts).
+ * NULL when the queue is empty, not started, or the device is broken.
+ */
+void *vub_pop(vub_dev *d, int qidx, uint32_t hdr[3], uint64_t *iov, uint32_t max_iov);
+void vub_push(vub_dev *d, int qidx, void *elem, uint32_t len);  /* frees elem */
+void vub_drop(void *elem);                                      /* free only */
+void vub_notify(vub_dev *d, int qidx);
+int vub_queue_started(vub_dev *d, int qidx);
+/* Last used index of a queue, as libvhost-user tracks it (GET_VRING_BASE). */
+uint32_t vub_queue_last_avail(vub_dev *d, int qidx);
+
+/* Guest memory. */
+uint64_t vub_gpa_to_va(vub_dev *d, uint64_t gpa, uint64_t *plen);
+/* Guest RAM size covered by the memory table and number of regions. */
+uint64_t vub_ram_end(vub_dev *d);
+uint32_t vub_nregions(vub_dev *d);
+/* Region i: gpa, size. Returns 0 or -1 if out of range. */
+int vub_region(vub_dev *d, uint32_t i, uint64_t out[2]);
+/* Copy len bytes from a host address obtained from vub_pop/vub_gpa_to_va. */
+void vub_read(uint64_t hva, void *dst, size_t len);
+void vub_write(uint64_t hva, const void *src, size_t len);
+/*
+ * Discard [gpa, gpa+len) of guest RAM (MADV_REMOVE on the shared mapping).
+ * The range is checked against the memory table first: returns the bytes
+ * discarded, or -EFAULT if any part lies outside guest RAM (nothing is
+ * discarded then), or -errno from madvise.
+ */
+int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len);
+
+/* Sockets and fds for the daemon and the test frontend. */
+int vub_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/* Returns bytes read (0 on EOF, -errno on error); *nfds gets the fd count. */
+ssize_t vub_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds);
+int vub_listen_unix(const char *path, int backlog);  /* fd or -errno */
+int vub_connect_unix(const char *path);              /* fd or -errno */
+
+#endif
