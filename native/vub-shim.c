@@ -1,0 +1,595 @@
+/*
+ * vub-shim: see vub-shim.h. Our own code; libvhost-user is fetched from
+ * Debian's QEMU source package and built next to this file at build time.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "vub-shim.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "libvhost-user.h"
+
+#define VUB_MAX_EVENTS 1024
+#define VUB_CONFIG_MAX 256
+
+struct vub_dev {
+    VuDev vu;                 /* first: callbacks get a VuDev * */
+    VuDevIface iface;
+    uint64_t device_features;
+    uint64_t extra_protocol_features;
+    uint32_t config_len;
+    uint8_t config[VUB_CONFIG_MAX];
+    vub_event events[VUB_MAX_EVENTS];
+    int ev_head, ev_count, ev_lost;
+    char panic_msg[256];
+    int initialised;
+};
+
+static vub_dev *to_vub(VuDev *vu)
+{
+    return (vub_dev *)vu;
+}
+
+static void push_event(vub_dev *d, int kind, int a, int b, uint64_t u)
+{
+    if (d->ev_count == VUB_MAX_EVENTS) {
+        d->ev_lost++;
+        return;
+    }
+    vub_event *e = &d->events[(d->ev_head + d->ev_count) % VUB_MAX_EVENTS];
+    e->kind = kind;
+    e->a = a;
+    e->b = b;
+    e->pad = 0;
+    e->u = u;
+    d->ev_count++;
+}
+
+/* --- libvhost-user callbacks: record, never call out. --- */
+
+static void cb_panic(VuDev *vu, const char *err)
+{
+    vub_dev *d = to_vub(vu);
+    snprintf(d->panic_msg, sizeof(d->panic_msg), "%s", err ? err : "unknown");
+    push_event(d, VUB_EV_PANIC, 0, 0, 0);
+}
+
+/* Watch callbacks libvhost-user asked for, by fd (kick fds only). */
+typedef struct watch_slot {
+    int fd;
+    vu_watch_cb cb;
+    void *data;
+} watch_slot;
+
+#define VUB_MAX_WATCHES 64
+
+typedef struct vub_watches {
+    watch_slot slot[VUB_MAX_WATCHES];
+} vub_watches;
+
+/* Kept beside the device; allocated with it (see vub_new). */
+static vub_watches *watches_of(vub_dev *d)
+{
+    return (vub_watches *)(d + 1);
+}
+
+static void cb_set_watch(VuDev *vu, int fd, int condition, vu_watch_cb cb,
+                         void *data)
+{
+    vub_dev *d = to_vub(vu);
+    vub_watches *w = watches_of(d);
+    int free_slot = -1;
+
+    for (int i = 0; i < VUB_MAX_WATCHES; i++) {
+        if (w->slot[i].cb && w->slot[i].fd == fd) {
+            free_slot = i;
+            break;
+        }
+        if (!w->slot[i].cb && free_slot < 0) {
+            free_slot = i;
+        }
+    }
+    if (free_slot < 0) {
+        cb_panic(vu, "too many watched fds");
+        return;
+    }
+    w->slot[free_slot] = (watch_slot){ .fd = fd, .cb = cb, .data = data };
+    push_event(d, VUB_EV_SET_WATCH, fd, condition, 0);
+}
+
+static void cb_remove_watch(VuDev *vu, int fd)
+{
+    vub_dev *d = to_vub(vu);
+    vub_watches *w = watches_of(d);
+
+    for (int i = 0; i < VUB_MAX_WATCHES; i++) {
+        if (w->slot[i].cb && w->slot[i].fd == fd) {
+            w->slot[i].cb = NULL;
+        }
+    }
+    push_event(d, VUB_EV_REMOVE_WATCH, fd, 0, 0);
+}
+
+static uint64_t cb_get_features(VuDev *vu)
+{
+    return to_vub(vu)->device_features;
+}
+
+static void cb_set_features(VuDev *vu, uint64_t features)
+{
+    push_event(to_vub(vu), VUB_EV_SET_FEATURES, 0, 0, features);
+}
+
+static uint64_t cb_get_protocol_features(VuDev *vu)
+{
+    return to_vub(vu)->extra_protocol_features;
+}
+
+static void cb_queue_handler(VuDev *vu, int qidx)
+{
+    push_event(to_vub(vu), VUB_EV_KICK, qidx, 0, 0);
+}
+
+static void cb_queue_set_started(VuDev *vu, int qidx, bool started)
+{
+    push_event(to_vub(vu), VUB_EV_QUEUE_STARTED, qidx, started ? 1 : 0, 0);
+}
+
+static int cb_get_config(VuDev *vu, uint8_t *config, uint32_t len)
+{
+    vub_dev *d = to_vub(vu);
+    uint32_t n = len < d->config_len ? len : d->config_len;
+
+    memset(config, 0, len);
+    memcpy(config, d->config, n);
+    return 0;
+}
+
+static int cb_set_config(VuDev *vu, const uint8_t *data, uint32_t offset,
+                         uint32_t size, uint32_t flags)
+{
+    vub_dev *d = to_vub(vu);
+
+    (void)flags;
+    if (offset > d->config_len || size > d->config_len - offset) {
+        return -1;
+    }
+    memcpy(d->config + offset, data, size);
+    push_event(d, VUB_EV_SET_CONFIG, (int)offset, (int)size, 0);
+    return 0;
+}
+
+/* --- lifecycle --- */
+
+vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
+                 uint64_t extra_protocol_features, uint32_t config_len)
+{
+    if (config_len > VUB_CONFIG_MAX || max_queues == 0 || sock < 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    vub_dev *d = calloc(1, sizeof(*d) + sizeof(vub_watches));
+    if (!d) {
+        return NULL;
+    }
+    d->device_features = device_features;
+    d->extra_protocol_features = extra_protocol_features;
+    d->config_len = config_len;
+    d->iface = (VuDevIface){
+        .get_features = cb_get_features,
+        .set_features = cb_set_features,
+        .get_protocol_features = cb_get_protocol_features,
+        .queue_set_started = cb_queue_set_started,
+        .get_config = cb_get_config,
+        .set_config = cb_set_config,
+    };
+    if (!vu_init(&d->vu, max_queues, sock, cb_panic, NULL, cb_set_watch,
+                 cb_remove_watch, &d->iface)) {
+        free(d);
+        errno = ENOMEM;
+        return NULL;
+    }
+    d->initialised = 1;
+    return d;
+}
+
+void vub_free(vub_dev *d)
+{
+    if (!d) {
+        return;
+    }
+    if (d->initialised) {
+        vu_deinit(&d->vu);
+    }
+    free(d);
+}
+
+int vub_dispatch(vub_dev *d)
+{
+    if (!vu_dispatch(&d->vu)) {
+        return 0;
+    }
+    return d->vu.broken ? 0 : 1;
+}
+
+void vub_fire_watch(vub_dev *d, int fd, int condition)
+{
+    vub_watches *w = watches_of(d);
+
+    for (int i = 0; i < VUB_MAX_WATCHES; i++) {
+        if (w->slot[i].cb && w->slot[i].fd == fd) {
+            w->slot[i].cb(&d->vu, condition, w->slot[i].data);
+            return;
+        }
+    }
+}
+
+int vub_next_events(vub_dev *d, vub_event *out, int max)
+{
+    int n = 0;
+
+    if (d->ev_lost && max > 0) {
+        out[n++] = (vub_event){ .kind = VUB_EV_OVERFLOW, .a = d->ev_lost };
+        d->ev_lost = 0;
+    }
+    while (n < max && d->ev_count > 0) {
+        out[n++] = d->events[d->ev_head];
+        d->ev_head = (d->ev_head + 1) % VUB_MAX_EVENTS;
+        d->ev_count--;
+    }
+    return n;
+}
+
+const char *vub_last_panic(vub_dev *d)
+{
+    return d->panic_msg;
+}
+
+uint64_t vub_features(vub_dev *d)
+{
+    return d->vu.features;
+}
+
+uint64_t vub_protocol_features(vub_dev *d)
+{
+    return d->vu.protocol_features;
+}
+
+int vub_broken(vub_dev *d)
+{
+    return d->vu.broken ? 1 : 0;
+}
+
+/* --- config --- */
+
+void vub_config_write(vub_dev *d, uint32_t off, const void *src, uint32_t len)
+{
+    if (off <= d->config_len && len <= d->config_len - off) {
+        memcpy(d->config + off, src, len);
+    }
+}
+
+void vub_config_read(vub_dev *d, uint32_t off, void *dst, uint32_t len)
+{
+    if (off <= d->config_len && len <= d->config_len - off) {
+        memcpy(dst, d->config + off, len);
+    }
+}
+
+int vub_config_change(vub_dev *d)
+{
+    /* VhostUserMsg header: request, flags, size; no payload. */
+    struct {
+        uint32_t request;
+        uint32_t flags;
+        uint32_t size;
+    } __attribute__((packed)) hdr = {
+        .request = VHOST_USER_SLAVE_CONFIG_CHANGE_MSG,
+        .flags = 1, /* VHOST_USER_VERSION; no NEED_REPLY: never block */
+        .size = 0,
+    };
+    ssize_t n;
+    int ret = 0;
+
+    pthread_mutex_lock(&d->vu.slave_mutex);
+    if (d->vu.slave_fd < 0) {
+        ret = -ENOTCONN;
+    } else {
+        do {
+            n = send(d->vu.slave_fd, &hdr, sizeof(hdr),
+                     MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            ret = -errno;
+        } else if (n != sizeof(hdr)) {
+            ret = -EIO;
+        }
+    }
+    pthread_mutex_unlock(&d->vu.slave_mutex);
+    return ret;
+}
+
+/* --- queues --- */
+
+static VuVirtq *queue(vub_dev *d, int qidx)
+{
+    if (qidx < 0 || qidx >= d->vu.max_queues) {
+        return NULL;
+    }
+    return &d->vu.vq[qidx];
+}
+
+void vub_queue_enable_handler(vub_dev *d, int qidx, int enable)
+{
+    VuVirtq *vq = queue(d, qidx);
+
+    if (vq) {
+        vu_set_queue_handler(&d->vu, vq, enable ? cb_queue_handler : NULL);
+    }
+}
+
+void *vub_pop(vub_dev *d, int qidx, uint32_t hdr[3], uint64_t *iov,
+              uint32_t max_iov)
+{
+    VuVirtq *vq = queue(d, qidx);
+    VuVirtqElement *elem;
+    uint32_t k = 0;
+
+    if (!vq || !vu_queue_started(&d->vu, vq)) {
+        return NULL;
+    }
+    elem = vu_queue_pop(&d->vu, vq, sizeof(VuVirtqElement));
+    if (!elem) {
+        return NULL;
+    }
+    hdr[0] = elem->index;
+    hdr[1] = elem->out_num;
+    hdr[2] = elem->in_num;
+    for (unsigned i = 0; i < elem->out_num && k < max_iov; i++, k++) {
+        iov[2 * k] = (uint64_t)(uintptr_t)elem->out_sg[i].iov_base;
+        iov[2 * k + 1] = elem->out_sg[i].iov_len;
+    }
+    for (unsigned i = 0; i < elem->in_num && k < max_iov; i++, k++) {
+        iov[2 * k] = (uint64_t)(uintptr_t)elem->in_sg[i].iov_base;
+        iov[2 * k + 1] = elem->in_sg[i].iov_len;
+    }
+    return elem;
+}
+
+void vub_push(vub_dev *d, int qidx, void *elem, uint32_t len)
+{
+    VuVirtq *vq = queue(d, qidx);
+
+    if (vq && elem) {
+        vu_queue_push(&d->vu, vq, elem, len);
+    }
+    free(elem);
+}
+
+void vub_drop(void *elem)
+{
+    free(elem);
+}
+
+void vub_notify(vub_dev *d, int qidx)
+{
+    VuVirtq *vq = queue(d, qidx);
+
+    if (vq) {
+        vu_queue_notify(&d->vu, vq);
+    }
+}
+
+int vub_queue_started(vub_dev *d, int qidx)
+{
+    VuVirtq *vq = queue(d, qidx);
+
+    return vq && vu_queue_started(&d->vu, vq) ? 1 : 0;
+}
+
+uint32_t vub_queue_last_avail(vub_dev *d, int qidx)
+{
+    VuVirtq *vq = queue(d, qidx);
+
+    return vq ? vq->last_avail_idx : 0;
+}
+
+/* --- guest memory --- */
+
+uint64_t vub_gpa_to_va(vub_dev *d, uint64_t gpa, uint64_t *plen)
+{
+    return (uint64_t)(uintptr_t)vu_gpa_to_va(&d->vu, plen, gpa);
+}
+
+uint64_t vub_ram_end(vub_dev *d)
+{
+    uint64_t end = 0;
+
+    for (uint32_t i = 0; i < d->vu.nregions; i++) {
+        uint64_t e = d->vu.regions[i].gpa + d->vu.regions[i].size;
+        if (e > end) {
+            end = e;
+        }
+    }
+    return end;
+}
+
+uint32_t vub_nregions(vub_dev *d)
+{
+    return d->vu.nregions;
+}
+
+int vub_region(vub_dev *d, uint32_t i, uint64_t out[2])
+{
+    if (i >= d->vu.nregions) {
+        return -1;
+    }
+    out[0] = d->vu.regions[i].gpa;
+    out[1] = d->vu.regions[i].size;
+    return 0;
+}
+
+void vub_read(uint64_t hva, void *dst, size_t len)
+{
+    memcpy(dst, (const void *)(uintptr_t)hva, len);
+}
+
+void vub_write(uint64_t hva, const void *src, size_t len)
+{
+    memcpy((void *)(uintptr_t)hva, src, len);
+}
+
+int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len)
+{
+    uint64_t done = 0;
+
+    if (len == 0 || gpa + len < gpa) {
+        return -EINVAL;
+    }
+    /* Check the whole range first: discard nothing unless all is RAM. */
+    for (uint64_t at = gpa; at < gpa + len;) {
+        uint64_t plen = gpa + len - at;
+        if (!vu_gpa_to_va(&d->vu, &plen, at) || plen == 0) {
+            return -EFAULT;
+        }
+        at += plen;
+    }
+    while (done < len) {
+        uint64_t plen = len - done;
+        void *va = vu_gpa_to_va(&d->vu, &plen, gpa + done);
+        if (madvise(va, plen, MADV_REMOVE) < 0) {
+            return -errno;
+        }
+        done += plen;
+    }
+    return (int64_t)done;
+}
+
+/* --- sockets --- */
+
+int vub_send_fds(int sock, const void *buf, size_t len, const int *fds,
+                 int nfds)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    char control[CMSG_SPACE(sizeof(int) * 16)];
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    ssize_t n;
+
+    if (nfds < 0 || nfds > 16) {
+        return -EINVAL;
+    }
+    if (nfds > 0) {
+        memset(control, 0, sizeof(control));
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    do {
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (int)n;
+}
+
+ssize_t vub_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
+                     int *nfds)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    char control[CMSG_SPACE(sizeof(int) * 16)];
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control, .msg_controllen = sizeof(control),
+    };
+    ssize_t n;
+
+    *nfds = 0;
+    do {
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return -errno;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        int count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *in = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            if (*nfds < maxfds) {
+                fds[(*nfds)++] = in[i];
+            } else {
+                close(in[i]);
+            }
+        }
+    }
+    return n;
+}
+
+static int unix_addr(const char *path, struct sockaddr_un *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa->sun_path)) {
+        return -ENAMETOOLONG;
+    }
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+int vub_listen_unix(const char *path, int backlog)
+{
+    struct sockaddr_un sa;
+    int fd, ret = unix_addr(path, &sa);
+
+    if (ret < 0) {
+        return ret;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        listen(fd, backlog) < 0) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+int vub_connect_unix(const char *path)
+{
+    struct sockaddr_un sa;
+    int fd, ret = unix_addr(path, &sa);
+
+    if (ret < 0) {
+        return ret;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
