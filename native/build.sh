@@ -34,4 +34,6 @@ if [ ! -f "$out/.built" ]; then
   touch "$out.tmp/.built"
   rm -rf "$out"; mv "$out.tmp" "$out"
 fi
+# The daemon loads the libraries from native/build (a link, not tracked).
+ln -sfn "$out" "$here/build"
 echo "$out"

@@ -478,6 +478,26 @@ int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len)
     return (int64_t)done;
 }
 
+int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
+{
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+    if (len == 0 || hva + len < hva || (hva | len) & (page - 1)) {
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < d->vu.nregions; i++) {
+        VuDevRegion *r = &d->vu.regions[i];
+        uint64_t start = r->mmap_addr + r->mmap_offset;
+        if (hva >= start && hva + len <= start + r->size) {
+            if (madvise((void *)(uintptr_t)hva, len, MADV_REMOVE) < 0) {
+                return -errno;
+            }
+            return (int64_t)len;
+        }
+    }
+    return -EFAULT;
+}
+
 /* --- sockets --- */
 
 int vub_send_fds(int sock, const void *buf, size_t len, const int *fds,

@@ -93,6 +93,13 @@ void vub_write(uint64_t hva, const void *src, size_t len);
  */
 int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len);
 
+/*
+ * Discard guest RAM given by a host address from a popped element (free page
+ * reporting hands us ranges as descriptors). The range must be page-aligned
+ * and wholly inside one mapped region. Returns bytes or -errno.
+ */
+int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len);
+
 /* Sockets and fds for the daemon and the test frontend. */
 int vub_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 /* Returns bytes read (0 on EOF, -errno on error); *nfds gets the fd count. */

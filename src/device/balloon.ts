@@ -1,0 +1,451 @@
+// The virtio-balloon device: config space, the balloon size, and one handler
+// per virtqueue role. The transport hands it a connection; the controller
+// (policy, control socket) talks to it through setTarget() and its events.
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../log.js';
+import type { Element, VhostUserConnection } from '../transport/connection.js';
+import {
+  CONFIG_OFFSET_ACTUAL, CONFIG_OFFSET_NUM_PAGES, CONFIG_SIZE, QueueRole,
+  VIRTIO_BALLOON_F_DEFLATE_ON_OOM, VIRTIO_BALLOON_F_MUST_TELL_HOST,
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ,
+} from '../virtio/constants.js';
+import { decodeConfig, encodeConfig, touchesField } from '../virtio/config.js';
+import { bit, DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
+import { BadInputCounter, BadInputKind } from './bad-input.js';
+import { DeviceCounters, newCounters } from './counters.js';
+import { parseMessages } from './messages.js';
+import { countPages, decodePfns, pfnsToRanges, rangeBytes, RamRegion } from './pfn.js';
+import { GuestStats, parseStats } from './stats.js';
+
+export interface BalloonDeviceOptions {
+  features?: FeatureChoice;
+  /** How often to ask the guest for fresh stats; 0 disables. */
+  statsIntervalMs?: number;
+  /** Elements handled per queue before yielding to other fds. */
+  maxElementsPerTurn?: number;
+  log: Logger;
+}
+
+export interface StatsSample {
+  stats: GuestStats;
+  /** performance.now() when the sample arrived. */
+  at: number;
+  /** Wall-clock time of the sample, for operators. */
+  wallTime: string;
+}
+
+export type GuestPressureSource = 'message' | 'deflate-on-oom';
+
+export interface DeviceEvents {
+  connected: [info: { features: bigint; roles: QueueRole[] }];
+  disconnected: [reason: string];
+  inflated: [pages: number];
+  deflated: [pages: number, requested: boolean];
+  reported: [pages: number];
+  stats: [sample: StatsSample];
+  guestPressure: [info: { source: GuestPressureSource; count: number }];
+  actual: [pages: number];
+  /** The frontend wrote num_pages (QMP `balloon` through our QEMU device). */
+  frontendTarget: [pages: number];
+}
+
+/** Most PFN bytes one inflate/deflate element may carry (1 GiB of pages). */
+const MAX_PFN_BYTES = 1 << 20;
+/** Most bytes read from one stats or message element. */
+const MAX_SMALL_BYTES = 64 << 10;
+
+export class BalloonDevice extends EventEmitter<DeviceEvents> {
+  readonly choice: FeatureChoice;
+  readonly counters: DeviceCounters = newCounters();
+  readonly badInput: BadInputCounter;
+  private conn: VhostUserConnection | null = null;
+  private roles: QueueRole[] = [];
+  private ram: RamRegion[] = [];
+  private negotiated = 0n;
+  private targetPages = 0;
+  private actualPages = 0;
+  /** Balloon size counted from the inflate/deflate queues. */
+  private queuePages = 0;
+  private heldStats: Element | null = null;
+  private statsTimer: NodeJS.Timeout | null = null;
+  private latest: StatsSample | null = null;
+  private readonly busy = new Set<number>();
+  private readonly scratch = Buffer.alloc(MAX_SMALL_BYTES);
+  private readonly statsIntervalMs: number;
+  private readonly maxPerTurn: number;
+  private readonly log: Logger;
+
+  constructor(opts: BalloonDeviceOptions) {
+    super();
+    this.choice = opts.features ?? DEFAULT_FEATURE_CHOICE;
+    this.statsIntervalMs = opts.statsIntervalMs ?? 5000;
+    this.maxPerTurn = opts.maxElementsPerTurn ?? 64;
+    this.log = opts.log;
+    this.badInput = new BadInputCounter(opts.log);
+  }
+
+  /** What vu_init needs to present this device. */
+  connectionOptions() {
+    return {
+      maxQueues: MAX_QUEUES,
+      deviceFeatures: offeredFeatures(this.choice),
+      // CONFIG comes with the get/set_config callbacks; SLAVE_REQ is in
+      // libvhost-user's default set. Both are required below.
+      protocolFeatures: 0n,
+      configLen: CONFIG_SIZE,
+    };
+  }
+
+  get connected(): boolean {
+    return this.conn?.open === true;
+  }
+
+  get target(): number {
+    return this.targetPages;
+  }
+
+  get actual(): number {
+    return this.actualPages;
+  }
+
+  /** Balloon size as counted from the queues (pages). */
+  get balloonPages(): number {
+    return this.queuePages;
+  }
+
+  get features(): bigint {
+    return this.negotiated;
+  }
+
+  get queueRoles(): readonly QueueRole[] {
+    return this.roles;
+  }
+
+  get latestStats(): StatsSample | null {
+    return this.latest;
+  }
+
+  /** Guest RAM in bytes, from the memory table (0 until known). */
+  get guestRamBytes(): number {
+    return this.ram.reduce((n, r) => n + r.size, 0);
+  }
+
+  /**
+   * Set the target balloon size (num_pages) and tell the frontend, which
+   * interrupts the guest. Works before a frontend connects: the value is
+   * presented when it does.
+   */
+  setTarget(pages: number): void {
+    if (!Number.isInteger(pages) || pages < 0 || pages > 0xffffffff) {
+      throw new RangeError(`target ${pages} pages is not a u32 page count`);
+    }
+    if (pages === this.targetPages) return;
+    this.targetPages = pages;
+    this.writeConfig();
+    if (this.conn?.open) {
+      const ret = this.conn.configChanged();
+      if (ret < 0) this.log.warn({ errno: -ret }, 'could not send CONFIG_CHANGE_MSG; the guest sees the new target at its next config read');
+    }
+  }
+
+  /** Take over a new frontend connection (one at a time). */
+  attach(conn: VhostUserConnection): void {
+    if (this.conn?.open) throw new Error('a frontend is already attached');
+    this.conn = conn;
+    this.roles = [];
+    this.negotiated = 0n;
+    this.busy.clear();
+    this.writeConfig();
+    conn.on('features', (f) => this.onFeatures(f));
+    conn.on('queueStarted', (q, started) => this.onQueueStarted(q, started));
+    conn.on('kick', (q) => this.service(q));
+    conn.on('setConfig', (off, size) => this.onSetConfig(off, size));
+    conn.on('panic', (msg) => this.onPanic(msg));
+    conn.once('closed', (reason) => this.onClosed(reason));
+  }
+
+  /** Drop the current frontend, if any. */
+  detach(reason: string): void {
+    this.conn?.close(reason);
+  }
+
+  private writeConfig(): void {
+    this.conn?.configWrite(0, encodeConfig({
+      num_pages: this.targetPages, actual: this.actualPages, free_page_hint_cmd_id: 0, poison_val: 0,
+    }));
+  }
+
+  private onFeatures(f: bigint): void {
+    const conn = this.conn;
+    if (!conn) return;
+    this.negotiated = f;
+    this.roles = queueRoles(f, this.choice.messageVqBit);
+    this.ram = conn.regions();
+    const proto = conn.protocolFeatures();
+    if (!has(proto, VHOST_USER_PROTOCOL_F_CONFIG) || !has(proto, VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
+      this.log.warn({ protocolFeatures: proto.toString(16) },
+        'frontend did not negotiate CONFIG and SLAVE_REQ: target changes cannot reach the guest');
+    }
+    this.log.info({ features: featureNames(f, this.choice.messageVqBit), queues: this.roles }, 'features negotiated');
+    this.emit('connected', { features: f, roles: this.roles });
+  }
+
+  private onQueueStarted(qidx: number, started: boolean): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const role = this.roles[qidx];
+    this.log.debug({ qidx, role, started }, 'queue state');
+    // The memory table may have changed since negotiation (hotplug, reset).
+    this.ram = conn.regions();
+    conn.enableQueue(qidx, started);
+    if (role === 'stats') {
+      if (!started) this.releaseStats(false);
+    }
+    if (started) this.service(qidx);
+  }
+
+  private onSetConfig(offset: number, size: number): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const c = decodeConfig(conn.configRead(0, CONFIG_SIZE));
+    if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL) && c.actual !== this.actualPages) {
+      this.actualPages = c.actual;
+      // A fresh connection learns the balloon size from `actual`.
+      if (this.counters.inflatedPages === 0 && this.counters.deflatedPages === 0) this.queuePages = c.actual;
+      this.emit('actual', c.actual);
+    }
+    if (touchesField(offset, size, CONFIG_OFFSET_NUM_PAGES)) {
+      // Keep our own target in config until the controller decides.
+      const requested = c.num_pages;
+      this.writeConfig();
+      this.emit('frontendTarget', requested);
+    }
+  }
+
+  private onPanic(message: string): void {
+    this.record('device_error', { message });
+    // libvhost-user marks the device broken and never clears it: start over
+    // with the next connection (QEMU reconnects when `reconnect=` is set).
+    this.conn?.close(`device error: ${message}`);
+  }
+
+  private onClosed(reason: string): void {
+    this.releaseStats(false);
+    this.conn = null;
+    this.roles = [];
+    this.busy.clear();
+    this.log.info({ reason }, 'frontend disconnected');
+    this.emit('disconnected', reason);
+  }
+
+  private record(kind: BadInputKind, detail: Record<string, unknown> = {}, n = 1): void {
+    this.counters.badInput[kind] = (this.counters.badInput[kind] ?? 0) + n;
+    this.badInput.record(kind, detail, n);
+  }
+
+  /** Handle up to maxPerTurn elements of a queue, then yield. */
+  private service(qidx: number): void {
+    const conn = this.conn;
+    if (!conn?.open || this.busy.has(qidx)) return;
+    const role = this.roles[qidx];
+    if (role === undefined) return;
+    let handled = 0;
+    let pushed = false;
+    while (handled < this.maxPerTurn && this.conn === conn && conn.open) {
+      const elem = conn.pop(qidx);
+      if (!elem) break;
+      handled++;
+      if (this.handle(role, qidx, elem)) pushed = true;
+    }
+    if (pushed && this.conn === conn && conn.open) conn.notify(qidx);
+    if (handled === this.maxPerTurn && this.conn === conn) {
+      // More may be waiting: continue after other fds had their turn.
+      this.busy.add(qidx);
+      setImmediate(() => {
+        this.busy.delete(qidx);
+        this.service(qidx);
+      });
+    }
+  }
+
+  /** Returns whether the element was pushed back (needs a notify). */
+  private handle(role: QueueRole, qidx: number, elem: Element): boolean {
+    switch (role) {
+      case 'inflate':
+      case 'deflate':
+        this.handlePfns(role, elem);
+        break;
+      case 'stats':
+        return this.handleStats(qidx, elem);
+      case 'message':
+        this.handleMessages(elem);
+        break;
+      case 'reporting':
+        this.handleReporting(elem);
+        break;
+      case 'free_page':
+        break;
+    }
+    this.conn?.push(qidx, elem, 0);
+    return true;
+  }
+
+  /** Gather the driver-readable bytes of an element (bounded). */
+  private readOut(elem: Element, limit: number, kindIfWritable: BadInputKind): Buffer | null {
+    const conn = this.conn;
+    if (!conn) return null;
+    if (elem.in.length > 0) this.record(kindIfWritable, { index: elem.index, writableDescriptors: elem.in.length });
+    let total = 0;
+    for (const sg of elem.out) total += sg.len;
+    if (total > limit || elem.truncated) {
+      this.record('oversized_buffer', { index: elem.index, bytes: total, limit });
+      return null;
+    }
+    if (total === 0) {
+      this.record('empty_buffer', { index: elem.index });
+      return null;
+    }
+    const buf = total <= this.scratch.length ? this.scratch.subarray(0, total) : Buffer.alloc(total);
+    let off = 0;
+    for (const sg of elem.out) {
+      conn.read(sg.addr, sg.len, buf.subarray(off, off + sg.len));
+      off += sg.len;
+    }
+    return buf;
+  }
+
+  private handlePfns(role: 'inflate' | 'deflate', elem: Element): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const buf = this.readOut(elem, MAX_PFN_BYTES, 'wrong_direction');
+    if (!buf) return;
+    const { pfns, trailingBytes } = decodePfns(buf);
+    if (trailingBytes) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
+    const { ranges, rejected } = pfnsToRanges(pfns, this.ram);
+    if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: pfns.length });
+    const pages = countPages(ranges);
+    if (role === 'inflate') {
+      for (const r of ranges) {
+        const { gpa, len } = rangeBytes(r);
+        const ret = conn.discard(gpa, len);
+        if (ret < 0) {
+          this.record('discard_failed', { gpa, len, errno: -ret });
+        } else {
+          this.counters.discardedBytes += ret;
+          this.counters.discardCalls++;
+        }
+      }
+      this.queuePages += pages;
+      this.counters.inflatedPages += pages;
+      if (pages) this.emit('inflated', pages);
+    } else {
+      // Pages fault back in on use: deflate needs no host work.
+      const before = this.queuePages;
+      this.queuePages = Math.max(0, before - pages);
+      this.counters.deflatedPages += pages;
+      // The guest deflating below our target on its own is deflate-on-OOM.
+      const requested = this.targetPages < before;
+      if (pages) this.emit('deflated', pages, requested);
+      if (pages && !requested && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
+        this.counters.guestPressure['deflate-on-oom']++;
+        this.emit('guestPressure', { source: 'deflate-on-oom', count: 1 });
+      }
+    }
+  }
+
+  private handleStats(qidx: number, elem: Element): boolean {
+    const buf = this.readOut(elem, MAX_SMALL_BYTES, 'wrong_direction');
+    if (buf) {
+      const parsed = parseStats(buf);
+      if (parsed.trailingBytes) this.record('truncated_stats', { bytes: buf.length });
+      if (parsed.unknownTags) this.counters.unknownStatsTags += parsed.unknownTags;
+      const now = performance.now();
+      this.latest = { stats: parsed.stats, at: now, wallTime: new Date().toISOString() };
+      this.counters.statsSamples++;
+      this.emit('stats', this.latest);
+    }
+    // Keep the newest buffer: returning it is how we ask for the next sample.
+    const old = this.heldStats;
+    this.heldStats = elem;
+    if (old) {
+      this.conn?.push(qidx, old, 0);
+      return true;
+    }
+    this.armStatsTimer(qidx);
+    return false;
+  }
+
+  private armStatsTimer(qidx: number): void {
+    if (this.statsTimer || this.statsIntervalMs <= 0) return;
+    this.statsTimer = setTimeout(() => {
+      this.statsTimer = null;
+      const conn = this.conn;
+      const elem = this.heldStats;
+      if (!conn?.open || !elem) return;
+      this.heldStats = null;
+      conn.push(qidx, elem, 0);
+      conn.notify(qidx);
+    }, this.statsIntervalMs);
+  }
+
+  /** Ask for stats now instead of at the next interval. */
+  requestStats(): boolean {
+    const qidx = this.roles.indexOf('stats');
+    const conn = this.conn;
+    if (qidx < 0 || !conn?.open || !this.heldStats) return false;
+    if (this.statsTimer) clearTimeout(this.statsTimer);
+    this.statsTimer = null;
+    const elem = this.heldStats;
+    this.heldStats = null;
+    conn.push(qidx, elem, 0);
+    conn.notify(qidx);
+    return true;
+  }
+
+  private releaseStats(push: boolean): void {
+    if (this.statsTimer) clearTimeout(this.statsTimer);
+    this.statsTimer = null;
+    const elem = this.heldStats;
+    this.heldStats = null;
+    if (!elem) return;
+    const qidx = this.roles.indexOf('stats');
+    if (push && this.conn?.open && qidx >= 0) this.conn.push(qidx, elem, 0);
+    else this.conn?.drop(elem);
+  }
+
+  private handleMessages(elem: Element): void {
+    const buf = this.readOut(elem, MAX_SMALL_BYTES, 'wrong_direction');
+    if (!buf) return;
+    const m = parseMessages(buf);
+    if (m.trailingBytes) this.record('message_odd_length', { bytes: buf.length });
+    if (m.unknown) this.record('unknown_message', { count: m.unknown }, m.unknown);
+    if (m.pressure) {
+      this.counters.guestPressure.message += m.pressure;
+      this.emit('guestPressure', { source: 'message', count: m.pressure });
+    }
+  }
+
+  private handleReporting(elem: Element): void {
+    const conn = this.conn;
+    if (!conn) return;
+    if (elem.out.length > 0) this.record('wrong_direction', { queue: 'reporting', readableDescriptors: elem.out.length });
+    let pages = 0;
+    for (const sg of elem.in) {
+      const ret = conn.discardHostRange(sg.addr, sg.len);
+      if (ret < 0) {
+        this.record(ret === -14 ? 'reporting_outside_ram' : 'discard_failed', { len: sg.len, errno: -ret });
+        continue;
+      }
+      this.counters.discardedBytes += ret;
+      this.counters.discardCalls++;
+      pages += ret / 4096;
+    }
+    this.counters.reportedPages += pages;
+    if (pages) this.emit('reported', pages);
+  }
+
+  /** MUST_TELL_HOST negotiated (the guest waits for our ack before reuse). */
+  get mustTellHost(): boolean {
+    return (this.negotiated & bit(VIRTIO_BALLOON_F_MUST_TELL_HOST)) !== 0n;
+  }
+}

@@ -1,0 +1,15 @@
+// Stable error codes: operators and scripts match on `code`, not on text.
+export type BalloonErrorCode =
+  | 'EBALLOON_CONFIG'        // invalid option or config file value
+  | 'EBALLOON_NATIVE'        // native library missing or failed to load
+  | 'EBALLOON_SOCKET'        // cannot listen on / use the vhost-user socket
+  | 'EBALLOON_PRESSURE'      // host pressure source cannot be set up
+  | 'EBALLOON_NOT_CONNECTED' // no frontend (QEMU) connected
+  | 'EBALLOON_RANGE';        // a value outside what the device can do
+
+export class BalloonError extends Error {
+  constructor(readonly code: BalloonErrorCode, message: string, readonly hint?: string) {
+    super(hint ? `${message}\n  hint: ${hint}` : message);
+    this.name = 'BalloonError';
+  }
+}

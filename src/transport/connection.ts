@@ -1,0 +1,241 @@
+// One vhost-user frontend connection: owns the libvhost-user device (through
+// the shim), keeps its fds in the event loop and turns the callbacks the shim
+// recorded into typed events for the balloon device.
+import { EventEmitter } from 'node:events';
+import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, FdWatcher } from './event-loop.js';
+import {
+  native, VUB_EVENT_SIZE, VUB_EV_KICK, VUB_EV_OVERFLOW, VUB_EV_PANIC, VUB_EV_QUEUE_STARTED,
+  VUB_EV_REMOVE_WATCH, VUB_EV_SET_CONFIG, VUB_EV_SET_FEATURES, VUB_EV_SET_WATCH,
+} from './native.js';
+
+// libvhost-user's VU_WATCH_* are poll(2) bits.
+const POLLIN = 0x1;
+const POLLPRI = 0x2;
+const POLLOUT = 0x4;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+
+const pollToEpoll = (c: number): number =>
+  (c & POLLIN ? EPOLLIN : 0) | (c & POLLPRI ? EPOLLPRI : 0) | (c & POLLOUT ? EPOLLOUT : 0);
+const epollToPoll = (e: number): number =>
+  (e & EPOLLIN ? POLLIN : 0) | (e & EPOLLPRI ? POLLPRI : 0) | (e & EPOLLOUT ? POLLOUT : 0)
+  | (e & EPOLLERR ? POLLERR : 0) | (e & EPOLLHUP ? POLLHUP : 0);
+
+export interface ConnectionEvents {
+  features: [features: bigint];
+  queueStarted: [qidx: number, started: boolean];
+  kick: [qidx: number];
+  setConfig: [offset: number, size: number];
+  panic: [message: string];
+  closed: [reason: string];
+}
+
+/** A popped virtqueue element: its sg lists as host addresses. */
+export interface Element {
+  handle: bigint;
+  index: number;
+  out: Array<{ addr: bigint; len: number }>;
+  in: Array<{ addr: bigint; len: number }>;
+  /** Chain had more sg entries than we looked at. */
+  truncated: boolean;
+}
+
+const MAX_IOV = 64;
+const EVENT_BATCH = 64;
+
+export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
+  private readonly shim = native();
+  private dev: unknown;
+  private readonly watched = new Set<number>();
+  private readonly evBuf = Buffer.alloc(VUB_EVENT_SIZE * EVENT_BATCH);
+  private readonly hdr = Buffer.alloc(12);
+  private readonly iov = Buffer.alloc(16 * MAX_IOV);
+  private readonly u64 = Buffer.alloc(16);
+  private closing = false;
+
+  constructor(
+    private readonly loop: FdWatcher,
+    readonly sock: number,
+    opts: { maxQueues: number; deviceFeatures: bigint; protocolFeatures: bigint; configLen: number },
+  ) {
+    super();
+    const dev = this.shim.vub_new(sock, opts.maxQueues, opts.deviceFeatures, opts.protocolFeatures, opts.configLen);
+    if (!dev) throw new Error('vu_init failed');
+    this.dev = dev;
+    this.loop.watch(sock, EPOLLIN, (revents) => this.onSocket(revents));
+  }
+
+  get open(): boolean {
+    return this.dev !== null && !this.closing;
+  }
+
+  features(): bigint {
+    return BigInt(this.shim.vub_features(this.dev));
+  }
+
+  protocolFeatures(): bigint {
+    return BigInt(this.shim.vub_protocol_features(this.dev));
+  }
+
+  configWrite(offset: number, data: Buffer): void {
+    this.shim.vub_config_write(this.dev, offset, data, data.length);
+  }
+
+  configRead(offset: number, len: number): Buffer {
+    const b = Buffer.alloc(len);
+    this.shim.vub_config_read(this.dev, offset, b, len);
+    return b;
+  }
+
+  /** Tell the frontend the config changed; returns 0 or -errno. */
+  configChanged(): number {
+    return Number(this.shim.vub_config_change(this.dev));
+  }
+
+  enableQueue(qidx: number, enable: boolean): void {
+    this.shim.vub_queue_enable_handler(this.dev, qidx, enable ? 1 : 0);
+  }
+
+  queueStarted(qidx: number): boolean {
+    return this.shim.vub_queue_started(this.dev, qidx) === 1;
+  }
+
+  pop(qidx: number): Element | null {
+    const handle = this.shim.vub_pop(this.dev, qidx, this.hdr, this.iov, MAX_IOV);
+    this.drain();
+    if (!handle) return null;
+    const index = this.hdr.readUInt32LE(0);
+    const outNum = this.hdr.readUInt32LE(4);
+    const inNum = this.hdr.readUInt32LE(8);
+    const seen = Math.min(outNum + inNum, MAX_IOV);
+    const out: Element['out'] = [];
+    const inn: Element['in'] = [];
+    for (let k = 0; k < seen; k++) {
+      const sg = { addr: this.iov.readBigUInt64LE(16 * k), len: Number(this.iov.readBigUInt64LE(16 * k + 8)) };
+      (k < outNum ? out : inn).push(sg);
+    }
+    return { handle: BigInt(handle as bigint), index, out, in: inn, truncated: outNum + inNum > MAX_IOV };
+  }
+
+  push(qidx: number, elem: Element, len: number): void {
+    this.shim.vub_push(this.dev, qidx, elem.handle, len);
+  }
+
+  /** Free an element that will not be pushed (its queue is gone). */
+  drop(elem: Element): void {
+    this.shim.vub_drop(elem.handle);
+  }
+
+  notify(qidx: number): void {
+    this.shim.vub_notify(this.dev, qidx);
+  }
+
+  /** Copy guest memory at a host address from an element. */
+  read(addr: bigint, len: number, into?: Buffer): Buffer {
+    const b = into && into.length >= len ? into.subarray(0, len) : Buffer.alloc(len);
+    if (len > 0) this.shim.vub_read(addr, b, len);
+    return b;
+  }
+
+  /** Guest RAM regions from the memory table: [gpa, size]. */
+  regions(): Array<{ gpa: number; size: number }> {
+    const n = this.shim.vub_nregions(this.dev) as number;
+    const out: Array<{ gpa: number; size: number }> = [];
+    for (let i = 0; i < n; i++) {
+      if (this.shim.vub_region(this.dev, i, this.u64) === 0) {
+        out.push({ gpa: Number(this.u64.readBigUInt64LE(0)), size: Number(this.u64.readBigUInt64LE(8)) });
+      }
+    }
+    return out;
+  }
+
+  /** Discard guest RAM [gpa, gpa+len): bytes discarded or -errno. */
+  discard(gpa: number, len: number): number {
+    return Number(this.shim.vub_discard(this.dev, gpa, len));
+  }
+
+  /** Discard guest RAM at a host address from an element: bytes or -errno. */
+  discardHostRange(addr: bigint, len: number): number {
+    return Number(this.shim.vub_discard_hva(this.dev, addr, len));
+  }
+
+  /** Tear the connection down (idempotent); emits 'closed' once. */
+  close(reason: string): void {
+    if (this.dev === null || this.closing) return;
+    this.closing = true;
+    for (const fd of this.watched) this.loop.unwatch(fd);
+    this.watched.clear();
+    this.loop.unwatch(this.sock);
+    // vu_deinit closes the socket, kick/call fds and the backend channel.
+    this.shim.vub_free(this.dev);
+    this.dev = null;
+    this.emit('closed', reason);
+  }
+
+  private onSocket(revents: number): void {
+    if (this.dev === null) return;
+    if ((revents & EPOLLIN) === 0 && (revents & (EPOLLHUP | EPOLLERR)) !== 0) {
+      this.close('frontend hung up');
+      return;
+    }
+    const ok = this.shim.vub_dispatch(this.dev) === 1;
+    this.drain();
+    if (!ok && this.dev !== null) this.close('frontend closed the connection or the device broke');
+  }
+
+  private onWatch(fd: number, revents: number): void {
+    if (this.dev === null) return;
+    this.shim.vub_fire_watch(this.dev, fd, epollToPoll(revents));
+    this.drain();
+  }
+
+  /** Apply what libvhost-user asked for during the last call. */
+  drain(): void {
+    while (this.dev !== null) {
+      const n = this.shim.vub_next_events(this.dev, this.evBuf, EVENT_BATCH) as number;
+      if (n <= 0) return;
+      for (let i = 0; i < n; i++) {
+        const off = i * VUB_EVENT_SIZE;
+        const kind = this.evBuf.readInt32LE(off);
+        const a = this.evBuf.readInt32LE(off + 4);
+        const b = this.evBuf.readInt32LE(off + 8);
+        const u = this.evBuf.readBigUInt64LE(off + 16);
+        this.apply(kind, a, b, u);
+        if (this.dev === null) return;
+      }
+    }
+  }
+
+  private apply(kind: number, a: number, b: number, u: bigint): void {
+    switch (kind) {
+      case VUB_EV_SET_WATCH:
+        this.watched.add(a);
+        this.loop.watch(a, pollToEpoll(b), (revents) => this.onWatch(a, revents));
+        break;
+      case VUB_EV_REMOVE_WATCH:
+        this.watched.delete(a);
+        this.loop.unwatch(a);
+        break;
+      case VUB_EV_QUEUE_STARTED:
+        this.emit('queueStarted', a, b === 1);
+        break;
+      case VUB_EV_KICK:
+        this.emit('kick', a);
+        break;
+      case VUB_EV_SET_FEATURES:
+        this.emit('features', u);
+        break;
+      case VUB_EV_SET_CONFIG:
+        this.emit('setConfig', a, b);
+        break;
+      case VUB_EV_PANIC:
+        this.emit('panic', String(this.shim.vub_last_panic(this.dev)));
+        break;
+      case VUB_EV_OVERFLOW:
+        this.emit('panic', `lost ${a} libvhost-user events`);
+        break;
+      default:
+        break;
+    }
+  }
+}
