@@ -10,12 +10,15 @@ import {
   VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ,
 } from '../virtio/constants.js';
 import { decodeConfig, encodeConfig, touchesField } from '../virtio/config.js';
-import { bit, DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
+import { DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
 import { BadInputCounter, BadInputKind } from './bad-input.js';
 import { DeviceCounters, newCounters } from './counters.js';
+import { DEFAULT_DISCARD_TIMING, DeferredDiscard, DiscardResult, discardRanges, DiscardTiming } from './discard.js';
+import { readOut } from './element-io.js';
 import { parseMessages } from './messages.js';
-import { countPages, decodePfns, pfnsToRanges, rangeBytes, RamRegion } from './pfn.js';
+import { countPages, decodePfns, pfnsToRanges, RamRegion } from './pfn.js';
 import { GuestStats, parseStats } from './stats.js';
+import { StatsBuffer } from './stats-queue.js';
 
 export interface BalloonDeviceOptions {
   features?: FeatureChoice;
@@ -23,6 +26,8 @@ export interface BalloonDeviceOptions {
   statsIntervalMs?: number;
   /** Elements handled per queue before yielding to other fds. */
   maxElementsPerTurn?: number;
+  /** Deferred discard timing; null discards before every acknowledgement. */
+  deferredDiscard?: DiscardTiming | null;
   log: Logger;
 }
 
@@ -66,19 +71,20 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private actualPages = 0;
   /** Balloon size counted from the inflate/deflate queues. */
   private queuePages = 0;
-  private heldStats: Element | null = null;
-  private statsTimer: NodeJS.Timeout | null = null;
+  private readonly statsBuffer: StatsBuffer;
+  private deferred: DeferredDiscard | null = null;
+  private readonly discardTiming: DiscardTiming | null;
   private latest: StatsSample | null = null;
   private readonly busy = new Set<number>();
   private readonly scratch = Buffer.alloc(MAX_SMALL_BYTES);
-  private readonly statsIntervalMs: number;
   private readonly maxPerTurn: number;
   private readonly log: Logger;
 
   constructor(opts: BalloonDeviceOptions) {
     super();
     this.choice = opts.features ?? DEFAULT_FEATURE_CHOICE;
-    this.statsIntervalMs = opts.statsIntervalMs ?? 5000;
+    this.statsBuffer = new StatsBuffer(opts.statsIntervalMs ?? 5000);
+    this.discardTiming = opts.deferredDiscard === undefined ? DEFAULT_DISCARD_TIMING : opts.deferredDiscard;
     this.maxPerTurn = opts.maxElementsPerTurn ?? 64;
     this.log = opts.log;
     this.badInput = new BadInputCounter(opts.log);
@@ -186,7 +192,12 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       this.log.warn({ protocolFeatures: proto.toString(16) },
         'frontend did not negotiate CONFIG and SLAVE_REQ: target changes cannot reach the guest');
     }
-    this.log.info({ features: featureNames(f, this.choice.messageVqBit), queues: this.roles }, 'features negotiated');
+    this.deferred?.drop();
+    this.deferred = this.discardTiming && has(f, VIRTIO_BALLOON_F_MUST_TELL_HOST)
+      ? new DeferredDiscard((gpa, len) => conn.discard(gpa, len), (r) => this.accountDiscard(r), this.discardTiming)
+      : null;
+    this.log.info({ features: featureNames(f, this.choice.messageVqBit), queues: this.roles, deferredDiscard: this.deferred !== null },
+      'features negotiated');
     this.emit('connected', { features: f, roles: this.roles });
   }
 
@@ -198,9 +209,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     // The memory table may have changed since negotiation (hotplug, reset).
     this.ram = conn.regions();
     conn.enableQueue(qidx, started);
-    if (role === 'stats') {
-      if (!started) this.releaseStats(false);
-    }
+    if (!started && role === 'stats') this.statsBuffer.release(conn);
+    // After a stop the guest may own the ballooned pages again.
+    if (!started && role === 'inflate') this.dropPending('inflate queue stopped');
     if (started) this.service(qidx);
   }
 
@@ -230,13 +241,17 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   }
 
   private onClosed(reason: string): void {
-    this.releaseStats(false);
+    this.statsBuffer.release(this.conn);
+    this.dropPending('frontend disconnected');
     this.conn = null;
     this.roles = [];
     this.busy.clear();
     this.log.info({ reason }, 'frontend disconnected');
     this.emit('disconnected', reason);
   }
+
+  private readonly recorder = (kind: BadInputKind, detail?: Record<string, unknown>, n?: number): void =>
+    this.record(kind, detail, n);
 
   private record(kind: BadInputKind, detail: Record<string, unknown> = {}, n = 1): void {
     this.counters.badInput[kind] = (this.counters.badInput[kind] ?? 0) + n;
@@ -290,34 +305,10 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     return true;
   }
 
-  /** Gather the driver-readable bytes of an element (bounded). */
-  private readOut(elem: Element, limit: number, kindIfWritable: BadInputKind): Buffer | null {
-    const conn = this.conn;
-    if (!conn) return null;
-    if (elem.in.length > 0) this.record(kindIfWritable, { index: elem.index, writableDescriptors: elem.in.length });
-    let total = 0;
-    for (const sg of elem.out) total += sg.len;
-    if (total > limit || elem.truncated) {
-      this.record('oversized_buffer', { index: elem.index, bytes: total, limit });
-      return null;
-    }
-    if (total === 0) {
-      this.record('empty_buffer', { index: elem.index });
-      return null;
-    }
-    const buf = total <= this.scratch.length ? this.scratch.subarray(0, total) : Buffer.alloc(total);
-    let off = 0;
-    for (const sg of elem.out) {
-      conn.read(sg.addr, sg.len, buf.subarray(off, off + sg.len));
-      off += sg.len;
-    }
-    return buf;
-  }
-
   private handlePfns(role: 'inflate' | 'deflate', elem: Element): void {
     const conn = this.conn;
     if (!conn) return;
-    const buf = this.readOut(elem, MAX_PFN_BYTES, 'wrong_direction');
+    const buf = readOut(conn, elem, MAX_PFN_BYTES, this.recorder);
     if (!buf) return;
     const { pfns, trailingBytes } = decodePfns(buf);
     if (trailingBytes) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
@@ -325,21 +316,15 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: pfns.length });
     const pages = countPages(ranges);
     if (role === 'inflate') {
-      for (const r of ranges) {
-        const { gpa, len } = rangeBytes(r);
-        const ret = conn.discard(gpa, len);
-        if (ret < 0) {
-          this.record('discard_failed', { gpa, len, errno: -ret });
-        } else {
-          this.counters.discardedBytes += ret;
-          this.counters.discardCalls++;
-        }
-      }
+      if (this.deferred) this.deferred.add(ranges);
+      else this.accountDiscard(discardRanges(ranges, (gpa, len) => conn.discard(gpa, len)));
       this.queuePages += pages;
       this.counters.inflatedPages += pages;
       if (pages) this.emit('inflated', pages);
     } else {
-      // Pages fault back in on use: deflate needs no host work.
+      // Pages fault back in on use: deflate needs no host work, but a page
+      // still waiting for its discard must not be discarded any more.
+      this.deferred?.remove(ranges);
       const before = this.queuePages;
       this.queuePages = Math.max(0, before - pages);
       this.counters.deflatedPages += pages;
@@ -354,67 +339,46 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   }
 
   private handleStats(qidx: number, elem: Element): boolean {
-    const buf = this.readOut(elem, MAX_SMALL_BYTES, 'wrong_direction');
+    const buf = readOut(this.conn!, elem, MAX_SMALL_BYTES, this.recorder, this.scratch);
     if (buf) {
       const parsed = parseStats(buf);
       if (parsed.trailingBytes) this.record('truncated_stats', { bytes: buf.length });
       if (parsed.unknownTags) this.counters.unknownStatsTags += parsed.unknownTags;
-      const now = performance.now();
-      this.latest = { stats: parsed.stats, at: now, wallTime: new Date().toISOString() };
+      this.latest = { stats: parsed.stats, at: performance.now(), wallTime: new Date().toISOString() };
       this.counters.statsSamples++;
       this.emit('stats', this.latest);
     }
-    // Keep the newest buffer: returning it is how we ask for the next sample.
-    const old = this.heldStats;
-    this.heldStats = elem;
-    if (old) {
-      this.conn?.push(qidx, old, 0);
-      return true;
-    }
-    this.armStatsTimer(qidx);
-    return false;
+    return this.statsBuffer.keep(this.conn!, qidx, elem);
   }
 
-  private armStatsTimer(qidx: number): void {
-    if (this.statsTimer || this.statsIntervalMs <= 0) return;
-    this.statsTimer = setTimeout(() => {
-      this.statsTimer = null;
-      const conn = this.conn;
-      const elem = this.heldStats;
-      if (!conn?.open || !elem) return;
-      this.heldStats = null;
-      conn.push(qidx, elem, 0);
-      conn.notify(qidx);
-    }, this.statsIntervalMs);
-  }
-
-  /** Ask for stats now instead of at the next interval. */
+  /** Ask the guest for stats now instead of at the next interval. */
   requestStats(): boolean {
     const qidx = this.roles.indexOf('stats');
-    const conn = this.conn;
-    if (qidx < 0 || !conn?.open || !this.heldStats) return false;
-    if (this.statsTimer) clearTimeout(this.statsTimer);
-    this.statsTimer = null;
-    const elem = this.heldStats;
-    this.heldStats = null;
-    conn.push(qidx, elem, 0);
-    conn.notify(qidx);
-    return true;
+    return qidx >= 0 && this.conn !== null && this.statsBuffer.request(this.conn, qidx);
   }
 
-  private releaseStats(push: boolean): void {
-    if (this.statsTimer) clearTimeout(this.statsTimer);
-    this.statsTimer = null;
-    const elem = this.heldStats;
-    this.heldStats = null;
-    if (!elem) return;
-    const qidx = this.roles.indexOf('stats');
-    if (push && this.conn?.open && qidx >= 0) this.conn.push(qidx, elem, 0);
-    else this.conn?.drop(elem);
+  private accountDiscard(r: DiscardResult): void {
+    this.counters.discardedBytes += r.bytes;
+    this.counters.discardCalls += r.calls;
+    for (const f of r.failures) this.record('discard_failed', f);
+  }
+
+  private dropPending(why: string): void {
+    const n = this.deferred?.drop() ?? 0;
+    if (n) this.log.info({ pages: n, why }, 'dropped pending discards');
+  }
+
+  /** Discard everything still pending now (tests, benchmarks, shutdown). */
+  flushDiscards(): void {
+    this.deferred?.flush();
+  }
+
+  get pendingDiscardPages(): number {
+    return this.deferred?.pendingPages ?? 0;
   }
 
   private handleMessages(elem: Element): void {
-    const buf = this.readOut(elem, MAX_SMALL_BYTES, 'wrong_direction');
+    const buf = readOut(this.conn!, elem, MAX_SMALL_BYTES, this.recorder, this.scratch);
     if (!buf) return;
     const m = parseMessages(buf);
     if (m.trailingBytes) this.record('message_odd_length', { bytes: buf.length });
@@ -442,10 +406,5 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
     this.counters.reportedPages += pages;
     if (pages) this.emit('reported', pages);
-  }
-
-  /** MUST_TELL_HOST negotiated (the guest waits for our ack before reuse). */
-  get mustTellHost(): boolean {
-    return (this.negotiated & bit(VIRTIO_BALLOON_F_MUST_TELL_HOST)) !== 0n;
   }
 }

@@ -1,0 +1,86 @@
+// A set of 4 KiB balloon pages as a sparse bitmap: 1 GiB of guest RAM per
+// 32 KiB chunk, allocated on first use. Taking it out yields merged runs, so
+// pages inflated in any order are discarded with as few calls as possible.
+import type { PfnRange } from './pfn.js';
+
+const CHUNK_SHIFT = 18; // pages per chunk: 2^18 = 1 GiB of 4 KiB pages
+const CHUNK_PAGES = 1 << CHUNK_SHIFT;
+const WORDS = CHUNK_PAGES / 32;
+
+export class PageSet {
+  private readonly chunks = new Map<number, Uint32Array>();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  add(r: PfnRange): void {
+    this.forEachPage(r, (words, w, mask) => {
+      if ((words[w]! & mask) === 0) {
+        words[w]! |= mask;
+        this.count++;
+      }
+    }, true);
+  }
+
+  /** Remove pages; returns how many were present. */
+  delete(r: PfnRange): number {
+    let removed = 0;
+    this.forEachPage(r, (words, w, mask) => {
+      if ((words[w]! & mask) !== 0) {
+        words[w]! &= ~mask;
+        removed++;
+      }
+    }, false);
+    this.count -= removed;
+    return removed;
+  }
+
+  /** All pages as ascending merged runs; empties the set. */
+  take(): PfnRange[] {
+    const out: PfnRange[] = [];
+    let cur: PfnRange | undefined;
+    for (const key of [...this.chunks.keys()].sort((a, b) => a - b)) {
+      const words = this.chunks.get(key)!;
+      const base = key * CHUNK_PAGES;
+      for (let w = 0; w < WORDS; w++) {
+        let bits = words[w]!;
+        if (bits === 0) continue;
+        while (bits !== 0) {
+          const low = bits & -bits;
+          const b = 31 - Math.clz32(low);
+          const pfn = base + w * 32 + b;
+          if (cur && pfn === cur.pfn + cur.count) cur.count++;
+          else out.push((cur = { pfn, count: 1 }));
+          bits ^= low;
+        }
+      }
+    }
+    this.chunks.clear();
+    this.count = 0;
+    return out;
+  }
+
+  clear(): void {
+    this.chunks.clear();
+    this.count = 0;
+  }
+
+  private forEachPage(r: PfnRange, fn: (words: Uint32Array, w: number, mask: number) => void, create: boolean): void {
+    for (let pfn = r.pfn, end = r.pfn + r.count; pfn < end; pfn++) {
+      const key = Math.floor(pfn / CHUNK_PAGES);
+      let words = this.chunks.get(key);
+      if (!words) {
+        if (!create) {
+          pfn = (key + 1) * CHUNK_PAGES - 1; // skip the absent chunk
+          continue;
+        }
+        words = new Uint32Array(WORDS);
+        this.chunks.set(key, words);
+      }
+      const off = pfn - key * CHUNK_PAGES;
+      fn(words, off >>> 5, (1 << (off & 31)) >>> 0);
+    }
+  }
+}

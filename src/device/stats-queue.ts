@@ -1,0 +1,62 @@
+// The stats queue protocol: the driver primes one buffer; the device keeps it
+// and returns it (push + notify) whenever it wants a fresh sample; the driver
+// refills it and adds it again.
+import type { Element, VhostUserConnection } from '../transport/connection.js';
+
+export class StatsBuffer {
+  private held: Element | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly intervalMs: number) {}
+
+  get holding(): boolean {
+    return this.held !== null;
+  }
+
+  /**
+   * Keep a newly filled buffer. A buffer already held goes back unfilled
+   * (a driver has only one in flight; a second one is not ours to keep).
+   * Returns true when something was pushed and needs a notify.
+   */
+  keep(conn: VhostUserConnection, qidx: number, elem: Element): boolean {
+    const old = this.held;
+    this.held = elem;
+    if (old) {
+      conn.push(qidx, old, 0);
+      return true;
+    }
+    this.arm(conn, qidx);
+    return false;
+  }
+
+  /** Return the buffer now: the guest refills it with current stats. */
+  request(conn: VhostUserConnection, qidx: number): boolean {
+    this.cancel();
+    const elem = this.held;
+    if (!elem || !conn.open) return false;
+    this.held = null;
+    conn.push(qidx, elem, 0);
+    conn.notify(qidx);
+    return true;
+  }
+
+  /** The queue or the connection is gone: free the element. */
+  release(conn: VhostUserConnection | null): void {
+    this.cancel();
+    if (this.held && conn) conn.drop(this.held);
+    this.held = null;
+  }
+
+  private arm(conn: VhostUserConnection, qidx: number): void {
+    if (this.timer || this.intervalMs <= 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.request(conn, qidx);
+    }, this.intervalMs);
+  }
+
+  private cancel(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
