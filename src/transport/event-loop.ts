@@ -1,8 +1,16 @@
 // The daemon's fd event loop. One epoll set holds every fd the daemon waits
 // on (vhost-user socket, kick eventfds, memcg/PSI eventfds, the listening
-// socket). epoll_wait runs as an async koffi call on the libuv threadpool, so
-// an idle daemon costs no CPU; results come back to the main thread, where the
-// handlers run. A private eventfd wakes the wait for changes and shutdown.
+// socket), each with its own event mask (PSI triggers need EPOLLPRI alone).
+// Handlers always run on the main thread; an idle daemon costs no CPU.
+//
+// Two ways to wait, same epoll set:
+// - 'uv' (default): the epoll fd itself sits in libuv's loop (koffi.node.poll,
+//   a uv_poll handle); when it turns readable we collect events with a
+//   non-blocking epoll_wait. No thread hop, so a shorter tail.
+// - 'threadpool': a blocking epoll_wait runs as an async koffi call on the
+//   libuv threadpool and reports back to the main thread. It pins a pool
+//   thread and its wake-up tail was 1.5-3x longer (bench/ffi-overhead.ts),
+//   so it is kept for comparison. A private eventfd wakes it for shutdown.
 import koffi from 'koffi';
 import { check, close, eventfd, eventfdRead, eventfdWrite, EFD_CLOEXEC, EFD_NONBLOCK, libc } from './libc.js';
 
@@ -28,6 +36,7 @@ const EVENT_SIZE = 12;
 const MAX_EVENTS = 64;
 
 export type ReadyHandler = (revents: number) => void;
+export type WaitMode = 'uv' | 'threadpool';
 
 /** What pressure sources and the transport need from the loop. */
 export interface FdWatcher {
@@ -45,15 +54,20 @@ export class EpollLoop implements FdWatcher {
   private readonly ctlBuf = Buffer.alloc(EVENT_SIZE);
   private waiting = false;
   private closed = false;
+  private readonly poll: ReturnType<typeof koffi.node.poll> | null = null;
   /** Errors thrown by handlers go here instead of killing the loop. */
   onHandlerError: (err: unknown, fd: number) => void = (err) => {
     process.nextTick(() => { throw err; });
   };
 
-  constructor() {
+  constructor(readonly mode: WaitMode = (process.env.VUB_EVENT_LOOP as WaitMode | undefined) ?? 'uv') {
     this.epfd = check('epoll_create1', epoll_create1(EPOLL_CLOEXEC));
     this.wakeFd = check('eventfd', eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     this.ctl(EPOLL_CTL_ADD, this.wakeFd, EPOLLIN);
+    if (mode === 'uv') {
+      this.poll = koffi.node.poll(this.epfd, { readable: true }, () => this.collect());
+      this.poll.unref();
+    }
   }
 
   get watchedCount(): number {
@@ -79,7 +93,10 @@ export class EpollLoop implements FdWatcher {
     if (!this.handlers.delete(fd)) return;
     const ret = this.ctl(EPOLL_CTL_DEL, fd, 0);
     if (ret < 0 && koffi.errno() !== ENOENT && koffi.errno() !== EBADF) check(`epoll_ctl(unwatch fd ${fd})`, ret);
-    if (this.handlers.size === 0) this.wake();
+    if (this.handlers.size === 0) {
+      this.wake();
+      this.arm();
+    }
   }
 
   /** Stop waiting and release the epoll set; pending handlers are dropped. */
@@ -87,7 +104,10 @@ export class EpollLoop implements FdWatcher {
     if (this.closed) return;
     this.closed = true;
     this.handlers.clear();
-    if (this.waiting) {
+    if (this.poll) {
+      this.poll.close();
+      this.release();
+    } else if (this.waiting) {
       // The threadpool wait returns on the wake event and closes the fds.
       this.wake();
     } else {
@@ -110,8 +130,20 @@ export class EpollLoop implements FdWatcher {
     if (this.waiting) eventfdWrite(this.wakeFd);
   }
 
-  /** Keep one epoll_wait in flight while anything is watched. */
+  /** 'uv' mode: the epoll fd is readable; take what is ready now. */
+  private collect(): void {
+    if (this.closed) return;
+    const n = Number(epoll_wait(this.epfd, this.events, MAX_EVENTS, 0));
+    if (n > 0) this.dispatch(n);
+  }
+
+  /** Keep the process alive only while something is watched. */
   private arm(): void {
+    if (this.poll) {
+      if (this.handlers.size > 0) this.poll.ref();
+      else this.poll.unref();
+      return;
+    }
     if (this.waiting || this.closed || this.handlers.size === 0) return;
     this.waiting = true;
     epoll_wait.async(this.epfd, this.events, MAX_EVENTS, -1, (err: unknown, n: number) => {
