@@ -1,0 +1,52 @@
+// Memory sizes as operators type them: 512M, 512MiB, 2G, 1.5GiB, 4096K,
+// 25% (of guest RAM), or bytes with a B suffix. Binary units throughout,
+// as QEMU's -m and libvirt's <memory unit='MiB'> use.
+import { BalloonError } from '../errors.js';
+
+const UNITS: Record<string, number> = {
+  b: 1, k: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gib: 2 ** 30, t: 2 ** 40, tib: 2 ** 40,
+};
+
+export type SizeSpec = { bytes: number } | { percent: number };
+
+export function parseSize(text: string): SizeSpec {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z%]*)\s*$/.exec(text);
+  if (!m) {
+    throw new BalloonError('EBALLOON_CONFIG', `"${text}" is not a size`, 'use a number with a unit: 512M, 2G, 1.5GiB, or a share of guest RAM: 25%');
+  }
+  const value = Number(m[1]);
+  const unit = m[2]!.toLowerCase();
+  if (unit === '%') {
+    if (value > 100) throw new BalloonError('EBALLOON_RANGE', `${text} is more than all of guest RAM`, 'use a percentage from 0 to 100');
+    return { percent: value };
+  }
+  if (unit === '') {
+    throw new BalloonError('EBALLOON_CONFIG', `"${text}" has no unit`, `write ${text}M for MiB or ${text}G for GiB`);
+  }
+  const mult = UNITS[unit];
+  if (mult === undefined) {
+    throw new BalloonError('EBALLOON_CONFIG', `unknown unit "${m[2]}" in "${text}"`, 'units: K, M, G, T (binary: MiB, GiB also accepted), or %');
+  }
+  return { bytes: Math.round(value * mult) };
+}
+
+/** Resolve a size against guest RAM (needed for percentages). */
+export function sizeToBytes(spec: SizeSpec, guestRamBytes: number): number {
+  if ('bytes' in spec) return spec.bytes;
+  if (guestRamBytes <= 0) {
+    throw new BalloonError('EBALLOON_NOT_CONNECTED', 'a percentage needs the guest RAM size, which is known once QEMU has connected', 'give an absolute size such as 512M');
+  }
+  return Math.round((guestRamBytes * spec.percent) / 100);
+}
+
+export function formatBytes(bytes: number): string {
+  const abs = Math.abs(bytes);
+  if (abs >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(abs % 2 ** 30 === 0 ? 0 : 2)} GiB`;
+  if (abs >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(abs % 2 ** 20 === 0 ? 0 : 1)} MiB`;
+  if (abs >= 2 ** 10) return `${(bytes / 2 ** 10).toFixed(0)} KiB`;
+  return `${bytes} B`;
+}
+
+export const PAGE = 4096;
+export const bytesToPages = (b: number): number => Math.floor(b / PAGE);
+export const pagesToBytes = (p: number): number => p * PAGE;
