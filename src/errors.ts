@@ -5,7 +5,9 @@ export type BalloonErrorCode =
   | 'EBALLOON_SOCKET'        // cannot listen on / use the vhost-user socket
   | 'EBALLOON_PRESSURE'      // host pressure source cannot be set up
   | 'EBALLOON_NOT_CONNECTED' // no frontend (QEMU) connected
-  | 'EBALLOON_RANGE';        // a value outside what the device can do
+  | 'EBALLOON_RANGE'         // a value outside what the device can do
+  | 'EBALLOON_PERMISSION'    // caller may not use the control socket
+  | 'EBALLOON_INTERNAL';     // a bug: report it
 
 export class BalloonError extends Error {
   constructor(readonly code: BalloonErrorCode, message: string, readonly hint?: string) {
