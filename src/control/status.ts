@@ -1,0 +1,41 @@
+// What `status` returns: the contract between the daemon and balloonctl.
+import type { DeviceCounters } from '../device/counters.js';
+import type { GuestStats } from '../device/stats.js';
+
+export type Mode = 'auto' | 'manual' | 'off';
+
+export interface DecisionRecord {
+  /** Wall-clock time, ISO 8601. */
+  time: string;
+  /** The rule that decided, e.g. host-pressure-inflate, guest-pressure-cancel. */
+  rule: string;
+  /** What happened: the event that led here. */
+  event: string;
+  oldTargetBytes: number;
+  newTargetBytes: number;
+  /** Why, in words (ignored events say why they were ignored). */
+  reason: string;
+}
+
+export interface DaemonStatus {
+  vm: string;
+  pid: number;
+  version: string;
+  vhostSocket: string | null;
+  connected: boolean;
+  features: string[];
+  guestRamBytes: number;
+  targetBytes: number;
+  actualBytes: number;
+  balloonBytes: number;
+  mode: Mode;
+  hold: { owner: string; sinceTime: string } | null;
+  pressure: {
+    host: { source: string; events: number; lastEventTime: string | null };
+    guest: { inPressure: boolean; untilTime: string | null; lastSignal: string | null };
+  };
+  stats: { time: string; values: GuestStats } | null;
+  params: Record<string, unknown>;
+  decisions: DecisionRecord[];
+  counters: DeviceCounters;
+}
