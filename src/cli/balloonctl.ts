@@ -71,7 +71,7 @@ export async function main(argv: string[]): Promise<void> {
       }));
       print(a, rows, () => (rows.length ? listTable(rows) : `no daemons found in ${dir}`));
     })
-    .command('status [vm]', 'Target, actual, mode, pressure, guest stats, last decisions', vmArg, async (a) => {
+    .command('status [vm]', 'Target, actual, mode, pressure, guest stats, last decisions', (y) => vmArg(y), async (a) => {
       const s = await withClient(socketFor(a.vm, a), (c) => c.request<DaemonStatus>({ op: 'status' }));
       print(a, s, () => statusText(s));
     })
@@ -117,7 +117,7 @@ export async function main(argv: string[]): Promise<void> {
       const r = await withClient(socketFor(a.vm, a), (c) => c.request<{ decisions: DecisionRecord[] }>({ op: 'history', limit: a.limit }));
       print(a, r, () => (r.decisions.length ? decisionsTable(r.decisions) : 'no decisions yet'));
     })
-    .command('watch [vm]', 'Stream events (decisions, pressure, balloon changes) until Ctrl-C', vmArg, async (a) => {
+    .command('watch [vm]', 'Stream events (decisions, pressure, balloon changes) until Ctrl-C', (y) => vmArg(y), async (a) => {
       const c = await ControlClient.connect(socketFor(a.vm, a));
       await c.watch((ev) => process.stdout.write(`${JSON.stringify(ev)}\n`));
       await new Promise<void>((resolve) => process.once('SIGINT', () => { c.close(); resolve(); }));
