@@ -1,0 +1,99 @@
+// Run the real daemon (dist/src/main.js) for a test: a unique socket, its
+// JSON log lines collected, a clean stop that reports the exit code.
+import { ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+export const DAEMON_JS = join(ROOT, 'dist', 'src', 'main.js');
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+export class DaemonProcess {
+  readonly logs: LogLine[] = [];
+  exitCode: number | null = null;
+  private exited: Promise<number | null>;
+
+  private constructor(readonly child: ChildProcess, readonly socketPath: string, readonly dir: string) {
+    let buf = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          this.logs.push(JSON.parse(line) as LogLine);
+        } catch {
+          this.logs.push({ level: 50, msg: line });
+        }
+      }
+    });
+    this.exited = new Promise((res) => child.once('exit', (code) => { this.exitCode = code; res(code); }));
+  }
+
+  static async start(args: string[] = [], env: Record<string, string> = {}): Promise<DaemonProcess> {
+    if (!existsSync(DAEMON_JS)) throw new Error(`${DAEMON_JS} missing: run npm run build (or npm test, which builds)`);
+    const dir = mkdtempSync(join(tmpdir(), 'vub-'));
+    const socketPath = join(dir, 'vhost.sock');
+    const child = spawn(process.execPath, [DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+    });
+    const d = new DaemonProcess(child, socketPath, dir);
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(socketPath)) {
+      if (d.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`daemon did not come up (exit ${d.exitCode}): ${d.logs.map((l) => l.msg).join(' | ')}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return d;
+  }
+
+  /** Log lines whose msg or kind matches. */
+  find(pred: (l: LogLine) => boolean): LogLine[] {
+    return this.logs.filter(pred);
+  }
+
+  async waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 5000): Promise<LogLine> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.logs.find(pred);
+      if (hit) return hit;
+      if (Date.now() > deadline) throw new Error(`no matching daemon log within ${timeoutMs} ms; last: ${this.logs.slice(-5).map((l) => l.msg).join(' | ')}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Open fds of the daemon (for leak checks). */
+  fds(): string[] {
+    const dir = `/proc/${this.child.pid}/fd`;
+    return readdirSync(dir).map((f) => {
+      try {
+        return readlinkSync(join(dir, f));
+      } catch {
+        return '?';
+      }
+    });
+  }
+
+  /** memfd mappings of the daemon (guest RAM it still maps). */
+  guestMappings(): number {
+    const maps = readFileSync(`/proc/${this.child.pid}/maps`, 'utf8');
+    return maps.split('\n').filter((l) => l.includes('memfd:vub-sim-guest-ram')).length;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.exitCode === null) this.child.kill(signal);
+    const code = await Promise.race([this.exited, new Promise<null>((r) => setTimeout(() => r(null), 5000))]);
+    if (this.exitCode === null) this.child.kill('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+    return code;
+  }
+}
