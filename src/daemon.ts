@@ -1,24 +1,43 @@
-// The daemon: one event loop, one vhost-user socket, one balloon device.
+// The daemon: one event loop, one vhost-user socket, one balloon device, the
+// policy controller, host pressure, the control socket and metrics.
+import type { Server } from 'node:http';
+import { Controller } from './control/controller.js';
+import { buildRegistry, serveMetrics } from './control/metrics.js';
+import { ControlServer } from './control/server.js';
 import { BalloonDevice, BalloonDeviceOptions } from './device/balloon.js';
 import type { Logger } from './log.js';
+import type { PolicyParams } from './policy/params.js';
+import { createSource, Plan } from './pressure/detect.js';
+import { PressureSupervisor } from './pressure/supervisor.js';
 import { VhostUserConnection } from './transport/connection.js';
 import { EpollLoop } from './transport/event-loop.js';
 import { UnixListener } from './transport/listener.js';
 import { close } from './transport/libc.js';
 
 export interface DaemonOptions {
+  vm: string;
+  version: string;
   /** Listen here for the frontend (QEMU) ... */
   socketPath?: string;
   /** ... or use this already-connected socket (libvirt / systemd style). */
   fd?: number;
+  controlSocket: string | null;
+  metricsListen: string | null;
   device: Omit<BalloonDeviceOptions, 'log'>;
+  params: PolicyParams;
+  autoEnabled: boolean;
+  pressure: Plan;
   log: Logger;
 }
 
 export class Daemon {
   readonly loop = new EpollLoop();
   readonly device: BalloonDevice;
+  readonly controller: Controller;
   private listener: UnixListener | null = null;
+  private control: ControlServer | null = null;
+  private metrics: Server | null = null;
+  private pressure: PressureSupervisor | null = null;
   private stopped = false;
   private resolveDone!: (code: number) => void;
   /** Resolves with the exit code when the daemon stops. */
@@ -29,10 +48,37 @@ export class Daemon {
     this.loop.onHandlerError = (err, fd) => {
       opts.log.error({ err, fd }, 'event handler failed');
     };
+    const source = createSource(opts.pressure, this.loop);
+    this.controller = new Controller(this.device, {
+      vm: opts.vm, version: opts.version, vhostSocket: opts.socketPath ?? null, params: opts.params,
+      autoEnabled: opts.autoEnabled, pressureDescription: source?.description ?? 'none', log: opts.log,
+    });
+    if (source) {
+      const mustExist = opts.pressure.kind === 'vmpressure' ? opts.pressure.memcg : null;
+      this.pressure = new PressureSupervisor(source, mustExist, (ev) => this.controller.hostPressure(ev), opts.log);
+    }
   }
 
-  start(): void {
+  /** Set everything up; a BalloonError here is a clear startup failure. */
+  async start(): Promise<void> {
     const { log } = this.opts;
+    this.pressure?.start();
+    if (this.opts.controlSocket) {
+      this.control = await ControlServer.listen(this.opts.controlSocket, this.controller, log);
+      log.info({ control: this.opts.controlSocket }, 'control socket ready');
+    }
+    if (this.opts.metricsListen) {
+      this.metrics = await serveMetrics(this.opts.metricsListen, buildRegistry({
+        counters: () => this.device.counters,
+        targetPages: () => this.device.target,
+        actualPages: () => this.device.actual,
+        balloonPages: () => this.device.balloonPages,
+        guestStats: () => this.device.latestStats?.stats ?? null,
+        pressureEvents: () => this.controller.pressureCounts,
+        decisions: () => this.controller.decisionCounts,
+      }, this.opts.vm));
+      log.info({ metrics: this.opts.metricsListen }, 'metrics on /metrics');
+    }
     if (this.opts.fd !== undefined) {
       this.attach(this.opts.fd);
       // With a passed-in socket there is nothing to accept after it closes.
@@ -43,13 +89,12 @@ export class Daemon {
     if (!this.opts.socketPath) throw new Error('either socketPath or fd is required');
     this.listener = UnixListener.listen(this.loop, this.opts.socketPath);
     this.listener.start((fd) => this.attach(fd));
-    log.info({ socket: this.opts.socketPath }, 'waiting for the frontend (QEMU) on the vhost-user socket');
+    log.info({ socket: this.opts.socketPath, vm: this.opts.vm }, 'waiting for the frontend (QEMU) on the vhost-user socket');
   }
 
   private attach(fd: number): void {
     if (this.device.connected) {
-      this.device.badInput.record('second_frontend', { fd });
-      this.device.counters.badInput.second_frontend = (this.device.counters.badInput.second_frontend ?? 0) + 1;
+      this.device.refuseFrontend(fd);
       close(fd);
       return;
     }
@@ -66,10 +111,13 @@ export class Daemon {
   stop(code = 0): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.pressure?.stop();
     this.device.detach('daemon stopping');
     this.listener?.close();
+    this.metrics?.close();
+    const control = this.control;
     this.loop.close();
     this.opts.log.info('stopped');
-    this.resolveDone(code);
+    void (control ? control.close() : Promise.resolve()).finally(() => this.resolveDone(code));
   }
 }

@@ -1,41 +1,96 @@
 #!/usr/bin/env node
 // vhost-user-balloon: the daemon's command line.
+import { readFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Daemon } from './daemon.js';
+import { parseSize } from './control/units.js';
 import { BalloonError } from './errors.js';
 import { createLogger, LOG_LEVELS, LogLevel } from './log.js';
+import { controlSocketPath, vhostSocketPath, validVmName } from './paths.js';
+import { DEFAULT_PARAMS, mergeParams } from './policy/params.js';
+import { planPressure } from './pressure/detect.js';
+import { parsePsiTrigger, psiTriggerText, DEFAULT_PSI_TRIGGER } from './pressure/psi.js';
+import { VMPRESSURE_LEVELS, VMPRESSURE_MODES } from './pressure/types.js';
 import { DEFAULT_MESSAGE_VQ_BIT, MESSAGE_VQ_BIT_MAX, MESSAGE_VQ_BIT_MIN } from './virtio/constants.js';
 import { validMessageVqBit } from './virtio/features.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const MiB = 2 ** 20;
 
 const capabilities = {
   type: 'balloon',
   features: ['stats-vq', 'deflate-on-oom', 'page-reporting', 'message-vq'],
 };
 
-async function main(argv: string[]): Promise<number> {
-  const args = await yargs(argv)
+function bytesOption(name: string, text: string): number {
+  let s;
+  try {
+    s = parseSize(text);
+  } catch (err) {
+    const e = err as BalloonError;
+    throw new BalloonError(e.code, `--${name} ${text}: ${e.message.split('\n')[0]}`, e.hint);
+  }
+  if (!('bytes' in s)) throw new BalloonError('EBALLOON_CONFIG', `--${name} ${text}: give an absolute size (e.g. 512M)`);
+  return s.bytes;
+}
+
+function durationMs(name: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(text).trim());
+  if (!m) throw new BalloonError('EBALLOON_CONFIG', `--${name} ${text}: not a duration`, 'use 500ms, 60s, 2m or 1h');
+  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms']);
+}
+
+function parseArgs(argv: string[]) {
+  return yargs(argv)
     .scriptName('vhost-user-balloon')
-    .usage('$0 --socket-path PATH [options]\n\n'
-      + 'A virtio-balloon device for QEMU, as a vhost-user backend. QEMU connects with:\n'
+    .usage('$0 --socket-path PATH | --vm NAME [options]\n\n'
+      + 'The virtio-balloon device of one QEMU VM, as a vhost-user backend, with automatic ballooning\n'
+      + 'from host memory pressure and guest pressure. QEMU connects with:\n'
       + '  -object memory-backend-memfd,id=mem,size=1G,share=on -machine q35,memory-backend=mem\n'
       + '  -chardev socket,id=vb,path=PATH,reconnect=1 -device vhost-user-balloon,chardev=vb')
+    .config('config', 'JSON file of options (keys are the long option names); command-line flags win',
+      (path: string) => JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>)
+    .group(['vm', 'socket-path', 'fd', 'control-socket', 'metrics-listen', 'print-capabilities', 'log-level'], 'Daemon:')
+    .option('vm', { type: 'string', describe: 'VM name: sockets go to /run/vhost-user-balloon/NAME.sock and NAME.ctl (VUB_RUN_DIR overrides the directory)' })
     .option('socket-path', { type: 'string', describe: 'Listen on this unix socket for QEMU (a stale socket file is replaced)' })
     .option('fd', { type: 'number', describe: 'Serve this already-connected vhost-user socket fd instead (exits when it closes)' })
+    .option('control-socket', { type: 'string', describe: 'Control socket for balloonctl (default: NAME.ctl beside the vhost-user socket; "none" disables)' })
+    .option('metrics-listen', { type: 'string', describe: 'Serve Prometheus metrics: 127.0.0.1:PORT or unix:/PATH (loopback only)' })
     .option('print-capabilities', { type: 'boolean', describe: 'Print the backend capabilities as JSON and exit' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log verbosity (JSON lines on stderr)' })
+    .group(['auto', 'step', 'hysteresis', 'floor', 'max-balloon', 'rate-limit', 'stats-available-percent', 'stats-swap-in', 'stats-major-faults', 'stats-stalls'], 'Policy:')
+    .option('auto', { type: 'boolean', default: true, describe: 'Automatic ballooning (--no-auto: only manual targets)' })
+    .option('step', { type: 'string', default: '32M', describe: 'Balloon change per host-pressure event and per guest-pressure deflate' })
+    .option('hysteresis', { type: 'string', default: '60s', describe: 'After guest pressure, ignore host pressure this long' })
+    .option('floor', { type: 'string', default: '0', describe: 'Never balloon the guest below this size (0: no floor)' })
+    .option('max-balloon', { type: 'string', default: '0', describe: 'Largest balloon (0: no limit)' })
+    .option('rate-limit', { type: 'string', default: '1s', describe: 'At most one host-driven step per interval; 0 steps on every event as the source design did' })
+    .option('stats-available-percent', { type: 'number', default: DEFAULT_PARAMS.stats.availablePercent, describe: 'Guest pressure when MemAvailable < this % of MemTotal (0: off)' })
+    .option('stats-swap-in', { type: 'string', default: '4M', describe: 'Guest pressure when guest swap-in grows this much between samples (0: off)' })
+    .option('stats-major-faults', { type: 'number', default: DEFAULT_PARAMS.stats.majorFaults, describe: 'Guest pressure when major faults grow this much between samples (0: off)' })
+    .option('stats-stalls', { type: 'number', default: DEFAULT_PARAMS.stats.stalls, describe: 'Guest pressure when allocation stalls + direct reclaims grow this much (0: off)' })
+    .group(['pressure', 'memcg', 'pressure-level', 'pressure-mode', 'psi-trigger'], 'Host pressure:')
+    .option('pressure', { choices: ['auto', 'vmpressure', 'psi', 'none'] as const, default: 'auto' as const, describe: 'Source: cgroup v1 vmpressure, cgroup v2 / system PSI, or none (auto: v1 if mounted, else PSI)' })
+    .option('memcg', { type: 'string', describe: 'Memory cgroup to watch (default: the root memcg /sys/fs/cgroup/memory as in the source design; in production the VM\'s own or its parent\'s, e.g. machine.slice)' })
+    .option('pressure-level', { choices: VMPRESSURE_LEVELS, default: 'low' as const, describe: 'vmpressure level: low = reclaim started, medium = swapping, critical = about to OOM' })
+    .option('pressure-mode', { choices: VMPRESSURE_MODES, describe: 'vmpressure propagation mode (kernel default if unset)' })
+    .option('psi-trigger', { type: 'string', default: psiTriggerText(DEFAULT_PSI_TRIGGER), describe: 'PSI trigger "<some|full> <stall us> <window us>"; window a multiple of 2 s without CAP_SYS_RESOURCE' })
+    .group(['stats-interval', 'message-vq-bit', 'stats-vq', 'deflate-on-oom', 'page-reporting'], 'Device:')
     .option('stats-interval', { type: 'number', default: 5, describe: 'Seconds between guest memory-statistics requests (0 = never)' })
     .option('message-vq-bit', {
       type: 'string', default: String(DEFAULT_MESSAGE_VQ_BIT),
-      describe: `Feature bit of the message virtqueue (${MESSAGE_VQ_BIT_MIN}-${MESSAGE_VQ_BIT_MAX}), or "off". Must match the guest driver and QEMU's message-vq-bit`,
+      describe: `Feature bit of the message virtqueue (${MESSAGE_VQ_BIT_MIN}-${MESSAGE_VQ_BIT_MAX}), or "off"; must match QEMU's message-vq-bit and the guest driver`,
     })
-    .option('stats-vq', { type: 'boolean', default: true, describe: 'Offer VIRTIO_BALLOON_F_STATS_VQ (--no-stats-vq to withhold)' })
+    .option('stats-vq', { type: 'boolean', default: true, describe: 'Offer VIRTIO_BALLOON_F_STATS_VQ' })
     .option('deflate-on-oom', { type: 'boolean', default: true, describe: 'Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM' })
     .option('page-reporting', { type: 'boolean', default: true, describe: 'Offer VIRTIO_BALLOON_F_PAGE_REPORTING (free page reporting)' })
     .conflicts('socket-path', 'fd')
     .check((a) => {
       if (a['print-capabilities']) return true;
-      if (a['socket-path'] === undefined && a.fd === undefined) throw new Error('give --socket-path PATH (or --fd N for a connected socket)');
+      if (a['socket-path'] === undefined && a.fd === undefined && a.vm === undefined) throw new Error('give --vm NAME or --socket-path PATH (or --fd N for a connected socket)');
+      if (a.vm !== undefined && !validVmName(a.vm)) throw new Error(`--vm ${a.vm}: use letters, digits, ".", "_", "+", "-" (it becomes a file name)`);
       if (a.fd !== undefined && (!Number.isInteger(a.fd) || a.fd < 0)) throw new Error(`--fd ${a.fd}: expected a non-negative integer`);
       if (!(a['stats-interval'] >= 0)) throw new Error(`--stats-interval ${a['stats-interval']}: expected seconds >= 0`);
       const bit = a['message-vq-bit'];
@@ -44,34 +99,57 @@ async function main(argv: string[]): Promise<number> {
       }
       return true;
     })
-    .example('$0 --socket-path /run/vhost-user-balloon/vm1.sock', 'serve one VM')
+    .example('$0 --vm vm1', 'serve VM vm1 at /run/vhost-user-balloon/vm1.sock, control at vm1.ctl')
+    .example('$0 --vm vm1 --memcg /sys/fs/cgroup/memory/machine.slice --step 64M', 'react to the VMs\' parent memcg, 64 MiB steps')
+    .example('$0 --socket-path /tmp/vb.sock --no-auto', 'device only; targets from balloonctl or QMP')
     .example('$0 --print-capabilities', 'what QEMU/libvirt probe')
     .strict()
     .showHelpOnFail(false, 'Run vhost-user-balloon --help for the options.')
-    .wrap(Math.min(100, process.stdout.columns || 100))
+    .wrap(Math.min(110, process.stdout.columns || 110))
     .help()
-    .version(false)
-    .parse();
+    .version(VERSION)
+    .parseSync();
+}
 
-  if (args['print-capabilities']) {
+async function main(argv: string[]): Promise<number> {
+  const a = parseArgs(argv);
+  if (a['print-capabilities']) {
     process.stdout.write(`${JSON.stringify(capabilities, null, 2)}\n`);
     return 0;
   }
-  const log = createLogger(args['log-level']);
-  const bit = args['message-vq-bit'];
+  const log = createLogger(a['log-level']);
+  const socketPath = a['socket-path'] ?? (a.fd === undefined ? vhostSocketPath(a.vm!) : undefined);
+  const vm = a.vm ?? (socketPath ? basename(socketPath).replace(/\.sock$/, '') : `fd${a.fd}`);
+  const controlSocket = a['control-socket'] === 'none' ? null
+    : a['control-socket'] ?? (a.vm ? controlSocketPath(a.vm) : socketPath ? join(dirname(socketPath), `${vm}.ctl`) : null);
+  const params = mergeParams(DEFAULT_PARAMS, {
+    stepBytes: bytesOption('step', a.step),
+    hysteresisMs: durationMs('hysteresis', a.hysteresis),
+    floorBytes: a.floor === '0' ? 0 : bytesOption('floor', a.floor),
+    maxBalloonBytes: a['max-balloon'] === '0' ? 0 : bytesOption('max-balloon', a['max-balloon']),
+    rateLimitMs: durationMs('rate-limit', a['rate-limit']),
+    stats: {
+      availablePercent: a['stats-available-percent'],
+      swapInBytes: a['stats-swap-in'] === '0' ? 0 : bytesOption('stats-swap-in', a['stats-swap-in']),
+      majorFaults: a['stats-major-faults'],
+      stalls: a['stats-stalls'],
+    },
+  });
+  const pressure = planPressure({
+    kind: a.pressure, level: a['pressure-level'], psiTrigger: parsePsiTrigger(a['psi-trigger']),
+    ...(a.memcg ? { memcg: a.memcg } : {}), ...(a['pressure-mode'] ? { mode: a['pressure-mode'] } : {}),
+  });
+  const bit = a['message-vq-bit'];
   const daemon = new Daemon({
-    socketPath: args['socket-path'],
-    fd: args.fd,
+    vm, version: VERSION, socketPath, fd: a.fd, controlSocket, metricsListen: a['metrics-listen'] ?? null,
+    params, autoEnabled: a.auto, pressure, log,
     device: {
-      statsIntervalMs: Math.round(args['stats-interval'] * 1000),
+      statsIntervalMs: Math.round(a['stats-interval'] * 1000),
       features: {
         messageVqBit: bit === 'off' ? null : Number(bit),
-        stats: args['stats-vq'],
-        deflateOnOom: args['deflate-on-oom'],
-        pageReporting: args['page-reporting'],
+        stats: a['stats-vq'], deflateOnOom: a['deflate-on-oom'], pageReporting: a['page-reporting'],
       },
     },
-    log,
   });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.on(sig, () => {
@@ -80,14 +158,12 @@ async function main(argv: string[]): Promise<number> {
     });
   }
   try {
-    daemon.start();
+    await daemon.start();
   } catch (err) {
-    if (err instanceof BalloonError) {
-      process.stderr.write(`vhost-user-balloon: ${err.message}\n`);
-      return 1;
-    }
+    daemon.stop(1);
     throw err;
   }
+  log.info({ version: VERSION, step: `${params.stepBytes / MiB} MiB`, hysteresisMs: params.hysteresisMs, auto: a.auto }, 'vhost-user-balloon running');
   return daemon.done;
 }
 

@@ -50,6 +50,10 @@ export interface DeviceEvents {
   stats: [sample: StatsSample];
   guestPressure: [info: { source: GuestPressureSource; count: number }];
   actual: [pages: number];
+  /** Guest RAM from the memory table (bytes), when it changes. */
+  memory: [bytes: number];
+  /** `actual` as a new connection first reports it (daemon or QEMU restart). */
+  recovered: [pages: number];
   /** The frontend wrote num_pages (QMP `balloon` through our QEMU device). */
   frontendTarget: [pages: number];
 }
@@ -67,6 +71,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private roles: QueueRole[] = [];
   private ram: RamRegion[] = [];
   private negotiated = 0n;
+  /** No inflate/deflate seen on this connection yet. */
+  private fresh = true;
   private targetPages = 0;
   private actualPages = 0;
   /** Balloon size counted from the inflate/deflate queues. */
@@ -160,6 +166,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.conn = conn;
     this.roles = [];
     this.negotiated = 0n;
+    this.fresh = true;
     this.busy.clear();
     this.writeConfig();
     conn.on('features', (f) => this.onFeatures(f));
@@ -168,6 +175,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     conn.on('setConfig', (off, size) => this.onSetConfig(off, size));
     conn.on('panic', (msg) => this.onPanic(msg));
     conn.once('closed', (reason) => this.onClosed(reason));
+  }
+
+  /** A second frontend tried to connect while one is attached. */
+  refuseFrontend(fd: number): void {
+    this.record('second_frontend', { fd });
   }
 
   /** Drop the current frontend, if any. */
@@ -207,7 +219,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     const role = this.roles[qidx];
     this.log.debug({ qidx, role, started }, 'queue state');
     // The memory table may have changed since negotiation (hotplug, reset).
+    const before = this.guestRamBytes;
     this.ram = conn.regions();
+    if (this.guestRamBytes !== before) this.emit('memory', this.guestRamBytes);
     conn.enableQueue(qidx, started);
     if (!started && role === 'stats') this.statsBuffer.release(conn);
     // After a stop the guest may own the ballooned pages again.
@@ -222,7 +236,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL) && c.actual !== this.actualPages) {
       this.actualPages = c.actual;
       // A fresh connection learns the balloon size from `actual`.
-      if (this.counters.inflatedPages === 0 && this.counters.deflatedPages === 0) this.queuePages = c.actual;
+      if (this.fresh) {
+        this.fresh = false;
+        this.queuePages = c.actual;
+        if (c.actual > 0) this.emit('recovered', c.actual);
+      }
       this.emit('actual', c.actual);
     }
     if (touchesField(offset, size, CONFIG_OFFSET_NUM_PAGES)) {
@@ -313,6 +331,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     const { pfns, trailingBytes } = decodePfns(buf);
     if (trailingBytes) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
     const { ranges, rejected } = pfnsToRanges(pfns, this.ram);
+    this.fresh = false;
     if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: pfns.length });
     const pages = countPages(ranges);
     if (role === 'inflate') {

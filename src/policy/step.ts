@@ -41,6 +41,8 @@ export type PolicyEvent =
   | { type: 'guest-pressure'; source: 'message' | 'deflate-on-oom'; count: number }
   | { type: 'stats'; stats: GuestStats }
   | { type: 'balloon-size'; pages: number }
+  /** A new connection reported a balloon we did not see being filled. */
+  | { type: 'recover'; pages: number }
   | { type: 'guest-ram'; bytes: number }
   | { type: 'manual-target'; pages: number; owner: string }
   | { type: 'release' }
@@ -50,7 +52,7 @@ export type PolicyEvent =
 export type Rule =
   | 'host-pressure-inflate' | 'host-pressure-ignored'
   | 'guest-pressure-cancel' | 'guest-pressure-deflate' | 'guest-pressure-ignored'
-  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp';
+  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover';
 
 export interface Decision {
   rule: Rule;
@@ -116,6 +118,11 @@ export function step(s: PolicyState, ev: PolicyEvent, now: number): StepResult {
       return statsSample(s, ev.stats, now);
     case 'balloon-size':
       return quiet({ ...s, balloonPages: ev.pages });
+    case 'recover': {
+      const next = { ...s, balloonPages: ev.pages, targetPages: Math.min(ev.pages, ceilingPages(s)) };
+      return result(next, s, 'recover', `frontend reconnected with ${mib(ev.pages)} ballooned`,
+        'keep the balloon the guest already has instead of assuming it is empty');
+    }
     case 'guest-ram': {
       const next = { ...s, guestRamBytes: ev.bytes };
       return clampTarget(next, s, 'guest RAM known');

@@ -1,0 +1,204 @@
+// The controller: feeds device and host-pressure events into the pure policy,
+// pushes its target to the device, keeps the decision history, and answers
+// the control socket.
+import { EventEmitter } from 'node:events';
+import type { BalloonDevice } from '../device/balloon.js';
+import { BalloonError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { mergeParams, PolicyParams } from '../policy/params.js';
+import { ceilingPages, Decision, guestInPressure, initialState, mode, PolicyEvent, PolicyState, step } from '../policy/step.js';
+import type { HostPressureEvent } from '../pressure/types.js';
+import { featureNames } from '../virtio/features.js';
+import type { PeerCred } from './peercred.js';
+import type { Request } from './protocol.js';
+import type { ControlHandler } from './server.js';
+import type { DaemonStatus, DecisionRecord } from './status.js';
+import { History } from './timeline.js';
+import { bytesToPages, formatBytes, PAGE, pagesToBytes, parseSize, sizeToBytes } from './units.js';
+
+export interface ControllerOptions {
+  vm: string;
+  version: string;
+  vhostSocket: string | null;
+  params: PolicyParams;
+  autoEnabled: boolean;
+  pressureDescription: string;
+  log: Logger;
+  /** Monotonic clock in ms (injectable for tests). */
+  now?: () => number;
+}
+
+export class Controller extends EventEmitter<{ event: [unknown] }> implements ControlHandler {
+  private state: PolicyState;
+  readonly history = new History();
+  readonly pressureCounts = new Map<string, number>();
+  readonly decisionCounts = new Map<string, number>();
+  private hostEvents = 0;
+  private lastHostEventAt: number | null = null;
+  private readonly now: () => number;
+  private readonly wallAt = (mono: number) => new Date(Date.now() - (this.now() - mono)).toISOString();
+
+  constructor(readonly device: BalloonDevice, private readonly opts: ControllerOptions) {
+    super();
+    this.now = opts.now ?? (() => performance.now());
+    this.state = initialState(opts.params, opts.autoEnabled);
+    device.on('actual', (pages) => {
+      this.apply({ type: 'balloon-size', pages });
+      this.sample();
+      this.publish({ type: 'actual', bytes: pagesToBytes(pages) });
+    });
+    device.on('memory', (bytes) => this.guestRamKnown(bytes));
+    device.on('recovered', (pages) => {
+      if (this.state.targetPages === 0) this.apply({ type: 'recover', pages });
+    });
+    device.on('connected', () => this.publish({ type: 'connected', features: featureNames(device.features, device.choice.messageVqBit) }));
+    device.on('disconnected', (reason) => this.publish({ type: 'disconnected', reason }));
+    device.on('stats', (s) => {
+      if (s.stats.total_memory && this.state.guestRamBytes === 0) this.apply({ type: 'guest-ram', bytes: device.guestRamBytes || s.stats.total_memory });
+      this.apply({ type: 'stats', stats: s.stats });
+      this.sample();
+    });
+    device.on('guestPressure', ({ source, count }) => {
+      this.history.mark('guest');
+      this.apply({ type: 'guest-pressure', source, count });
+    });
+    device.on('frontendTarget', (pages) => {
+      // QMP `balloon` through our QEMU device: a manual target.
+      this.setManual(pages, 'qemu-monitor');
+    });
+    device.on('inflated', () => this.sample());
+    device.on('deflated', () => this.sample());
+  }
+
+  get policy(): Readonly<PolicyState> {
+    return this.state;
+  }
+
+  /** A host pressure source fired. */
+  hostPressure(ev: HostPressureEvent): void {
+    this.hostEvents += ev.count;
+    this.lastHostEventAt = this.now();
+    const key = `${ev.source}/${ev.level}`;
+    this.pressureCounts.set(key, (this.pressureCounts.get(key) ?? 0) + ev.count);
+    this.history.mark('host');
+    this.apply({ type: 'host-pressure', source: ev.source, level: ev.level, count: ev.count });
+  }
+
+  /** Guest RAM from the memory table, once QEMU connected. */
+  guestRamKnown(bytes: number): void {
+    if (bytes > 0) this.apply({ type: 'guest-ram', bytes });
+  }
+
+  private apply(ev: PolicyEvent): Decision | null {
+    const r = step(this.state, ev, this.now());
+    this.state = r.state;
+    if (r.setTarget !== null) this.device.setTarget(r.setTarget);
+    if (r.decision) this.record(r.decision);
+    return r.decision;
+  }
+
+  private record(d: Decision): void {
+    this.decisionCounts.set(d.rule, (this.decisionCounts.get(d.rule) ?? 0) + 1);
+    const rec: DecisionRecord = {
+      time: new Date().toISOString(), rule: d.rule, event: d.event,
+      oldTargetBytes: pagesToBytes(d.oldTargetPages), newTargetBytes: pagesToBytes(d.newTargetPages), reason: d.reason,
+    };
+    this.history.decisions.push(rec);
+    const changed = d.oldTargetPages !== d.newTargetPages;
+    // Ignored host events come in storms: keep them out of the info log.
+    this.opts.log[changed || !d.rule.endsWith('ignored') ? 'info' : 'debug'](
+      { rule: d.rule, event: d.event, oldTarget: formatBytes(rec.oldTargetBytes), newTarget: formatBytes(rec.newTargetBytes), reason: d.reason },
+      changed ? 'balloon target changed' : 'policy decision');
+    this.publish({ type: 'decision', ...rec });
+    if (changed) this.sample();
+  }
+
+  private sample(): void {
+    const avail = this.device.latestStats?.stats.available_memory;
+    this.history.sample(pagesToBytes(this.state.targetPages), pagesToBytes(this.device.actual), avail);
+  }
+
+  private publish(ev: Record<string, unknown>): void {
+    this.emit('event', { time: new Date().toISOString(), ...ev });
+  }
+
+  subscribe(listener: (event: unknown) => void): () => void {
+    this.on('event', listener);
+    return () => this.off('event', listener);
+  }
+
+  private setManual(pages: number, owner: string): void {
+    const max = ceilingPages(this.state);
+    if (pages > max) {
+      const floor = this.state.params.floorBytes;
+      throw new BalloonError('EBALLOON_RANGE', `target ${formatBytes(pagesToBytes(pages))} is above the ceiling ${formatBytes(pagesToBytes(max))}`,
+        floor > 0 ? `the floor keeps the guest at ${formatBytes(floor)} or more; lower the target or the floor (balloonctl tune VM --floor SIZE)` : 'lower the target or raise --max-balloon');
+    }
+    this.apply({ type: 'manual-target', pages, owner });
+  }
+
+  handle(req: Exclude<Request, { op: 'watch' }>, peer: PeerCred): unknown {
+    switch (req.op) {
+      case 'hello':
+        return { protocol: 1, vm: this.opts.vm, version: this.opts.version };
+      case 'status':
+        return this.status();
+      case 'history': {
+        const limit = req.limit ?? 1000;
+        return { vm: this.opts.vm, decisions: this.history.decisions.last(limit), samples: this.history.samples.last(), marks: this.history.marks.last() };
+      }
+      case 'set-target': {
+        if (req.value === 'release') {
+          const d = this.apply({ type: 'release' });
+          return { released: d !== null, mode: mode(this.state) };
+        }
+        const bytes = sizeToBytes(parseSize(req.value), this.device.guestRamBytes || this.state.guestRamBytes);
+        this.setManual(bytesToPages(bytes), req.owner ?? `uid ${peer.uid}`);
+        return { targetBytes: pagesToBytes(this.state.targetPages), mode: mode(this.state) };
+      }
+      case 'auto':
+        this.apply({ type: 'auto', enabled: req.enabled });
+        return { mode: mode(this.state), autoEnabled: this.state.autoEnabled };
+      case 'tune': {
+        const { level, ...rest } = req.params;
+        if (level !== undefined) throw new BalloonError('EBALLOON_CONFIG', 'the vmpressure level is fixed at start', 'restart the daemon with --pressure-level');
+        const params = mergeParams(this.state.params, rest);
+        this.apply({ type: 'tune', params });
+        return { params };
+      }
+    }
+  }
+
+  status(): DaemonStatus {
+    const s = this.state;
+    const now = this.now();
+    const dev = this.device;
+    const stats = dev.latestStats;
+    return {
+      vm: this.opts.vm,
+      pid: process.pid,
+      version: this.opts.version,
+      vhostSocket: this.opts.vhostSocket,
+      connected: dev.connected,
+      features: featureNames(dev.features, dev.choice.messageVqBit),
+      guestRamBytes: dev.guestRamBytes || s.guestRamBytes,
+      targetBytes: pagesToBytes(dev.target),
+      actualBytes: pagesToBytes(dev.actual),
+      balloonBytes: pagesToBytes(dev.balloonPages),
+      mode: mode(s),
+      hold: s.hold ? { owner: s.hold.owner, sinceTime: this.wallAt(s.hold.since) } : null,
+      pressure: {
+        host: { source: this.opts.pressureDescription, events: this.hostEvents, lastEventTime: this.lastHostEventAt === null ? null : this.wallAt(this.lastHostEventAt) },
+        guest: {
+          inPressure: guestInPressure(s, now),
+          untilTime: s.lastGuestPressureAt === null ? null : this.wallAt(s.lastGuestPressureAt + s.params.hysteresisMs),
+          lastSignal: s.lastGuestPressureSource,
+        },
+      },
+      stats: stats ? { time: stats.wallTime, values: stats.stats } : null,
+      params: { ...s.params, autoEnabled: s.autoEnabled, pageSize: PAGE },
+      decisions: this.history.decisions.last(20),
+      counters: dev.counters,
+    };
+  }
+}
