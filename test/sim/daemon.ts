@@ -42,7 +42,9 @@ export class DaemonProcess {
     if (!existsSync(DAEMON_JS)) throw new Error(`${DAEMON_JS} missing: run npm run build (or npm test, which builds)`);
     const dir = mkdtempSync(join(tmpdir(), 'vub-'));
     const socketPath = join(dir, 'vhost.sock');
-    const child = spawn(process.execPath, [DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...args], {
+    // Tests drive pressure themselves unless they ask for a source.
+    const pressure = args.includes('--pressure') ? [] : ['--pressure', 'none'];
+    const child = spawn(process.execPath, [DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...pressure, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
     });
     const d = new DaemonProcess(child, socketPath, dir);
@@ -54,6 +56,11 @@ export class DaemonProcess {
       await new Promise((r) => setTimeout(r, 20));
     }
     return d;
+  }
+
+  /** The control socket next to the vhost-user socket. */
+  get controlPath(): string {
+    return join(this.dir, 'vhost.ctl');
   }
 
   /** Log lines whose msg or kind matches. */
