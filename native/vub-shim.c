@@ -388,7 +388,12 @@ void vub_notify(vub_dev *d, int qidx)
 {
     VuVirtq *vq = queue(d, qidx);
 
-    if (vq) {
+    /*
+     * No call fd yet (the frontend kicked before SET_VRING_CALL arrived):
+     * libvhost-user would treat the failed write as fatal; the driver sees
+     * the used ring at its next poll instead.
+     */
+    if (vq && vq->call_fd >= 0) {
         vu_queue_notify(&d->vu, vq);
     }
 }

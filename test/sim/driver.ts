@@ -133,6 +133,9 @@ export class SimGuest {
       en.writeUInt32LE(1, 4);
       this.fe.send(VHOST_USER.SET_VRING_ENABLE, en);
     });
+    // QEMU finishes vhost_dev_start() before the guest runs on; a request
+    // with a reply makes sure the backend has applied every setup message.
+    this.fe.getU64(VHOST_USER.GET_FEATURES);
     // The driver primes the stats buffer at probe (init_vqs()).
     if (this.negotiated & bit(VIRTIO_BALLOON_F_STATS_VQ)) this.primeStats();
   }
