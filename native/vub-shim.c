@@ -36,6 +36,7 @@ struct vub_dev {
     int ev_head, ev_count, ev_lost;
     char panic_msg[256];
     int initialised;
+    int peer_closed;
 };
 
 static vub_dev *to_vub(VuDev *vu)
@@ -172,6 +173,68 @@ static int cb_set_config(VuDev *vu, const uint8_t *data, uint32_t offset,
     return 0;
 }
 
+/*
+ * Our read_msg: libvhost-user's default asserts on a short payload and
+ * turns end-of-file into VHOST_USER_NONE, on which it calls exit(0). A
+ * daemon that outlives its frontend must treat both as "peer gone".
+ */
+static bool cb_read_msg(VuDev *vu, int sock, VhostUserMsg *vmsg)
+{
+    vub_dev *d = to_vub(vu);
+    char control[CMSG_SPACE(VHOST_MEMORY_BASELINE_NREGIONS * sizeof(int))];
+    struct iovec iov = { .iov_base = vmsg, .iov_len = VHOST_USER_HDR_SIZE };
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control, .msg_controllen = sizeof(control),
+    };
+    size_t got = 0;
+    ssize_t rc;
+
+    memset(control, 0, sizeof(control));
+    vmsg->fd_num = 0;
+    do {
+        rc = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    } while (rc < 0 && errno == EINTR);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *in = (int *)CMSG_DATA(c);
+            for (size_t i = 0; i < n; i++) {
+                if (vmsg->fd_num < VHOST_MEMORY_BASELINE_NREGIONS) {
+                    vmsg->fds[vmsg->fd_num++] = in[i];
+                } else {
+                    close(in[i]);
+                }
+            }
+        }
+    }
+    if (rc <= 0 || (size_t)rc < VHOST_USER_HDR_SIZE) {
+        goto gone;
+    }
+    if (vmsg->request == VHOST_USER_NONE || vmsg->size > sizeof(vmsg->payload)) {
+        goto gone;
+    }
+    while (got < vmsg->size) {
+        rc = read(sock, (char *)&vmsg->payload + got, vmsg->size - got);
+        if (rc < 0 && errno == EINTR) {
+            continue;
+        }
+        if (rc <= 0) {
+            goto gone;
+        }
+        got += (size_t)rc;
+    }
+    return true;
+
+gone:
+    for (int i = 0; i < vmsg->fd_num; i++) {
+        close(vmsg->fds[i]);
+    }
+    vmsg->fd_num = 0;
+    d->peer_closed = 1;
+    return false;
+}
+
 /* --- lifecycle --- */
 
 vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
@@ -196,7 +259,7 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
         .get_config = cb_get_config,
         .set_config = cb_set_config,
     };
-    if (!vu_init(&d->vu, max_queues, sock, cb_panic, NULL, cb_set_watch,
+    if (!vu_init(&d->vu, max_queues, sock, cb_panic, cb_read_msg, cb_set_watch,
                  cb_remove_watch, &d->iface)) {
         free(d);
         errno = ENOMEM;
@@ -219,7 +282,7 @@ void vub_free(vub_dev *d)
 
 int vub_dispatch(vub_dev *d)
 {
-    if (!vu_dispatch(&d->vu)) {
+    if (!vu_dispatch(&d->vu) || d->peer_closed) {
         return 0;
     }
     return d->vu.broken ? 0 : 1;

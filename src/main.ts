@@ -45,6 +45,7 @@ function durationMs(name: string, text: string): number {
 function parseArgs(argv: string[]) {
   return yargs(argv)
     .scriptName('vhost-user-balloon')
+    .parserConfiguration({ 'duplicate-arguments-array': false })
     .usage('$0 --socket-path PATH | --vm NAME [options]\n\n'
       + 'The virtio-balloon device of one QEMU VM, as a vhost-user backend, with automatic ballooning\n'
       + 'from host memory pressure and guest pressure. QEMU connects with:\n'

@@ -332,7 +332,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (trailingBytes) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
     const { ranges, rejected } = pfnsToRanges(pfns, this.ram);
     this.fresh = false;
-    if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: pfns.length });
+    if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: pfns.length }, rejected);
     const pages = countPages(ranges);
     if (role === 'inflate') {
       if (this.deferred) this.deferred.add(ranges);
