@@ -14,9 +14,14 @@ node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
   || die "Node.js $(node --version) is too old: 20 or newer is required"
 
 # npm packages: reinstall when the lockfile changed since the last install.
+# Not `npm ci`: npm 11 records only this platform's optional packages (rollup's
+# native builds) in the lockfile and `npm ci` then refuses the lockfile as out
+# of sync. `npm install --no-save` installs exactly the locked versions and
+# never rewrites package.json or the lockfile.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund >"$VUB_CACHE/npm.log" 2>&1 || { tail -20 "$VUB_CACHE/npm.log" >&2; die "npm ci failed (log: $VUB_CACHE/npm.log)"; }
+  say "installing npm packages"
+  npm install --no-save --no-audit --no-fund >"$VUB_CACHE/npm.log" 2>&1 \
+    || { tail -20 "$VUB_CACHE/npm.log" >&2; die "npm install failed (log: $VUB_CACHE/npm.log)"; }
 fi
 
 bash "$here/build.sh" >/dev/null
