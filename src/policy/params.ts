@@ -1,19 +1,30 @@
 // Policy settings: defaults, and validation that names the option and its
-// allowed range. Sizes are bytes, times milliseconds.
+// allowed range (code EBALLOON_CONFIG). Sizes are bytes, times milliseconds.
+// Why each default is what it is: docs/policy.md.
 import { BalloonError } from '../errors.js';
 
 export interface StatsPressureParams {
-  /** Guest pressure when MemAvailable falls below this share of MemTotal (%); 0 disables. */
+  /** Guest pressure when MemAvailable < this % of MemTotal (tags 6, 5); 0 disables. */
   availablePercent: number;
-  /** ... or when swap-in grows by at least this many bytes between samples; 0 disables. */
+  /** ... or when MemAvailable < this many bytes; 0 disables. */
+  availableBytes: number;
+  /** ... or swap-in (tag 0) grows by at least this many bytes between two samples; 0 disables. */
   swapInBytes: number;
-  /** ... or major faults grow by at least this many between samples; 0 disables. */
+  /** ... or major faults (tag 2) grow by at least this many between two samples; 0 disables. */
   majorFaults: number;
-  /** ... or allocation stalls / direct reclaims grow by at least this many (tags 11, 15); 0 disables. */
+  /** ... or allocation stalls (tag 11, ALLOC_STALL, a count) grow by at least this many; 0 disables. */
   stalls: number;
+  /** ... or direct reclaim (tag 15, DIRECT_RECLAIM, bytes) grows by at least this much; 0 disables. */
+  directReclaimBytes: number;
+  /** ... or the guest OOM killer ran (tag 10, OOM_KILL) at least this many times; 0 disables. */
+  oomKills: number;
+  /** Deltas against a sample older than this are not used (the baseline restarts); 0 = any age. */
+  maxSampleGapMs: number;
 }
 
 export interface PolicyParams {
+  /** Automatic mode at start; runtime changes go through the `auto` event. */
+  enabled: boolean;
   /** Balloon change per host-pressure event and per guest-pressure deflate (seed: 32 MiB). */
   stepBytes: number;
   /** After a guest-pressure signal the guest counts as in pressure this long; host events are ignored meanwhile (seed: 60 s). */
@@ -22,63 +33,124 @@ export interface PolicyParams {
   floorBytes: number;
   /** Largest balloon; 0 = no limit but the floor and guest RAM. */
   maxBalloonBytes: number;
-  /** At most one host-driven step per interval; bursts collapse into one step. 0 = the seed's behaviour (every event steps). */
+  /** At most one host-driven step per interval; bursts collapse into one step. 0 = the seed (every event steps). */
   rateLimitMs: number;
+  /** Take a host-driven step only once the guest has (nearly) reached the previous target. false = the seed. */
+  waitForGuest: boolean;
   stats: StatsPressureParams;
 }
 
+const KiB = 1024;
 const MiB = 2 ** 20;
+const GiB = 2 ** 30;
 
-export const DEFAULT_PARAMS: PolicyParams = {
+export const DEFAULT_PARAMS: Readonly<PolicyParams> = Object.freeze({
+  enabled: true,
   stepBytes: 32 * MiB,
   hysteresisMs: 60_000,
   floorBytes: 0,
   maxBalloonBytes: 0,
   rateLimitMs: 1000,
-  stats: { availablePercent: 10, swapInBytes: 4 * MiB, majorFaults: 2000, stalls: 1 },
+  waitForGuest: true,
+  stats: Object.freeze({
+    availablePercent: 10,
+    availableBytes: 0,
+    swapInBytes: 4 * MiB,
+    majorFaults: 2000,
+    stalls: 100,
+    directReclaimBytes: 64 * MiB,
+    oomKills: 1,
+    maxSampleGapMs: 120_000,
+  }),
+}) as PolicyParams;
+
+/** The seed design's behaviour: every host event steps, no wait for the guest. */
+export const SEED_PARAMS: Readonly<PolicyParams> = Object.freeze({ ...DEFAULT_PARAMS, rateLimitMs: 0, waitForGuest: false });
+
+type NumberRange = { kind: 'number'; min: number; max: number; integer: boolean; unit: string };
+type Spec = NumberRange | { kind: 'boolean' };
+
+const num = (min: number, max: number, unit: string, integer = true): NumberRange => ({ kind: 'number', min, max, integer, unit });
+const bool: Spec = { kind: 'boolean' };
+
+/** Every setting, by its dotted name, with the range validation enforces. */
+export const PARAM_SPECS: Readonly<Record<string, Spec>> = {
+  enabled: bool,
+  stepBytes: num(4 * KiB, 64 * GiB, 'bytes (4 KiB to 64 GiB)'),
+  hysteresisMs: num(0, 24 * 3600_000, 'ms (0 to 24 h)'),
+  floorBytes: num(0, 2 ** 50, 'bytes (0 = no floor)'),
+  maxBalloonBytes: num(0, 2 ** 50, 'bytes (0 = no limit)'),
+  rateLimitMs: num(0, 3600_000, 'ms (0 to 1 h; 0 = step on every event)'),
+  waitForGuest: bool,
+  'stats.availablePercent': num(0, 100, '% (0 disables)', false),
+  'stats.availableBytes': num(0, 2 ** 50, 'bytes (0 disables)'),
+  'stats.swapInBytes': num(0, 2 ** 50, 'bytes (0 disables)'),
+  'stats.majorFaults': num(0, 2 ** 40, 'faults (0 disables)'),
+  'stats.stalls': num(0, 2 ** 40, 'stalls (0 disables)'),
+  'stats.directReclaimBytes': num(0, 2 ** 50, 'bytes (0 disables)'),
+  'stats.oomKills': num(0, 2 ** 40, 'kills (0 disables)'),
+  'stats.maxSampleGapMs': num(0, 24 * 3600_000, 'ms (0 = any age)'),
 };
 
-type Range = [min: number, max: number, unit: string];
-const RANGES: Record<string, Range> = {
-  stepBytes: [4096, 64 * 2 ** 30, 'bytes (4 KiB to 64 GiB)'],
-  hysteresisMs: [0, 24 * 3600_000, 'ms (0 to 24 h)'],
-  floorBytes: [0, 2 ** 50, 'bytes'],
-  maxBalloonBytes: [0, 2 ** 50, 'bytes (0 = no limit)'],
-  rateLimitMs: [0, 3600_000, 'ms (0 to 1 h)'],
-  'stats.availablePercent': [0, 100, '% (0 disables)'],
-  'stats.swapInBytes': [0, 2 ** 50, 'bytes (0 disables)'],
-  'stats.majorFaults': [0, 2 ** 40, 'faults (0 disables)'],
-  'stats.stalls': [0, 2 ** 40, 'events (0 disables)'],
-};
+export const PARAM_NAMES: readonly string[] = Object.freeze(Object.keys(PARAM_SPECS));
 
-export const PARAM_NAMES = Object.keys(RANGES);
-
-function check(name: string, value: unknown): number {
-  const [min, max, unit] = RANGES[name]!;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    throw new BalloonError('EBALLOON_CONFIG', `${name} = ${JSON.stringify(value)} is out of range`, `allowed: ${min} to ${max} ${unit}`);
-  }
-  return value;
+function describeRange(spec: Spec): string {
+  return spec.kind === 'boolean' ? 'true or false' : `${spec.integer ? 'an integer ' : ''}from ${spec.min} to ${spec.max} ${spec.unit}`;
 }
 
-/** Merge a partial update into params, validating every field given. */
-export function mergeParams(base: PolicyParams, update: Record<string, unknown>): PolicyParams {
+function configError(message: string, hint: string): BalloonError {
+  return new BalloonError('EBALLOON_CONFIG', message, hint);
+}
+
+function checked(name: string, value: unknown): number | boolean {
+  const spec = PARAM_SPECS[name];
+  if (!spec) throw configError(`unknown setting ${name}`, `settings: ${PARAM_NAMES.join(', ')}`);
+  if (spec.kind === 'boolean') {
+    if (typeof value !== 'boolean') throw configError(`${name} = ${JSON.stringify(value)} is not allowed`, `allowed: ${describeRange(spec)}`);
+    return value;
+  }
+  const bad = typeof value !== 'number' || !Number.isFinite(value) || value < spec.min || value > spec.max || (spec.integer && !Number.isInteger(value));
+  if (bad) throw configError(`${name} = ${JSON.stringify(value)} is out of range`, `allowed: ${describeRange(spec)}`);
+  return value as number;
+}
+
+/** Merge a partial update into `base`, validating every field given; throws BalloonError EBALLOON_CONFIG. */
+export function mergeParams(base: Readonly<PolicyParams>, update: Readonly<Record<string, unknown>>): PolicyParams {
   const out: PolicyParams = { ...base, stats: { ...base.stats } };
   for (const [key, value] of Object.entries(update)) {
+    if (value === undefined) continue;
     if (key === 'stats') {
-      if (typeof value !== 'object' || value === null) throw new BalloonError('EBALLOON_CONFIG', 'stats must be an object');
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        throw configError(`stats = ${JSON.stringify(value)} is not allowed`, 'give an object of stats.* settings, e.g. { "majorFaults": 5000 }');
+      }
       for (const [k, v] of Object.entries(value)) {
-        const name = `stats.${k}`;
-        if (!(name in RANGES)) throw new BalloonError('EBALLOON_CONFIG', `unknown setting ${name}`, `settings: ${PARAM_NAMES.join(', ')}`);
-        (out.stats as unknown as Record<string, number>)[k] = check(name, v);
+        if (v === undefined) continue;
+        (out.stats as unknown as Record<string, unknown>)[k] = checked(`stats.${k}`, v);
       }
       continue;
     }
-    if (!(key in RANGES)) throw new BalloonError('EBALLOON_CONFIG', `unknown setting ${key}`, `settings: ${PARAM_NAMES.join(', ')}`);
-    (out as unknown as Record<string, number>)[key] = check(key, value);
+    // Dotted names ("stats.majorFaults") are accepted too, as the CLI spells them.
+    if (key.startsWith('stats.')) {
+      (out.stats as unknown as Record<string, unknown>)[key.slice(6)] = checked(key, value);
+      continue;
+    }
+    (out as unknown as Record<string, unknown>)[key] = checked(key, value);
   }
   if (out.maxBalloonBytes !== 0 && out.maxBalloonBytes < out.stepBytes) {
-    throw new BalloonError('EBALLOON_CONFIG', `maxBalloonBytes (${out.maxBalloonBytes}) is smaller than one step (${out.stepBytes})`, 'raise maxBalloonBytes or lower stepBytes');
+    throw configError(`maxBalloonBytes = ${out.maxBalloonBytes} is smaller than one step (stepBytes = ${out.stepBytes})`,
+      'allowed: 0 (no limit) or at least stepBytes; raise maxBalloonBytes or lower stepBytes');
   }
   return out;
+}
+
+export type ValidationResult = { ok: true; params: PolicyParams } | { ok: false; error: BalloonError };
+
+/** Like mergeParams, but returns the error instead of throwing. */
+export function validateParams(update: Readonly<Record<string, unknown>>, base: Readonly<PolicyParams> = DEFAULT_PARAMS): ValidationResult {
+  try {
+    return { ok: true, params: mergeParams(base, update) };
+  } catch (err) {
+    if (err instanceof BalloonError) return { ok: false, error: err };
+    throw err;
+  }
 }

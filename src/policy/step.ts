@@ -1,78 +1,46 @@
 // The automatic ballooning policy as a pure function: step(state, event, now)
-// returns the next state and, when the target moves or an event is ignored,
-// a decision with its reason. No I/O, no timers; `now` is a monotonic clock
-// in milliseconds supplied by the caller.
+// returns the next state and the actions to take. No I/O, no timers; `now` is
+// a monotonic clock in milliseconds supplied by the caller.
 //
-// The source design's rules:
+// The seed design's rules:
 // - host pressure while the guest is not in pressure: target += step
 //   (events accumulate: 10 events = 10 steps);
 // - guest pressure: remember when; if an inflation is in progress (target
 //   above the current balloon) cancel it (target = balloon), else deflate
 //   one step;
 // - for `hysteresisMs` after each guest-pressure signal the guest is in
-//   pressure and host events are ignored.
+//   pressure and host events are ignored. The period is half-open: a signal
+//   at t covers [t, t + hysteresisMs); a host event at exactly
+//   t + hysteresisMs inflates again.
 // Its defects fixed: no unsigned underflow (clamped at 0), the cancellation
-// is an action like any other, and time is monotonic.
+// is an action like any other, and time is monotonic (a `now` that goes
+// backwards is read as the latest time seen).
+// Beyond the seed: floor and ceiling, rate limit and wait-for-guest on host
+// steps, manual ownership, runtime on/off, stats-derived guest pressure.
+// docs/policy.md explains each with its default.
 import type { GuestStats } from '../device/stats.js';
-import { PolicyParams } from './params.js';
+import type { PolicyParams } from './params.js';
+import { baselineUsable, statsPressure } from './stats.js';
+import {
+  Action, Cause, Decision, GuestPressureSource, MAX_PAGES, Mode, PAGE, PolicyEvent, PolicyState, Rule, StepResult,
+} from './types.js';
 
-export const PAGE = 4096;
+export { PAGE, MAX_PAGES } from './types.js';
+export type { Action, Cause, Decision, GuestPressureSource, Mode, PolicyEvent, PolicyState, Rule, StepResult } from './types.js';
+export { statsPressure } from './stats.js';
 
-export type Mode = 'auto' | 'manual' | 'off';
+/**
+ * The guest counts as having reached a target within this many pages: one
+ * Linux inflate buffer (256 PFNs). Guests with pages larger than 4 KiB
+ * round num_pages down to whole pages.
+ */
+export const GUEST_SLACK_PAGES = 256;
 
-export interface PolicyState {
-  params: PolicyParams;
-  /** num_pages we ask for. */
-  targetPages: number;
-  /** Current balloon size (the guest's `actual`). */
-  balloonPages: number;
-  guestRamBytes: number;
-  /** Automatic mode wanted (a manual hold suspends it without clearing this). */
-  autoEnabled: boolean;
-  hold: { owner: string; since: number } | null;
-  lastGuestPressureAt: number | null;
-  lastGuestPressureSource: string | null;
-  lastHostStepAt: number | null;
-  prevStats: GuestStats | null;
-}
-
-export type PolicyEvent =
-  | { type: 'host-pressure'; source: string; level: string; count: number }
-  | { type: 'guest-pressure'; source: 'message' | 'deflate-on-oom'; count: number }
-  | { type: 'stats'; stats: GuestStats }
-  | { type: 'balloon-size'; pages: number }
-  /** A new connection reported a balloon we did not see being filled. */
-  | { type: 'recover'; pages: number }
-  | { type: 'guest-ram'; bytes: number }
-  | { type: 'manual-target'; pages: number; owner: string }
-  | { type: 'release' }
-  | { type: 'auto'; enabled: boolean }
-  | { type: 'tune'; params: PolicyParams };
-
-export type Rule =
-  | 'host-pressure-inflate' | 'host-pressure-ignored'
-  | 'guest-pressure-cancel' | 'guest-pressure-deflate' | 'guest-pressure-ignored'
-  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover';
-
-export interface Decision {
-  rule: Rule;
-  event: string;
-  oldTargetPages: number;
-  newTargetPages: number;
-  reason: string;
-}
-
-export interface StepResult {
-  state: PolicyState;
-  /** Set when num_pages must change (push it to the device). */
-  setTarget: number | null;
-  decision: Decision | null;
-}
-
-export function initialState(params: PolicyParams, autoEnabled = true): PolicyState {
+export function initialState(params: PolicyParams, autoEnabled = params.enabled): PolicyState {
   return {
-    params, targetPages: 0, balloonPages: 0, guestRamBytes: 0, autoEnabled, hold: null,
-    lastGuestPressureAt: null, lastGuestPressureSource: null, lastHostStepAt: null, prevStats: null,
+    params: { ...params, enabled: autoEnabled }, targetPages: 0, balloonPages: 0, guestRamBytes: 0, autoEnabled, hold: null,
+    lastGuestPressureAt: null, lastGuestPressureSource: null, lastHostStepAt: null, prevStats: null, prevStatsAt: null,
+    clockMs: Number.NEGATIVE_INFINITY,
   };
 }
 
@@ -89,133 +57,169 @@ export function guestInPressure(s: PolicyState, now: number): boolean {
 /** Largest target the floor and the ceiling allow, in pages. */
 export function ceilingPages(s: PolicyState): number {
   const p = s.params;
-  let max = Number.MAX_SAFE_INTEGER;
-  if (s.guestRamBytes > 0) max = Math.max(0, Math.floor((s.guestRamBytes - p.floorBytes) / PAGE));
+  let max = MAX_PAGES;
+  if (s.guestRamBytes > 0) max = Math.min(max, Math.max(0, Math.floor((s.guestRamBytes - p.floorBytes) / PAGE)));
   if (p.maxBalloonBytes > 0) max = Math.min(max, Math.floor(p.maxBalloonBytes / PAGE));
-  return Math.min(max, 0xffffffff);
+  return max;
 }
 
-const stepPages = (s: PolicyState) => Math.max(1, Math.floor(s.params.stepBytes / PAGE));
+export const stepPages = (p: PolicyParams): number => Math.max(1, Math.floor(p.stepBytes / PAGE));
 const mib = (pages: number) => `${Math.round((pages * PAGE) / 2 ** 20)} MiB`;
+const pagesOf = (n: number) => (Number.isFinite(n) ? Math.min(MAX_PAGES, Math.max(0, Math.floor(n))) : 0);
+const times = (count: number | undefined) => (count === undefined || !Number.isFinite(count) ? 1 : Math.max(1, Math.floor(count)));
 
-function result(state: PolicyState, old: PolicyState, rule: Rule, event: string, reason: string): StepResult {
-  return {
-    state,
-    setTarget: state.targetPages !== old.targetPages ? state.targetPages : null,
-    decision: { rule, event, oldTargetPages: old.targetPages, newTargetPages: state.targetPages, reason },
+function decide(state: PolicyState, old: PolicyState, now: number, rule: Rule, cause: Cause | null, event: string, reason: string): StepResult {
+  const decision: Decision = {
+    at: now, rule, cause, ignored: rule.endsWith('-ignored'), event,
+    oldTargetPages: old.targetPages, newTargetPages: state.targetPages, reason,
   };
+  const changed = state.targetPages !== old.targetPages;
+  const action: Action = changed ? { type: 'set-target', pages: state.targetPages, decision } : { type: 'record', decision };
+  return { state, actions: [action], setTarget: changed ? state.targetPages : null, decision };
 }
 
-const quiet = (state: PolicyState): StepResult => ({ state, setTarget: null, decision: null });
+const quiet = (state: PolicyState): StepResult => ({ state, actions: [], setTarget: null, decision: null });
 
-export function step(s: PolicyState, ev: PolicyEvent, now: number): StepResult {
+export function step(prev: PolicyState, ev: PolicyEvent, nowIn: number): StepResult {
+  const now = Number.isFinite(nowIn) ? Math.max(nowIn, prev.clockMs) : prev.clockMs;
+  const s = now === prev.clockMs ? prev : { ...prev, clockMs: now };
   switch (ev.type) {
     case 'host-pressure':
       return hostPressure(s, ev, now);
-    case 'guest-pressure':
-      return guestPressure(s, `guest pressure (${ev.source}${ev.count > 1 ? ` x${ev.count}` : ''})`, ev.source, now, 0);
+    case 'guest-pressure': {
+      const n = times(ev.count);
+      return guestPressure(s, now, ev.source, n, 0, `guest pressure (${ev.source}${n > 1 ? ` x${n}` : ''})`);
+    }
     case 'stats':
       return statsSample(s, ev.stats, now);
     case 'balloon-size':
-      return quiet({ ...s, balloonPages: ev.pages });
+      return quiet({ ...s, balloonPages: pagesOf(ev.pages) });
     case 'recover': {
-      const next = { ...s, balloonPages: ev.pages, targetPages: Math.min(ev.pages, ceilingPages(s)) };
-      return result(next, s, 'recover', `frontend reconnected with ${mib(ev.pages)} ballooned`,
+      const pages = pagesOf(ev.pages);
+      const next = { ...s, balloonPages: pages, targetPages: Math.min(pages, ceilingPages(s)) };
+      return decide(next, s, now, 'recover', null, `frontend reconnected with ${mib(pages)} ballooned`,
         'keep the balloon the guest already has instead of assuming it is empty');
     }
-    case 'guest-ram': {
-      const next = { ...s, guestRamBytes: ev.bytes };
-      return clampTarget(next, s, 'guest RAM known');
-    }
+    case 'guest-ram':
+      return clampTarget({ ...s, guestRamBytes: Math.max(0, ev.bytes) }, s, now, `guest RAM ${mib(ev.bytes / PAGE)}`);
     case 'manual-target': {
-      const next = { ...s, hold: { owner: ev.owner, since: now }, targetPages: Math.min(ev.pages, ceilingPages(s)) };
-      return result(next, s, 'manual-target', `manual target ${mib(ev.pages)} by ${ev.owner}`,
-        `held by ${ev.owner}: automatic changes suspended until released`);
+      const max = ceilingPages(s);
+      const pages = pagesOf(ev.pages);
+      const next = { ...s, hold: { owner: ev.owner, since: now }, targetPages: Math.min(pages, max) };
+      return decide(next, s, now, 'manual-target', pages > max ? 'ceiling' : null, `manual target ${mib(pages)} by ${ev.owner}`,
+        `held by ${ev.owner}: automatic changes suspended until released${pages > max ? `; lowered to the ceiling ${mib(max)}` : ''}`);
     }
     case 'release':
       if (!s.hold) return quiet(s);
-      return result({ ...s, hold: null }, s, 'release', `release by ${s.hold.owner}`,
-        s.autoEnabled ? 'automatic mode decides again from here' : 'automatic mode is off: target stays');
+      return decide({ ...s, hold: null }, s, now, 'release', null, `release by ${s.hold.owner}`,
+        s.autoEnabled ? 'automatic mode decides again from the current target' : 'automatic mode is off: the target stays');
     case 'auto':
       if (ev.enabled === s.autoEnabled) return quiet(s);
-      return result({ ...s, autoEnabled: ev.enabled }, s, ev.enabled ? 'auto-on' : 'auto-off', `automatic mode ${ev.enabled ? 'on' : 'off'}`,
-        s.hold ? `takes effect when ${s.hold.owner} releases the manual target` : ev.enabled ? 'host and guest pressure move the balloon' : 'target frozen until turned on or set by hand');
-    case 'tune': {
-      const next = { ...s, params: ev.params };
-      const clamped = clampTarget(next, s, 'policy tuned');
-      return clamped.decision ? clamped : result(next, s, 'tune', 'policy tuned', 'new settings apply from the next event');
-    }
+      return decide({ ...s, autoEnabled: ev.enabled, params: { ...s.params, enabled: ev.enabled } }, s, now,
+        ev.enabled ? 'auto-on' : 'auto-off', null, `automatic mode ${ev.enabled ? 'on' : 'off'}`, autoReason(s, ev.enabled));
+    case 'tune':
+      return tune(s, ev.params, now);
   }
 }
 
-function clampTarget(next: PolicyState, old: PolicyState, event: string): StepResult {
+function autoReason(s: PolicyState, enabled: boolean): string {
+  if (s.hold) return `takes effect when ${s.hold.owner} releases the manual target`;
+  return enabled ? 'host and guest pressure move the balloon' : 'target frozen until turned on or set by hand (deflate-on-OOM still cancels inflation)';
+}
+
+function tune(s: PolicyState, params: PolicyParams, now: number): StepResult {
+  const next = { ...s, params, autoEnabled: params.enabled };
+  const clamped = clampTarget(next, s, now, 'policy tuned');
+  if (clamped.decision) return clamped;
+  const onOff = params.enabled !== s.autoEnabled ? `; automatic mode ${params.enabled ? 'on' : 'off'}` : '';
+  return decide(next, s, now, 'tune', null, 'policy tuned', `new settings apply from the next event${onOff}`);
+}
+
+function clampTarget(next: PolicyState, old: PolicyState, now: number, event: string): StepResult {
   const max = ceilingPages(next);
   if (next.targetPages <= max) return quiet(next);
-  return result({ ...next, targetPages: max }, old, 'clamp', event, `target lowered to the ceiling ${mib(max)} (floor ${mib(next.params.floorBytes / PAGE)}, max balloon ${next.params.maxBalloonBytes ? mib(next.params.maxBalloonBytes / PAGE) : 'none'})`);
+  const p = next.params;
+  return decide({ ...next, targetPages: max }, old, now, 'clamp', 'ceiling', event,
+    `target lowered to the ceiling ${mib(max)} (floor ${mib(p.floorBytes / PAGE)}, max balloon ${p.maxBalloonBytes ? mib(p.maxBalloonBytes / PAGE) : 'none'})`);
 }
 
-function hostPressure(s: PolicyState, ev: { source: string; level: string; count: number }, now: number): StepResult {
-  const event = `host pressure ${ev.source} ${ev.level}${ev.count > 1 ? ` x${ev.count}` : ''}`;
-  const ignore = (reason: string) => result(s, s, 'host-pressure-ignored', event, reason);
+function hostPressure(s: PolicyState, ev: { source: string; level: string; count?: number }, now: number): StepResult {
+  const count = times(ev.count);
+  const event = `host pressure ${ev.source} ${ev.level}${count > 1 ? ` x${count}` : ''}`;
+  const ignore = (cause: Cause, reason: string) => decide(s, s, now, 'host-pressure-ignored', cause, event, reason);
+  const p = s.params;
   const m = mode(s);
-  if (m === 'manual') return ignore(`manual target held by ${s.hold!.owner}`);
-  if (m === 'off') return ignore('automatic mode is off');
+  if (m === 'manual') return ignore('manual-hold', `manual target held by ${s.hold!.owner}`);
+  if (m === 'off') return ignore('auto-off', 'automatic mode is off');
   if (guestInPressure(s, now)) {
-    const left = s.lastGuestPressureAt! + s.params.hysteresisMs - now;
-    return ignore(`guest in pressure (${s.lastGuestPressureSource}) for another ${Math.ceil(left / 1000)} s`);
+    const left = s.lastGuestPressureAt! + p.hysteresisMs - now;
+    return ignore('guest-pressure', `guest in pressure (${s.lastGuestPressureSource}) for another ${Math.ceil(left / 1000)} s`);
   }
-  const rl = s.params.rateLimitMs;
-  let steps = Math.max(1, ev.count);
-  if (rl > 0) {
-    if (s.lastHostStepAt !== null && now - s.lastHostStepAt < rl) return ignore(`rate limit: one step per ${rl} ms`);
-    steps = 1; // a burst collapses into one step
+  if (p.rateLimitMs > 0 && s.lastHostStepAt !== null && now - s.lastHostStepAt < p.rateLimitMs) {
+    return ignore('rate-limit', `rate limit: one step per ${p.rateLimitMs} ms, next in ${p.rateLimitMs - (now - s.lastHostStepAt)} ms`);
+  }
+  if (s.guestRamBytes === 0 && p.floorBytes > 0) return ignore('guest-ram-unknown', 'guest RAM not known yet: the floor cannot be checked');
+  if (p.waitForGuest && s.targetPages - s.balloonPages > GUEST_SLACK_PAGES) {
+    return ignore('guest-behind', `guest still inflating: balloon ${mib(s.balloonPages)} of target ${mib(s.targetPages)}`);
   }
   const max = ceilingPages(s);
-  if (s.targetPages >= max) return ignore(`balloon at its ceiling ${mib(max)}`);
-  const target = Math.min(max, s.targetPages + steps * stepPages(s));
-  return result({ ...s, targetPages: target, lastHostStepAt: now }, s, 'host-pressure-inflate', event,
-    `guest not in pressure: inflate ${steps > 1 ? `${steps} steps` : 'one step'} of ${mib(stepPages(s))}`);
+  if (s.targetPages >= max) return ignore('ceiling', `balloon at its ceiling ${mib(max)}`);
+  // The seed steps once per event; with a rate limit a burst is one step.
+  const steps = p.rateLimitMs > 0 ? 1 : count;
+  const wanted = s.targetPages + steps * stepPages(p);
+  const target = Math.min(max, wanted);
+  return decide({ ...s, targetPages: target, lastHostStepAt: now }, s, now, 'host-pressure-inflate', wanted > max ? 'ceiling' : null, event,
+    `guest not in pressure: inflate ${steps > 1 ? `${steps} steps` : 'one step'} of ${mib(stepPages(p))}${wanted > max ? `, stopped at the ceiling ${mib(max)}` : ''}`);
 }
 
-/** Cancel an inflation in progress, else deflate by max(step, extra). */
-function guestPressure(s: PolicyState, event: string, source: string, now: number, extraPages: number): StepResult {
-  const noted = { ...s, lastGuestPressureAt: now, lastGuestPressureSource: source };
+/**
+ * The seed's guest-pressure rule, once per signal: cancel an inflation in
+ * progress, else deflate max(step, extraPages), never below zero.
+ */
+function guestPressure(s: PolicyState, now: number, source: GuestPressureSource, count: number, extraPages: number, event: string): StepResult {
+  const noted: PolicyState = { ...s, lastGuestPressureAt: now, lastGuestPressureSource: source };
+  const until = `in pressure until +${Math.round(s.params.hysteresisMs / 1000)} s`;
   const m = mode(s);
   if (m !== 'auto') {
-    return result(noted, s, 'guest-pressure-ignored', event,
-      m === 'manual' ? `manual target held by ${s.hold!.owner}; hysteresis still starts` : 'automatic mode is off; hysteresis still starts');
+    const why = m === 'manual' ? `manual target held by ${s.hold!.owner}` : 'automatic mode is off';
+    // The guest gave pages back to survive an OOM: asking for them again
+    // would fight its OOM handling, whoever owns the target.
+    if (source === 'deflate-on-oom' && s.targetPages > s.balloonPages) {
+      return decide({ ...noted, targetPages: s.balloonPages }, s, now, 'oom-cancel', m === 'manual' ? 'manual-hold' : 'auto-off', event,
+        `${why}, but deflate-on-OOM is honoured: inflation cancelled at the current size ${mib(s.balloonPages)}`);
+    }
+    return decide(noted, s, now, 'guest-pressure-ignored', m === 'manual' ? 'manual-hold' : 'auto-off', event, `${why}; the guest counts as ${until}`);
   }
-  if (s.targetPages > s.balloonPages) {
-    return result({ ...noted, targetPages: s.balloonPages }, s, 'guest-pressure-cancel', event,
-      `inflation in progress (balloon ${mib(s.balloonPages)} < target ${mib(s.targetPages)}): cancelled at the current size`);
+  let target = s.targetPages;
+  let cancelled = false;
+  let deflated = 0;
+  for (let i = 0; i < count; i++) {
+    if (target > s.balloonPages) {
+      target = s.balloonPages;
+      cancelled = true;
+    } else {
+      const next = Math.max(0, target - Math.max(stepPages(s.params), extraPages)); // clamp: never below zero
+      deflated += target - next;
+      target = next;
+      if (target === 0) break;
+    }
   }
-  const by = Math.max(stepPages(s), extraPages);
-  const target = Math.max(0, s.targetPages - by); // never below zero
-  return result({ ...noted, targetPages: target }, s, 'guest-pressure-deflate', event,
-    target === s.targetPages ? 'balloon already empty' : `deflate ${mib(s.targetPages - target)}`);
-}
-
-/** Guest pressure read from the stats queue (stock guests have no message queue). */
-export function statsPressure(p: PolicyParams, prev: GuestStats | null, cur: GuestStats): { why: string; shortfallBytes: number } | null {
-  const t = p.stats;
-  const total = cur.total_memory;
-  const avail = cur.available_memory;
-  if (t.availablePercent > 0 && total && avail !== undefined && avail < (total * t.availablePercent) / 100) {
-    const want = (total * t.availablePercent) / 100;
-    return { why: `MemAvailable ${Math.round(avail / 2 ** 20)} MiB < ${t.availablePercent}% of ${Math.round(total / 2 ** 20)} MiB`, shortfallBytes: want - avail };
+  const next = { ...noted, targetPages: target };
+  if (deflated > 0) {
+    return decide(next, s, now, 'guest-pressure-deflate', null, event,
+      `${cancelled ? `inflation cancelled at ${mib(s.balloonPages)}, then ` : ''}deflate ${mib(deflated)}; ${until}`);
   }
-  if (!prev) return null;
-  const delta = (k: keyof GuestStats) => (cur[k] !== undefined && prev[k] !== undefined ? cur[k]! - prev[k]! : 0);
-  if (t.swapInBytes > 0 && delta('swap_in') >= t.swapInBytes) return { why: `swap-in +${Math.round(delta('swap_in') / 1024)} KiB`, shortfallBytes: 0 };
-  if (t.majorFaults > 0 && delta('major_faults') >= t.majorFaults) return { why: `major faults +${delta('major_faults')}`, shortfallBytes: 0 };
-  const stalls = delta('alloc_stalls') + delta('direct_reclaims');
-  if (t.stalls > 0 && stalls >= t.stalls) return { why: `allocation stalls / direct reclaim +${stalls}`, shortfallBytes: 0 };
-  return null;
+  if (cancelled) {
+    return decide(next, s, now, 'guest-pressure-cancel', null, event,
+      `inflation in progress (balloon ${mib(s.balloonPages)} < target ${mib(s.targetPages)}): cancelled at the current size; ${until}`);
+  }
+  return decide(next, s, now, 'guest-pressure-ignored', 'balloon-empty', event, `nothing ballooned to give back; ${until}`);
 }
 
 function statsSample(s: PolicyState, stats: GuestStats, now: number): StepResult {
-  const pressure = statsPressure(s.params, s.prevStats, stats);
-  const next = { ...s, prevStats: stats };
+  const prev = baselineUsable(s.params, s.prevStatsAt, now) ? s.prevStats : null;
+  const pressure = statsPressure(s.params, prev, stats);
+  const next = { ...s, prevStats: stats, prevStatsAt: now };
   if (!pressure) return quiet(next);
-  return guestPressure(next, `guest pressure (stats: ${pressure.why})`, 'stats', now, Math.ceil(pressure.shortfallBytes / PAGE));
+  return guestPressure(next, now, 'stats', 1, Math.ceil(pressure.shortfallBytes / PAGE), `guest pressure (stats: ${pressure.why})`);
 }

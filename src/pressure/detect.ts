@@ -1,12 +1,14 @@
 // Choosing the host pressure source: cgroup v1 vmpressure where the memory
-// controller is v1, PSI otherwise. Explicit choices are checked, never
-// silently replaced.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+// controller is mounted as v1, PSI otherwise. An explicit choice is checked,
+// never silently replaced; what cannot work is a startup error naming the
+// path and what to do (PressureError, EBALLOON_PRESSURE_*).
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
 import { BalloonError } from '../errors.js';
 import type { FdWatcher } from '../transport/event-loop.js';
-import { PsiSource, PsiTrigger, DEFAULT_PSI_TRIGGER } from './psi.js';
-import { PressureSource, VmpressureLevel, VmpressureMode } from './types.js';
+import { PressureError } from './errors.js';
+import { DEFAULT_PSI_TRIGGER, PsiSource, PsiTrigger, psiTriggerText } from './psi.js';
+import { PressureSource, VMPRESSURE_LEVELS, VMPRESSURE_MODES, VmpressureLevel, VmpressureMode } from './types.js';
 import { VmpressureSource } from './vmpressure.js';
 
 export const DEFAULT_V1_MEMCG = '/sys/fs/cgroup/memory';
@@ -28,39 +30,134 @@ export type Plan =
   | { kind: 'psi'; file: string; trigger: PsiTrigger }
   | { kind: 'none' };
 
-/** Decide what to watch. `exists` is injectable for tests. */
-export function planPressure(cfg: PressureConfig, exists: (p: string) => boolean = existsSync): Plan {
-  const v1 = (memcg: string) => exists(join(memcg, 'memory.pressure_level'));
+export interface CgroupMounts {
+  /** Mount point of the cgroup v1 hierarchy holding the memory controller. */
+  v1Memory: string | null;
+  /** Mount point of the cgroup2 (unified) hierarchy. */
+  unified: string | null;
+}
+
+/** What detection looks at; injectable for tests. */
+export interface Probe {
+  exists(path: string): boolean;
+  isDir(path: string): boolean;
+  mounts(): CgroupMounts;
+}
+
+/** Find the cgroup mounts in /proc/self/mounts text. */
+export function parseMounts(text: string): CgroupMounts {
+  let v1Memory: string | null = null;
+  let unified: string | null = null;
+  for (const line of text.split('\n')) {
+    const [, dir, type, opts] = line.split(' ');
+    if (!dir || !type) continue;
+    // Mount points escape spaces as \040.
+    const path = dir.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (type === 'cgroup' && (opts ?? '').split(',').includes('memory')) v1Memory ??= path;
+    if (type === 'cgroup2') unified ??= path;
+  }
+  return { v1Memory, unified };
+}
+
+export const systemProbe: Probe = {
+  exists: existsSync,
+  isDir: (p) => {
+    try {
+      return statSync(p).isDirectory();
+    } catch {
+      return false;
+    }
+  },
+  mounts: () => {
+    try {
+      return parseMounts(readFileSync('/proc/self/mounts', 'utf8'));
+    } catch {
+      return { v1Memory: null, unified: null };
+    }
+  },
+};
+
+function checkLevel(cfg: PressureConfig): void {
+  if (!VMPRESSURE_LEVELS.includes(cfg.level)) {
+    throw new BalloonError('EBALLOON_CONFIG', `--pressure-level ${JSON.stringify(cfg.level)} is not allowed`, `allowed: ${VMPRESSURE_LEVELS.join(', ')}`);
+  }
+  if (cfg.mode !== undefined && !VMPRESSURE_MODES.includes(cfg.mode)) {
+    throw new BalloonError('EBALLOON_CONFIG', `--pressure-mode ${JSON.stringify(cfg.mode)} is not allowed`, `allowed: ${VMPRESSURE_MODES.join(', ')}`);
+  }
+}
+
+/**
+ * Decide what to watch. Throws PressureError (missing path, missing
+ * controller) or BalloonError EBALLOON_CONFIG (bad option). Permission
+ * problems show when the source starts (open/write), with the same codes.
+ */
+export function planPressure(cfg: PressureConfig, probe: Partial<Probe> = {}): Plan {
+  const p: Probe = { ...systemProbe, ...probe };
+  if (cfg.kind === 'none') return { kind: 'none' };
+  checkLevel(cfg);
+  if (cfg.memcg !== undefined && !isAbsolute(cfg.memcg)) {
+    throw new BalloonError('EBALLOON_CONFIG', `--memcg ${cfg.memcg} is not an absolute path`, 'give the cgroup directory, e.g. /sys/fs/cgroup/memory/machine.slice');
+  }
+  const vm = (memcg: string): Plan => ({ kind: 'vmpressure', memcg, level: cfg.level, ...(cfg.mode ? { mode: cfg.mode } : {}) });
+  const psi = (file: string): Plan => ({ kind: 'psi', file, trigger: cfg.psiTrigger });
+  const hasV1 = (dir: string) => p.exists(join(dir, 'memory.pressure_level'));
+  const hasPsi = (dir: string) => p.exists(join(dir, 'memory.pressure'));
+  const missing = (path: string, hint: string) => new PressureError('EBALLOON_PRESSURE_NOENT', path, `${path} does not exist`, hint);
+  const mounts = p.mounts();
+
   switch (cfg.kind) {
-    case 'none':
-      return { kind: 'none' };
     case 'vmpressure': {
-      const memcg = cfg.memcg ?? DEFAULT_V1_MEMCG;
-      if (!exists(memcg)) throw new BalloonError('EBALLOON_PRESSURE', `memcg ${memcg} does not exist`, 'give --memcg the directory of a cgroup v1 memory cgroup (e.g. /sys/fs/cgroup/memory/machine.slice)');
-      if (!v1(memcg)) throw new BalloonError('EBALLOON_PRESSURE', `${memcg} has no memory.pressure_level: not a cgroup v1 memory controller directory`, 'on cgroup v2 hosts use --pressure psi');
-      return { kind: 'vmpressure', memcg, level: cfg.level, ...(cfg.mode ? { mode: cfg.mode } : {}) };
+      const memcg = cfg.memcg ?? mounts.v1Memory ?? DEFAULT_V1_MEMCG;
+      if (!p.isDir(memcg)) {
+        throw cfg.memcg === undefined && !mounts.v1Memory
+          ? new PressureError('EBALLOON_PRESSURE_CONTROLLER', memcg, 'the cgroup v1 memory controller is not mounted',
+            'mount it (mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory), or use --pressure psi on cgroup v2 hosts')
+          : missing(memcg, 'give --memcg the directory of a cgroup v1 memory cgroup (e.g. /sys/fs/cgroup/memory/machine.slice), or create it');
+      }
+      if (!hasV1(memcg)) {
+        throw new PressureError('EBALLOON_PRESSURE_CONTROLLER', memcg, `${memcg} has no memory.pressure_level: not a cgroup v1 memory cgroup`,
+          hasPsi(memcg) ? 'this is a cgroup v2 directory: use --pressure psi (or auto)' : 'give --memcg a directory under the v1 memory mount');
+      }
+      return vm(memcg);
     }
     case 'psi': {
       const file = cfg.memcg ? join(cfg.memcg, 'memory.pressure') : SYSTEM_PSI;
-      if (!exists(file)) {
-        throw new BalloonError('EBALLOON_PRESSURE', `${file} does not exist`, cfg.memcg
-          ? 'give --memcg a cgroup v2 directory with the memory controller enabled, or leave it out for system-wide PSI'
-          : 'this kernel has no PSI (CONFIG_PSI, boot with psi=1)');
+      if (cfg.memcg && !p.isDir(cfg.memcg)) throw missing(cfg.memcg, 'give --memcg an existing cgroup v2 directory, or leave it out for system-wide PSI');
+      if (!p.exists(file)) {
+        if (cfg.memcg && hasV1(cfg.memcg)) {
+          throw new PressureError('EBALLOON_PRESSURE_CONTROLLER', file, `${cfg.memcg} is a cgroup v1 memory cgroup: it has no memory.pressure`, 'use --pressure vmpressure (or auto)');
+        }
+        throw new PressureError('EBALLOON_PRESSURE_CONTROLLER', file, `${file} does not exist: no PSI here`,
+          cfg.memcg ? 'give --memcg a directory of the cgroup v2 (unified) hierarchy, or leave it out for /proc/pressure/memory'
+            : 'this kernel has no PSI (CONFIG_PSI; boot with psi=1), or use --pressure vmpressure');
       }
-      return { kind: 'psi', file, trigger: cfg.psiTrigger };
+      return psi(file);
     }
     case 'auto': {
-      if (cfg.memcg) {
-        if (v1(cfg.memcg)) return { kind: 'vmpressure', memcg: cfg.memcg, level: cfg.level, ...(cfg.mode ? { mode: cfg.mode } : {}) };
-        if (exists(join(cfg.memcg, 'memory.pressure'))) return { kind: 'psi', file: join(cfg.memcg, 'memory.pressure'), trigger: cfg.psiTrigger };
-        throw new BalloonError('EBALLOON_PRESSURE', `${cfg.memcg} is neither a cgroup v1 memcg (memory.pressure_level) nor a cgroup v2 group with memory.pressure`,
-          'check the path, or choose --pressure vmpressure|psi|none explicitly');
+      if (cfg.memcg !== undefined) {
+        if (!p.isDir(cfg.memcg)) throw missing(cfg.memcg, 'check --memcg: a cgroup v1 memory directory or a cgroup v2 directory');
+        if (hasV1(cfg.memcg)) return vm(cfg.memcg);
+        if (hasPsi(cfg.memcg)) return psi(join(cfg.memcg, 'memory.pressure'));
+        throw new PressureError('EBALLOON_PRESSURE_CONTROLLER', cfg.memcg,
+          `${cfg.memcg} is neither a cgroup v1 memcg (memory.pressure_level) nor a cgroup v2 group (memory.pressure)`,
+          'give a directory under the v1 memory mount or the cgroup2 mount, or choose --pressure vmpressure|psi|none');
       }
-      if (v1(DEFAULT_V1_MEMCG)) return { kind: 'vmpressure', memcg: DEFAULT_V1_MEMCG, level: cfg.level, ...(cfg.mode ? { mode: cfg.mode } : {}) };
-      if (exists(SYSTEM_PSI)) return { kind: 'psi', file: SYSTEM_PSI, trigger: cfg.psiTrigger };
-      throw new BalloonError('EBALLOON_PRESSURE', 'no host memory pressure source found (no cgroup v1 memory controller, no PSI)',
-        'mount the memory controller or enable PSI; or run with --pressure none and set targets by hand');
+      if (mounts.v1Memory && hasV1(mounts.v1Memory)) return vm(mounts.v1Memory);
+      if (p.exists(SYSTEM_PSI)) return psi(SYSTEM_PSI);
+      throw new PressureError('EBALLOON_PRESSURE_CONTROLLER', SYSTEM_PSI, 'no host memory pressure source: no cgroup v1 memory controller mounted and no PSI',
+        'mount the v1 memory controller or enable PSI (psi=1); or run with --pressure none and set targets by hand');
     }
+  }
+}
+
+export function describePlan(plan: Plan): string {
+  switch (plan.kind) {
+    case 'vmpressure':
+      return `vmpressure ${plan.level}${plan.mode ? `,${plan.mode}` : ''} on ${plan.memcg}`;
+    case 'psi':
+      return `psi "${psiTriggerText(plan.trigger)}" on ${plan.file}`;
+    case 'none':
+      return 'none';
   }
 }
 

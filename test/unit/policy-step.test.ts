@@ -1,190 +1,287 @@
+// step(): the seed's rules, its defects fixed, and the limits beyond it.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_PARAMS, mergeParams, PolicyParams } from '../../src/policy/params.js';
-import { ceilingPages, guestInPressure, initialState, mode, PolicyEvent, PolicyState, step, statsPressure } from '../../src/policy/step.js';
+import { ceilingPages, guestInPressure, GUEST_SLACK_PAGES, initialState, mode, step } from '../../src/policy/step.js';
+import type { PolicyEvent } from '../../src/policy/types.js';
+import {
+  DEFAULT_PARAMS, guest, H, host, manual, MiB, P, params, ready, run, SEED_PARAMS, series, size, STEP,
+} from './policy-helpers.js';
 
-const MiB = 2 ** 20;
-const P = (mib: number) => (mib * MiB) / 4096; // MiB -> pages
-const STEP = P(32);
-// The seed's behaviour: every event steps (no rate limit).
-const SEED: PolicyParams = { ...DEFAULT_PARAMS, rateLimitMs: 0 };
-
-function run(state: PolicyState, events: Array<[number, PolicyEvent]>) {
-  const decisions = [];
-  for (const [t, ev] of events) {
-    const r = step(state, ev, t);
-    state = r.state;
-    if (r.decision) decisions.push(r.decision);
-  }
-  return { state, decisions };
-}
-const host = (count = 1): PolicyEvent => ({ type: 'host-pressure', source: 'vmpressure', level: 'low', count });
-const guest = (source: 'message' | 'deflate-on-oom' = 'message'): PolicyEvent => ({ type: 'guest-pressure', source, count: 1 });
-const size = (pages: number): PolicyEvent => ({ type: 'balloon-size', pages });
-const withRam = (params: PolicyParams = SEED, ramMiB = 4096) => step(initialState(params), { type: 'guest-ram', bytes: ramMiB * MiB }, 0).state;
-
-describe('host pressure', () => {
-  it('each event inflates one step; 10 events = 320 MiB (the seed)', () => {
-    const { state, decisions } = run(withRam(), Array.from({ length: 10 }, (_, i) => [i, host()] as [number, PolicyEvent]));
-    expect(state.targetPages).toBe(P(320));
-    expect(decisions.every((d) => d.rule === 'host-pressure-inflate')).toBe(true);
-  });
-
-  it('an eventfd count of 3 is three events without a rate limit', () => {
-    expect(run(withRam(), [[0, host(3)]]).state.targetPages).toBe(3 * STEP);
+describe('host pressure (seed: target += step while the guest is not in pressure)', () => {
+  it('events accumulate: 10 events = 320 MiB, each pushed with its reason', () => {
+    const r = run(ready(), series(10, host()));
+    expect(r.state.targetPages).toBe(P(320));
+    expect(r.pushed).toEqual(Array.from({ length: 10 }, (_, i) => (i + 1) * STEP));
+    expect(r.decisions.every((d) => d.rule === 'host-pressure-inflate' && !d.ignored)).toBe(true);
+    expect(r.decisions[3]).toMatchObject({ oldTargetPages: 3 * STEP, newTargetPages: 4 * STEP, event: 'host pressure vmpressure low', cause: null });
   });
 
   it.each([
-    ['burst within the interval collapses to one step', [0, 10, 500, 999], 1],
-    ['one step per interval', [0, 1000, 2000, 2500], 3],
-    ['a counted burst is one step', [0], 1],
-  ])('rate limit 1000 ms: %s', (_n, times, steps) => {
-    const s0 = withRam({ ...SEED, rateLimitMs: 1000 });
-    const evs = times.map((t) => [t, host(_n.includes('counted') ? 50 : 1)] as [number, PolicyEvent]);
-    const { state, decisions } = run(s0, evs);
-    expect(state.targetPages).toBe(steps * STEP);
-    expect(decisions.filter((d) => d.rule === 'host-pressure-ignored').every((d) => d.reason.includes('rate limit'))).toBe(true);
-  });
-
-  it('stops at the ceiling: floor and max balloon', () => {
-    const s0 = withRam({ ...SEED, floorBytes: 4000 * MiB }); // 96 MiB above the floor
-    const { state, decisions } = run(s0, [[0, host()], [1, host()], [2, host()], [3, host()]]);
-    expect(state.targetPages).toBe(P(96));
-    expect(decisions.at(-1)).toMatchObject({ rule: 'host-pressure-ignored' });
-    expect(decisions.at(-1)!.reason).toMatch(/ceiling 96 MiB/);
-    const s1 = withRam({ ...SEED, maxBalloonBytes: 64 * MiB });
-    expect(run(s1, [[0, host()], [1, host()], [2, host()]]).state.targetPages).toBe(P(64));
-  });
-});
-
-describe('guest pressure', () => {
-  it('cancels an inflation in progress: target = current balloon size', () => {
-    const { state, decisions } = run(withRam(), [[0, host()], [1, host()], [2, host()], [3, size(P(40))], [4, guest()]]);
-    expect(state.targetPages).toBe(P(40));
-    expect(decisions.at(-1)).toMatchObject({ rule: 'guest-pressure-cancel', oldTargetPages: P(96), newTargetPages: P(40) });
-  });
-
-  it('deflates one step when no inflation is in progress', () => {
-    const { state, decisions } = run(withRam(), [[0, host()], [1, host()], [2, size(P(64))], [3, guest()]]);
-    expect(state.targetPages).toBe(P(32));
-    expect(decisions.at(-1)!.rule).toBe('guest-pressure-deflate');
-  });
-
-  it.each([
-    ['less than one step ballooned', P(10), 0],
-    ['nothing ballooned', 0, 0],
-  ])('never underflows: %s', (_n, pages, expected) => {
-    const s0 = { ...withRam(), targetPages: pages, balloonPages: pages };
-    const r = step(s0, guest(), 5);
+    ['seed (no rate limit): an eventfd count of 3 is three steps', SEED_PARAMS, 3, 3 * STEP],
+    ['rate limit on: a counted burst of 50 is one step', params({ rateLimitMs: 1000 }), 50, STEP],
+  ])('%s', (_n, p, count, expected) => {
+    const r = run(ready(p), [[0, host(count)]]);
     expect(r.state.targetPages).toBe(expected);
-    expect(r.state.targetPages).toBeGreaterThanOrEqual(0);
+    expect(r.decisions[0]!.event).toBe(`host pressure vmpressure low x${count}`);
   });
 
-  it('deflate-on-OOM cancels re-inflation to the old target', () => {
-    const s0 = { ...withRam(), targetPages: P(256), balloonPages: P(256) };
-    const { state } = run(s0, [[0, size(P(200))], [1, guest('deflate-on-oom')]]);
-    expect(state.targetPages).toBe(P(200));
+  it.each([
+    ['a burst inside the interval collapses to one step', [0, 10, 500, 999], 1],
+    ['exactly one interval later steps again (boundary is out)', [0, 1000], 2],
+    ['one step per interval under a storm', [0, 400, 1000, 1400, 2000, 2999], 3],
+  ])('rate limit 1000 ms: %s', (_n, times, steps) => {
+    const r = run(ready(params({ rateLimitMs: 1000 })), times.map((t) => [t, host()] as [number, PolicyEvent]));
+    expect(r.state.targetPages).toBe(steps * STEP);
+    const ignored = r.decisions.filter((d) => d.ignored);
+    expect(ignored).toHaveLength(times.length - steps);
+    expect(ignored.every((d) => d.rule === 'host-pressure-ignored' && d.cause === 'rate-limit')).toBe(true);
+  });
+
+  it('wait for the guest: no new step while the previous one is not done', () => {
+    const p = params({ rateLimitMs: 0, waitForGuest: true });
+    const r1 = run(ready(p), [[0, host()], [1, host()]]);
+    expect(r1.state.targetPages).toBe(STEP);
+    expect(r1.decisions[1]).toMatchObject({ rule: 'host-pressure-ignored', cause: 'guest-behind' });
+    // Within one Linux inflate buffer (256 pages) of the target counts as done.
+    const r2 = run(r1.state, [[2, size(STEP - GUEST_SLACK_PAGES - 1)], [3, host()], [4, size(STEP - GUEST_SLACK_PAGES)], [5, host()]]);
+    expect(r2.decisions.map((d) => d.cause)).toEqual(['guest-behind', null]);
+    expect(r2.state.targetPages).toBe(2 * STEP);
+  });
+
+  it.each([
+    ['floor: a 4 GiB guest with a 4000 MiB floor balloons 96 MiB at most', { floorBytes: 4000 * MiB }, P(96)],
+    ['max balloon 64 MiB', { maxBalloonBytes: 64 * MiB }, P(64)],
+    ['max balloon not a multiple of the step: the last step is partial', { maxBalloonBytes: 80 * MiB }, P(80)],
+  ])('ceiling, %s', (_n, update, ceiling) => {
+    const r = run(ready(params(update)), series(6, host()));
+    expect(r.state.targetPages).toBe(ceiling);
+    expect(Math.max(...r.pushed)).toBe(ceiling);
+    const last = r.decisions.at(-1)!;
+    expect(last).toMatchObject({ rule: 'host-pressure-ignored', cause: 'ceiling' });
+    expect(last.reason).toContain(`ceiling ${ceiling / 256} MiB`);
+  });
+
+  it('the step that crosses the ceiling stops at it and says so', () => {
+    const r = run(ready(params({ maxBalloonBytes: 48 * MiB })), [[0, host()], [1, host()]]);
+    expect(r.pushed).toEqual([STEP, P(48)]);
+    expect(r.decisions[1]).toMatchObject({ rule: 'host-pressure-inflate', cause: 'ceiling' });
+  });
+
+  it('with a floor and guest RAM unknown, host pressure waits (the floor cannot be checked)', () => {
+    const s = initialState(params({ floorBytes: 512 * MiB }));
+    const r = run(s, [[0, host()]]);
+    expect(r.pushed).toEqual([]);
+    expect(r.decisions[0]).toMatchObject({ rule: 'host-pressure-ignored', cause: 'guest-ram-unknown' });
+    expect(run(r.state, [[1, { type: 'guest-ram', bytes: 1024 * MiB }], [2, host()]]).pushed).toEqual([STEP]);
+  });
+
+  it('without guest RAM and limits, the ceiling is num_pages\' u32 range', () => {
+    expect(ceilingPages(initialState(SEED_PARAMS))).toBe(0xffffffff);
   });
 });
 
-describe('hysteresis', () => {
-  const H = DEFAULT_PARAMS.hysteresisMs;
+describe('guest pressure (seed: cancel an inflation in progress, else deflate one step)', () => {
+  it('cancels: target = current balloon size, and the cancellation is pushed', () => {
+    const r = run(ready(), [[0, host()], [1, host()], [2, host()], [3, size(P(40))], [4, guest()]]);
+    expect(r.state.targetPages).toBe(P(40));
+    expect(r.actions.at(-1)).toMatchObject({ type: 'set-target', pages: P(40) });
+    expect(r.decisions.at(-1)).toMatchObject({ rule: 'guest-pressure-cancel', oldTargetPages: P(96), newTargetPages: P(40) });
+  });
+
   it.each([
-    ['just inside the period', H - 1, 0],
-    ['exactly at the boundary (out of pressure)', H, STEP],
-    ['after the period', H + 5000, STEP],
-  ])('host event %s', (_n, dt, expected) => {
-    const s0 = { ...withRam(), lastGuestPressureAt: 1000 };
-    expect(step(s0, host(), 1000 + dt).state.targetPages).toBe(expected);
+    ['target reached: deflate one step', P(64), P(64), P(32)],
+    ['deflation already under way (target < balloon): one more step down from the target', P(64), P(100), P(32)],
+    ['less than one step ballooned: clamps at 0, no underflow', P(10), P(10), 0],
+    ['exactly one step: to 0', STEP, STEP, 0],
+  ])('%s', (_n, target, balloon, expected) => {
+    const r = step(ready(SEED_PARAMS, { target, balloon }), guest(), 5);
+    expect(r.state.targetPages).toBe(expected);
+    expect(r.actions).toEqual([{ type: 'set-target', pages: expected, decision: r.decision }]);
+    expect(r.decision!.rule).toBe('guest-pressure-deflate');
+  });
+
+  it('nothing ballooned: nothing to push, recorded as ignored, hysteresis still starts', () => {
+    const r = step(ready(), guest(), 5);
+    expect(r.actions).toHaveLength(1);
+    expect(r.actions[0]).toMatchObject({ type: 'record', decision: { rule: 'guest-pressure-ignored', cause: 'balloon-empty', newTargetPages: 0 } });
+    expect(guestInPressure(r.state, 6)).toBe(true);
+  });
+
+  it('two messages in one batch apply one after another: cancel, then deflate a step (the seed\'s loop)', () => {
+    const r = step(ready(SEED_PARAMS, { target: P(256), balloon: P(200) }), guest('message', 2), 0);
+    expect(r.state.targetPages).toBe(P(168));
+    expect(r.decision).toMatchObject({ rule: 'guest-pressure-deflate', newTargetPages: P(168) });
+    expect(r.decision!.reason).toMatch(/cancelled at 200 MiB, then deflate 32 MiB/);
+  });
+
+  it('a flood of messages deflates to 0 and stops there, with one push', () => {
+    const r = step(ready(SEED_PARAMS, { target: P(100) }), guest('message', 1_000_000), 0);
+    expect(r.state.targetPages).toBe(0);
+    expect(r.actions).toHaveLength(1);
+  });
+
+  it('deflate-on-OOM: the guest gave pages back, so re-inflation to the old target is cancelled', () => {
+    const r = run(ready(SEED_PARAMS, { target: P(256) }), [[0, size(P(255))], [1, guest('deflate-on-oom')]]);
+    expect(r.state.targetPages).toBe(P(255));
+    expect(r.decisions.at(-1)).toMatchObject({ rule: 'guest-pressure-cancel', event: 'guest pressure (deflate-on-oom)' });
+    expect(r.state.lastGuestPressureSource).toBe('deflate-on-oom');
+  });
+});
+
+describe('hysteresis: in pressure for [t, t + hysteresisMs) after each signal', () => {
+  it.each([
+    ['just inside the period', H - 1, 0, 'guest-pressure'],
+    ['exactly at the boundary: out of pressure, inflates', H, STEP, null],
+    ['after the period', H + 5000, STEP, null],
+  ])('host event %s', (_n, dt, expected, cause) => {
+    const s = step(ready(), guest(), 1000).state; // nothing ballooned: only the time is noted
+    const r = step(s, host(), 1000 + dt);
+    expect(r.state.targetPages).toBe(expected);
+    expect(r.decision!.cause).toBe(cause);
+    expect(guestInPressure(s, 1000 + dt)).toBe(cause !== null);
   });
 
   it('each guest signal restarts the period', () => {
-    let s = withRam();
-    s = step(s, guest(), 0).state;
-    s = step(s, guest(), 50_000).state;
-    expect(guestInPressure(s, 100_000)).toBe(true);
-    expect(guestInPressure(s, 110_000)).toBe(false);
+    const r = run(ready(), [[0, guest()], [50_000, guest()]]);
+    expect(guestInPressure(r.state, 50_000 + H - 1)).toBe(true);
+    expect(guestInPressure(r.state, 50_000 + H)).toBe(false);
+  });
+
+  it('hysteresis 0: a guest signal never blocks host events', () => {
+    const r = run(ready(params({ hysteresisMs: 0 })), [[0, guest()], [0, host()]]);
+    expect(r.state.targetPages).toBe(STEP);
+  });
+
+  it('guest pressure during the period still acts (cancel/deflate each time)', () => {
+    const r = run(ready(SEED_PARAMS, { target: P(128) }), [[0, guest()], [1000, guest()]]);
+    expect(r.pushed).toEqual([P(96), P(64)]);
+  });
+});
+
+describe('monotonic time', () => {
+  it('a clock that goes backwards is read as the latest time seen', () => {
+    // Guest pressure stamped at a time in the past would end its hysteresis early.
+    const r = run(ready(), [[100_000, size(0)], [50, guest()], [100_000 + H - 1, host()]]);
+    expect(r.state.lastGuestPressureAt).toBe(100_000);
+    expect(r.decisions.at(-1)).toMatchObject({ rule: 'host-pressure-ignored', cause: 'guest-pressure' });
+  });
+
+  it('a NaN clock does not poison the state', () => {
+    const r = run(ready(), [[10, size(0)], [Number.NaN, host()]]);
+    expect(r.decisions[0]!.at).toBe(10);
+    expect(r.state.lastHostStepAt).toBe(10);
   });
 });
 
 describe('manual ownership and modes', () => {
-  it('a manual target holds: host and guest pressure do not move it until released', () => {
-    const { state, decisions } = run(withRam(), [
-      [0, { type: 'manual-target', pages: P(512), owner: 'ops' }], [1, host()], [2, guest()],
+  it('a manual target holds: host pressure and guest messages do not move it; hysteresis still starts', () => {
+    const r = run(ready(), [[0, manual(P(512))], [1, size(P(512))], [2, host()], [3, guest()], [4, guest('stats')]]);
+    expect(mode(r.state)).toBe('manual');
+    expect(r.pushed).toEqual([P(512)]);
+    expect(r.decisions.map((d) => [d.rule, d.cause])).toEqual([
+      ['manual-target', null], ['host-pressure-ignored', 'manual-hold'], ['guest-pressure-ignored', 'manual-hold'], ['guest-pressure-ignored', 'manual-hold'],
     ]);
-    expect(mode(state)).toBe('manual');
-    expect(state.targetPages).toBe(P(512));
-    expect(decisions.map((d) => d.rule)).toEqual(['manual-target', 'host-pressure-ignored', 'guest-pressure-ignored']);
-    // hysteresis still started: right after release host events stay ignored
-    const released = run(state, [[3, { type: 'release' }], [4, host()]]);
-    expect(mode(released.state)).toBe('auto');
-    expect(released.state.targetPages).toBe(P(512));
-    expect(released.decisions.at(-1)!.rule).toBe('host-pressure-ignored');
-    expect(step(released.state, host(), 2 + DEFAULT_PARAMS.hysteresisMs).state.targetPages).toBe(P(544));
+    expect(guestInPressure(r.state, 5)).toBe(true);
   });
 
-  it('a manual target above the ceiling is clamped', () => {
-    const s0 = withRam({ ...SEED, floorBytes: 3 * 1024 * MiB });
-    expect(step(s0, { type: 'manual-target', pages: P(2048), owner: 'x' }, 0).state.targetPages).toBe(P(1024));
+  it('deflate-on-OOM is honoured during a hold: inflation cancelled, the hold stays', () => {
+    const r = run(ready(), [[0, manual(P(512))], [1, size(P(400))], [2, guest('deflate-on-oom')]]);
+    expect(r.pushed).toEqual([P(512), P(400)]);
+    expect(r.decisions.at(-1)).toMatchObject({ rule: 'oom-cancel', cause: 'manual-hold' });
+    expect(mode(r.state)).toBe('manual');
   });
 
-  it('auto off freezes the target; on resumes', () => {
-    const { state } = run(withRam(), [[0, host()], [1, { type: 'auto', enabled: false }], [2, host()], [3, guest()]]);
-    expect(mode(state)).toBe('off');
-    expect(state.targetPages).toBe(STEP);
-    const on = run(state, [[4, { type: 'auto', enabled: true }], [3 + DEFAULT_PARAMS.hysteresisMs, host()]]);
-    expect(on.state.targetPages).toBe(2 * STEP);
+  it('release: automatic mode resumes from the current target, after the hysteresis', () => {
+    const held = run(ready(), [[0, manual(P(512))], [1, size(P(512))], [2, guest()]]).state;
+    const r = run(held, [[3, { type: 'release' }], [4, host()], [2 + H, host()]]);
+    expect(mode(r.state)).toBe('auto');
+    expect(r.decisions.map((d) => d.rule)).toEqual(['release', 'host-pressure-ignored', 'host-pressure-inflate']);
+    expect(r.state.targetPages).toBe(P(544));
   });
 
-  it('tuning a smaller ceiling clamps the target', () => {
-    const s0 = { ...withRam(), targetPages: P(256) };
-    const r = step(s0, { type: 'tune', params: mergeParams(SEED, { maxBalloonBytes: 128 * MiB }) }, 0);
-    expect(r.state.targetPages).toBe(P(128));
-    expect(r.setTarget).toBe(P(128));
+  it('release without a hold does nothing', () => {
+    expect(step(ready(), { type: 'release' }, 0).actions).toEqual([]);
   });
 
-  it('ceiling without guest RAM known is the max balloon or u32', () => {
-    expect(ceilingPages(initialState(SEED))).toBe(0xffffffff);
+  it('a manual target above the ceiling is lowered to it', () => {
+    const r = step(ready(params({ floorBytes: 3072 * MiB })), manual(P(2048)), 0);
+    expect(r.state.targetPages).toBe(P(1024));
+    expect(r.decision).toMatchObject({ rule: 'manual-target', cause: 'ceiling' });
+  });
+
+  it('auto off freezes the target; deflate-on-OOM still cancels; on resumes', () => {
+    const r = run(ready(), [[0, host()], [1, size(STEP)], [2, { type: 'auto', enabled: false }], [3, host()], [4, guest()],
+      [5, { type: 'manual-target', pages: P(64), owner: 'x' }], [6, { type: 'release' }], [7, size(P(40))], [8, guest('deflate-on-oom')]]);
+    expect(mode(r.state)).toBe('off');
+    expect(r.decisions.map((d) => [d.rule, d.cause])).toEqual([
+      ['host-pressure-inflate', null], ['auto-off', null], ['host-pressure-ignored', 'auto-off'], ['guest-pressure-ignored', 'auto-off'],
+      ['manual-target', null], ['release', null], ['oom-cancel', 'auto-off'],
+    ]);
+    expect(r.state.targetPages).toBe(P(40));
+    const on = run(r.state, [[9, { type: 'auto', enabled: true }], [8 + H, host()]]);
+    expect(on.state.targetPages).toBe(P(72));
+    expect(on.state.params.enabled).toBe(true);
+  });
+
+  it('auto on while held takes effect at release', () => {
+    const s = initialState(SEED_PARAMS, false);
+    const r = run(s, [[0, manual(P(10))], [1, { type: 'auto', enabled: true }]]);
+    expect(mode(r.state)).toBe('manual');
+    expect(r.decisions[1]!.reason).toMatch(/when ops releases/);
+    expect(mode(step(r.state, { type: 'release' }, 2).state)).toBe('auto');
+  });
+
+  it('initialState honours params.enabled and an explicit override', () => {
+    expect(mode(initialState(params({ enabled: false })))).toBe('off');
+    expect(mode(initialState(params({ enabled: false }), true))).toBe('auto');
   });
 });
 
-describe('stats-derived guest pressure', () => {
-  const total = 1024 * MiB;
-  it.each([
-    ['plenty available', null, { total_memory: total, available_memory: 500 * MiB }, null],
-    ['MemAvailable under 10%', null, { total_memory: total, available_memory: 50 * MiB }, /MemAvailable 50 MiB/],
-    ['swap-in grows', { swap_in: 0 }, { swap_in: 8 * MiB }, /swap-in/],
-    ['swap-in grows a little', { swap_in: 0 }, { swap_in: 4096 }, null],
-    ['major faults jump', { major_faults: 10 }, { major_faults: 5000 }, /major faults \+4990/],
-    ['allocation stalls', { alloc_stalls: 3 }, { alloc_stalls: 4 }, /stalls/],
-    ['direct reclaim', { direct_reclaims: 0 }, { direct_reclaims: 2 }, /direct reclaim/],
-    ['first sample has no deltas', null, { major_faults: 99999 }, null],
-  ])('%s', (_n, prev, cur, expected) => {
-    const r = statsPressure(DEFAULT_PARAMS, prev, cur);
-    if (expected === null) expect(r).toBeNull();
-    else expect(r?.why).toMatch(expected);
+describe('tune, guest RAM, recover', () => {
+  it('tuning a smaller ceiling clamps the target and pushes it', () => {
+    const r = step(ready(SEED_PARAMS, { target: P(256) }), { type: 'tune', params: params({ maxBalloonBytes: 128 * MiB }) }, 0);
+    expect(r.actions).toEqual([{ type: 'set-target', pages: P(128), decision: r.decision }]);
+    expect(r.decision).toMatchObject({ rule: 'clamp', cause: 'ceiling' });
   });
 
-  it('deflates at least the shortfall under the MemAvailable threshold', () => {
-    const s0 = { ...withRam(SEED, 1024), targetPages: P(512), balloonPages: P(512) };
-    const r = step(s0, { type: 'stats', stats: { total_memory: total, available_memory: 2 * MiB } }, 0);
-    // want 10% of 1 GiB = 102.4 MiB; shortfall ~100.4 MiB > 32 MiB step
-    expect(r.decision!.rule).toBe('guest-pressure-deflate');
-    expect(P(512) - r.state.targetPages).toBeGreaterThan(P(100));
-    expect(guestInPressure(r.state, 1)).toBe(true);
+  it('tuning without a clamp is recorded; the new step applies from the next event', () => {
+    const r = run(ready(), [[0, { type: 'tune', params: params({ stepBytes: 8 * MiB }) }], [1, host()]]);
+    expect(r.decisions.map((d) => d.rule)).toEqual(['tune', 'host-pressure-inflate']);
+    expect(r.state.targetPages).toBe(P(8));
+  });
+
+  it('tune with enabled: false turns automatic mode off', () => {
+    const r = step(ready(), { type: 'tune', params: params({ enabled: false }) }, 0);
+    expect(mode(r.state)).toBe('off');
+  });
+
+  it('guest RAM smaller than floor + target clamps the target', () => {
+    const s = ready(params({ floorBytes: 512 * MiB }), { target: P(1024) });
+    const r = step(s, { type: 'guest-ram', bytes: 1024 * MiB }, 0);
+    expect(r.state.targetPages).toBe(P(512));
+    expect(r.decision!.rule).toBe('clamp');
+  });
+
+  it('guest RAM below the floor: ceiling 0', () => {
+    expect(ceilingPages(ready(params({ floorBytes: 8192 * MiB })))).toBe(0);
+  });
+
+  it('recover keeps the balloon a reconnecting guest already has', () => {
+    const r = step(ready(), { type: 'recover', pages: P(300) }, 0);
+    expect(r.state).toMatchObject({ targetPages: P(300), balloonPages: P(300) });
+    expect(r.decision!.rule).toBe('recover');
+  });
+
+  it('balloon-size is quiet and clamps nonsense to the u32 page range', () => {
+    const r = run(ready(), [[0, size(-5)]]);
+    expect(r.actions).toEqual([]);
+    expect(r.state.balloonPages).toBe(0);
   });
 });
 
-describe('params', () => {
-  it.each([
-    [{ stepBytes: 0 }, /stepBytes = 0 is out of range/],
-    [{ hysteresisMs: -1 }, /hysteresisMs/],
-    [{ bogus: 1 }, /unknown setting bogus/],
-    [{ stats: { availablePercent: 150 } }, /stats.availablePercent/],
-    [{ maxBalloonBytes: 4096, stepBytes: 8192 }, /smaller than one step/],
-  ])('rejects %o', (update, msg) => {
-    expect(() => mergeParams(DEFAULT_PARAMS, update)).toThrow(msg);
-  });
-  it('merges nested stats settings', () => {
-    expect(mergeParams(DEFAULT_PARAMS, { stats: { majorFaults: 5 } }).stats).toEqual({ ...DEFAULT_PARAMS.stats, majorFaults: 5 });
+describe('defaults', () => {
+  it('default params: one step per second, waiting for the guest', () => {
+    const r = run(ready(DEFAULT_PARAMS), [[0, host(40)], [10, host()], [1000, host()], [1001, size(STEP)], [1002, host()], [2001, host()]]);
+    expect(r.decisions.map((d) => d.cause)).toEqual([null, 'rate-limit', 'guest-behind', null, 'rate-limit']);
+    expect(r.state.targetPages).toBe(2 * STEP);
   });
 });

@@ -1,0 +1,95 @@
+// The policy's vocabulary: state, events in, actions out. Sizes in the state
+// are 4 KiB pages (virtio-balloon's unit whatever the guest page size);
+// times are the caller's monotonic clock in milliseconds.
+import type { GuestStats } from '../device/stats.js';
+import type { PolicyParams } from './params.js';
+
+/** virtio-balloon page: num_pages and actual count 4 KiB units. */
+export const PAGE = 4096;
+/** num_pages is a le32. */
+export const MAX_PAGES = 0xffffffff;
+
+export type Mode = 'auto' | 'manual' | 'off';
+export type GuestPressureSource = 'message' | 'stats' | 'deflate-on-oom';
+
+export interface PolicyState {
+  params: PolicyParams;
+  /** num_pages we ask for. */
+  targetPages: number;
+  /** Current balloon size (pages counted from the queues, or the guest's `actual`). */
+  balloonPages: number;
+  /** 0 until known (memory table or MemTotal). */
+  guestRamBytes: number;
+  /** Automatic mode wanted (a manual hold suspends it without clearing this). */
+  autoEnabled: boolean;
+  hold: { owner: string; since: number } | null;
+  lastGuestPressureAt: number | null;
+  lastGuestPressureSource: GuestPressureSource | null;
+  lastHostStepAt: number | null;
+  prevStats: GuestStats | null;
+  prevStatsAt: number | null;
+  /** Latest time seen: a `now` that goes backwards is read as this. */
+  clockMs: number;
+}
+
+export type PolicyEvent =
+  /** A host pressure source fired; `count` events folded into one read (default 1). */
+  | { type: 'host-pressure'; source: string; level: string; count?: number }
+  /** The guest signalled pressure; `count` messages in one batch apply one after another, as in the seed. */
+  | { type: 'guest-pressure'; source: GuestPressureSource; count?: number }
+  /** A stats-queue sample; pressure is derived from it and the previous sample. */
+  | { type: 'stats'; stats: GuestStats }
+  /** The balloon size changed: pages counted from the queues or the guest's `actual`. */
+  | { type: 'balloon-size'; pages: number; from?: 'queues' | 'actual' }
+  /** A new connection reported a balloon we did not see being filled. */
+  | { type: 'recover'; pages: number }
+  | { type: 'guest-ram'; bytes: number }
+  | { type: 'manual-target'; pages: number; owner: string }
+  | { type: 'release' }
+  | { type: 'auto'; enabled: boolean }
+  /** New, already validated settings (mergeParams / validateParams). */
+  | { type: 'tune'; params: PolicyParams };
+
+export type Rule =
+  | 'host-pressure-inflate' | 'host-pressure-ignored'
+  | 'guest-pressure-cancel' | 'guest-pressure-deflate' | 'guest-pressure-ignored'
+  /** deflate-on-OOM during a manual hold or with auto off: the inflation is still cancelled. */
+  | 'oom-cancel'
+  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover';
+
+/** Machine-readable why, for ignored events and limits (the CLI groups on it). */
+export type Cause =
+  | 'auto-off' | 'manual-hold' | 'guest-pressure' | 'rate-limit' | 'guest-behind' | 'ceiling'
+  | 'guest-ram-unknown' | 'balloon-empty';
+
+export interface Decision {
+  /** The (monotonic) time of the step. */
+  at: number;
+  rule: Rule;
+  /** Set when the event was ignored or a limit applied. */
+  cause: Cause | null;
+  /** true when the event changed nothing (the reason says why). */
+  ignored: boolean;
+  /** What happened, in words. */
+  event: string;
+  oldTargetPages: number;
+  newTargetPages: number;
+  /** Why, in words. */
+  reason: string;
+}
+
+export type Action =
+  /** Write num_pages = pages to the config space and notify the guest. */
+  | { type: 'set-target'; pages: number; decision: Decision }
+  /** Nothing to push: log and keep the decision (ignored events, mode changes). */
+  | { type: 'record'; decision: Decision };
+
+export interface StepResult {
+  state: PolicyState;
+  /** At most one action per step; empty when there is nothing worth recording. */
+  actions: Action[];
+  /** Shorthand: the set-target pages, or null. */
+  setTarget: number | null;
+  /** Shorthand: the decision of the action, or null. */
+  decision: Decision | null;
+}

@@ -1,0 +1,236 @@
+// Real cgroups for the host-pressure tests: a child memcg with a small limit
+// (cgroup v1), optionally a cgroup2 group for PSI, a temporary swap file when
+// the machine has none, and an allocator process inside. Everything made here
+// carries this process's pid in its name, so a later run can tell a crashed
+// run's leftovers (dead pid) from a concurrent run's (live pid) and remove
+// only the former.
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const V1_MEMORY = '/sys/fs/cgroup/memory';
+export const UNIFIED = '/sys/fs/cgroup/unified';
+export const PREFIX = 'vub-pressure-';
+const SWAP_DIR = '/var/tmp';
+const SWAP_PREFIX = 'vub-pressure-swap.';
+/** Read-only bind mounts of a memcg (permission tests) live in tmpdir under this prefix. */
+export const RO_PREFIX = 'vub-pressure-ro.';
+export const MiB = 2 ** 20;
+
+export const isRoot = process.getuid?.() === 0;
+export const haveV1Memory = existsSync(join(V1_MEMORY, 'memory.pressure_level'));
+export const haveUnifiedPsi = existsSync(join(UNIFIED, 'memory.pressure'));
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let seq = 0;
+
+/** Pid embedded in one of our names, or null. */
+function ownerPid(name: string, prefix: string): number | null {
+  const m = new RegExp(`^${prefix.replace('.', '\\.')}(\\d+)`).exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+function procsOf(dir: string): number[] {
+  try {
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Kill what runs in a cgroup tree and remove it, children first. */
+export async function removeCgroup(dir: string): Promise<void> {
+  if (!existsSync(dir)) return;
+  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) await removeCgroup(join(dir, e.name));
+  for (let i = 0; i < 100; i++) {
+    for (const pid of procsOf(dir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch { /* gone */ }
+    }
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY') throw err;
+    }
+    await sleep(50);
+  }
+  throw new Error(`could not remove ${dir}: still busy`);
+}
+
+function activeSwaps(): string[] {
+  return readFileSync('/proc/swaps', 'utf8').split('\n').slice(1).filter(Boolean).map((l) => l.split(/\s+/)[0]!);
+}
+
+function removeSwap(path: string): void {
+  if (activeSwaps().includes(path)) execFileSync('swapoff', [path]);
+  rmSync(path, { force: true });
+}
+
+/** A directory in tmpdir for a bind mount, named after this process. */
+export const roMountDir = () => join(tmpdir(), `${RO_PREFIX}${process.pid}-${++seq}`);
+
+/** Remove mounts, cgroups and swap files left by runs that died (their pid is gone). */
+export async function cleanupLeftovers(): Promise<string[]> {
+  const removed: string[] = [];
+  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const dir = line.split(' ')[1] ?? '';
+    const name = dir.slice(tmpdir().length + 1);
+    const pid = dir.startsWith(`${tmpdir()}/`) ? ownerPid(name, RO_PREFIX) : null;
+    if (pid === null || alive(pid)) continue;
+    execFileSync('umount', [dir]);
+    rmdirSync(dir);
+    removed.push(dir);
+  }
+  for (const root of [V1_MEMORY, UNIFIED]) {
+    if (!existsSync(root)) continue;
+    for (const name of readdirSync(root)) {
+      const pid = ownerPid(name, PREFIX);
+      if (pid === null || alive(pid)) continue;
+      await removeCgroup(join(root, name));
+      removed.push(join(root, name));
+    }
+  }
+  for (const name of readdirSync(SWAP_DIR)) {
+    const pid = ownerPid(name, SWAP_PREFIX);
+    if (pid === null || alive(pid)) continue;
+    removeSwap(join(SWAP_DIR, name));
+    removed.push(join(SWAP_DIR, name));
+  }
+  return removed;
+}
+
+/** A fresh name: prefix, our pid, a counter and a random tag. */
+export const uniqueName = (what: string) => `${PREFIX}${process.pid}-${++seq}-${Math.random().toString(36).slice(2, 8)}-${what}`;
+
+export interface TempSwap {
+  /** null when the machine already had swap (nothing was created). */
+  path: string | null;
+  remove(): void;
+}
+
+/** Make sure some swap is on: reclaim of anonymous memory (the allocator) needs it. */
+export function ensureSwap(sizeMiB = 512): TempSwap {
+  if (activeSwaps().length > 0) return { path: null, remove: () => {} };
+  const path = join(SWAP_DIR, `${SWAP_PREFIX}${process.pid}`);
+  try {
+    execFileSync('fallocate', ['-l', `${sizeMiB}M`, path]);
+    execFileSync('chmod', ['600', path]);
+    execFileSync('mkswap', [path], { stdio: 'ignore' });
+    execFileSync('swapon', [path]);
+  } catch (err) {
+    removeSwap(path);
+    throw err;
+  }
+  return { path, remove: () => removeSwap(path) };
+}
+
+export interface TestCgroup {
+  /** The cgroup v1 memcg directory. */
+  v1: string;
+  /** The cgroup2 directory, when asked for. */
+  v2: string | null;
+  /** Kill what runs inside and remove both directories. */
+  remove(): Promise<void>;
+}
+
+/** A memcg under the v1 memory root (or under `parent`), with a limit; optionally a cgroup2 group too. */
+export function makeCgroup(opts: { limitBytes?: number; v2?: boolean; parent?: string; name?: string } = {}): TestCgroup {
+  const name = opts.name ?? uniqueName('memcg');
+  const v1 = join(opts.parent ?? V1_MEMORY, name);
+  mkdirSync(v1);
+  if (opts.limitBytes) writeFileSync(join(v1, 'memory.limit_in_bytes'), String(opts.limitBytes));
+  let v2: string | null = null;
+  if (opts.v2) {
+    v2 = join(UNIFIED, name);
+    mkdirSync(v2);
+  }
+  return {
+    v1, v2,
+    remove: async () => {
+      await removeCgroup(v1);
+      if (v2) await removeCgroup(v2);
+    },
+  };
+}
+
+export interface Allocator {
+  child: ChildProcess;
+  /** performance.now() when spawned and when it had joined its cgroups. */
+  spawnedAt: number;
+  joined: Promise<number>;
+  /** Resolves when the allocation loop finished its first pass (all pages touched once). */
+  allocated: Promise<number>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(): Promise<void>;
+}
+
+/**
+ * A `node -e` child that writes its pid to each cgroup.procs, then allocates
+ * `mib` MiB of Buffers touching every 4 KiB page, and keeps touching them
+ * for `holdMs` (sustained reclaim and swap-in) before it exits.
+ */
+export function startAllocator(cgroups: string[], mib = 200, holdMs = 60_000): Allocator {
+  const script = `
+    const fs = require('fs');
+    for (const dir of JSON.parse(process.argv[1])) fs.writeFileSync(dir + '/cgroup.procs', String(process.pid));
+    console.log('joined');
+    const bufs = [];
+    for (let i = 0; i < ${mib}; i++) {
+      const b = Buffer.allocUnsafe(1 << 20);
+      for (let o = 0; o < b.length; o += 4096) b[o] = 1;
+      bufs.push(b);
+    }
+    console.log('allocated');
+    const end = Date.now() + ${holdMs};
+    while (Date.now() < end) for (const b of bufs) for (let o = 0; o < b.length; o += 4096) b[o]++;
+  `;
+  const child = spawn(process.execPath, ['-e', script, JSON.stringify(cgroups)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const spawnedAt = performance.now();
+  let out = '';
+  const seen = new Map<string, (t: number) => void>();
+  const waitFor = (word: string) => new Promise<number>((resolve, reject) => {
+    seen.set(word, resolve);
+    child.once('exit', () => reject(new Error(`allocator exited before "${word}"`)));
+  });
+  const joined = waitFor('joined');
+  const allocated = waitFor('allocated');
+  joined.catch(() => {});
+  allocated.catch(() => {});
+  child.stdout!.on('data', (b: Buffer) => {
+    out += b.toString();
+    for (const [word, resolve] of seen) if (out.includes(word)) resolve(performance.now());
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  return {
+    child, spawnedAt, joined, allocated, exited,
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Wait until `cond` holds, polling; throws with `what` after `timeoutMs`. */
+export async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+export { sleep };
