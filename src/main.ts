@@ -78,7 +78,11 @@ function parseArgs(argv: string[]) {
     .option('pressure-level', { choices: VMPRESSURE_LEVELS, default: 'low' as const, describe: 'vmpressure level: low = reclaim started, medium = swapping, critical = about to OOM' })
     .option('pressure-mode', { choices: VMPRESSURE_MODES, describe: 'vmpressure propagation mode (kernel default if unset)' })
     .option('psi-trigger', { type: 'string', default: psiTriggerText(DEFAULT_PSI_TRIGGER), describe: 'PSI trigger "<some|full> <stall us> <window us>"; window a multiple of 2 s without CAP_SYS_RESOURCE' })
-    .group(['stats-interval', 'message-vq-bit', 'stats-vq', 'deflate-on-oom', 'page-reporting'], 'Device:')
+    .group(['stats-interval', 'message-vq-bit', 'stats-vq', 'deflate-on-oom', 'page-reporting', 'discard'], 'Device:')
+    .option('discard', {
+      choices: ['deferred', 'immediate'] as const, default: 'deferred' as const,
+      describe: 'deferred: acknowledge inflations at once and discard merged runs shortly after (needs MUST_TELL_HOST); immediate: discard before every acknowledgement',
+    })
     .option('stats-interval', { type: 'number', default: 5, describe: 'Seconds between guest memory-statistics requests (0 = never)' })
     .option('message-vq-bit', {
       type: 'string', default: String(DEFAULT_MESSAGE_VQ_BIT),
@@ -146,6 +150,7 @@ async function main(argv: string[]): Promise<number> {
     params, autoEnabled: a.auto, pressure, log,
     device: {
       statsIntervalMs: Math.round(a['stats-interval'] * 1000),
+      ...(a.discard === 'immediate' ? { deferredDiscard: null } : {}),
       features: {
         messageVqBit: bit === 'off' ? null : Number(bit),
         stats: a['stats-vq'], deflateOnOom: a['deflate-on-oom'], pageReporting: a['page-reporting'],

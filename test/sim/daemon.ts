@@ -5,7 +5,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
+// test/sim in the tree, or dist/test/sim when compiled for the benchmarks.
+const up = resolve(import.meta.dirname, '..', '..');
+const ROOT = existsSync(join(up, 'package.json')) ? up : resolve(up, '..');
 export const DAEMON_JS = join(ROOT, 'dist', 'src', 'main.js');
 
 export interface LogLine {
