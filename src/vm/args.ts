@@ -1,0 +1,122 @@
+// QEMU command line for the test/demo VM. Pure: no file system, no spawning.
+import { type AccelChoice, accelArgs } from './accel.js';
+
+export type BalloonChoice =
+  | {
+      kind: 'vhost-user';
+      socketPath: string;
+      /** Seconds between reconnect attempts when the backend goes away (chardev reconnect=). */
+      reconnectSeconds?: number;
+      /** `vhost-user-balloon-pci` instead of the alias `vhost-user-balloon`. */
+      pci?: boolean;
+      props?: Record<string, string | number | boolean>;
+    }
+  | {
+      kind: 'stock';
+      deflateOnOom?: boolean;
+      freePageReporting?: boolean;
+      props?: Record<string, string | number | boolean>;
+    }
+  | { kind: 'none' };
+
+/** Guest side of the kernel command line, read by qemu/guest/init. */
+export interface GuestParams {
+  /** idle | hold:N | free:N | loop:N[:SECONDS[:COUNT]] (N in MiB). */
+  scenario?: string;
+  /** Seconds between meminfo/balloon reports. */
+  reportSeconds?: number;
+  /** Forward the guest kernel log as `VUB kmsg` lines. */
+  kmsg?: boolean;
+  /** More kernel parameters, appended last. */
+  extra?: string[];
+}
+
+export interface QemuArgsOptions {
+  kernel: string;
+  initrd: string;
+  memMiB: number;
+  cpus?: number;
+  accel: AccelChoice;
+  qmpSocket: string;
+  balloon: BalloonChoice;
+  guest?: GuestParams;
+  /** QEMU itself copies the serial output here (chardev logfile=). */
+  serialLog?: string;
+  /** Firmware search path (-L), in order. */
+  firmwareDirs?: string[];
+  extraArgs?: string[];
+}
+
+export const DEFAULT_FIRMWARE_DIRS = ['/usr/share/seabios', '/usr/share/qemu'];
+export const BALLOON_DEVICE_ID = 'balloon0';
+
+// QEMU option values are comma-separated; a literal comma is written twice.
+export function qemuOptValue(v: string): string {
+  return v.replaceAll(',', ',,');
+}
+
+function props(p: Record<string, string | number | boolean> | undefined): string {
+  if (!p) return '';
+  return Object.entries(p)
+    .map(([k, v]) => `,${k}=${typeof v === 'boolean' ? (v ? 'on' : 'off') : qemuOptValue(String(v))}`)
+    .join('');
+}
+
+export function kernelCmdline(g: GuestParams = {}): string {
+  const parts = ['console=ttyS0', 'quiet', 'panic=-1'];
+  for (const [k, v] of [['scenario', g.scenario], ['report', g.reportSeconds]] as const) {
+    if (v === undefined) continue;
+    const s = String(v);
+    if (!/^[A-Za-z0-9:.]+$/.test(s)) throw new RangeError(`vub.${k}=${s}: only [A-Za-z0-9:.] allowed`);
+    parts.push(`vub.${k}=${s}`);
+  }
+  if (g.kmsg) parts.push('vub.kmsg=1');
+  parts.push(...(g.extra ?? []));
+  return parts.join(' ');
+}
+
+export function balloonArgs(b: BalloonChoice): string[] {
+  switch (b.kind) {
+    case 'none':
+      return [];
+    case 'stock': {
+      const flags =
+        (b.deflateOnOom ? ',deflate-on-oom=on' : '') + (b.freePageReporting ? ',free-page-reporting=on' : '');
+      return ['-device', `virtio-balloon-pci,id=${BALLOON_DEVICE_ID}${flags}${props(b.props)}`];
+    }
+    case 'vhost-user': {
+      const reconnect = b.reconnectSeconds !== undefined ? `,reconnect=${b.reconnectSeconds}` : '';
+      const dev = b.pci ? 'vhost-user-balloon-pci' : 'vhost-user-balloon';
+      return [
+        '-chardev', `socket,id=vb,path=${qemuOptValue(b.socketPath)}${reconnect}`,
+        '-device', `${dev},id=${BALLOON_DEVICE_ID},chardev=vb${props(b.props)}`,
+      ];
+    }
+  }
+}
+
+export function buildQemuArgs(o: QemuArgsOptions): string[] {
+  if (!Number.isInteger(o.memMiB) || o.memMiB < 64) throw new RangeError(`memMiB=${o.memMiB}: need an integer >= 64`);
+  const cpus = o.cpus ?? 1;
+  const serial = `stdio,id=ser0,signal=off${o.serialLog ? `,logfile=${qemuOptValue(o.serialLog)},logappend=off` : ''}`;
+  return [
+    '-nodefaults', '-no-user-config', '-no-reboot',
+    '-display', 'none', '-monitor', 'none',
+    ...accelArgs(o.accel),
+    '-smp', String(cpus),
+    '-m', `${o.memMiB}M`,
+    // Guest RAM in a shared memfd: a vhost-user backend maps it, and the host
+    // side of ballooning is visible as QEMU's RssShmem.
+    '-object', `memory-backend-memfd,id=mem,size=${o.memMiB}M,share=on`,
+    '-machine', 'q35,memory-backend=mem',
+    ...(o.firmwareDirs ?? DEFAULT_FIRMWARE_DIRS).flatMap((d) => ['-L', d]),
+    '-kernel', o.kernel,
+    '-initrd', o.initrd,
+    '-append', kernelCmdline(o.guest),
+    '-chardev', serial,
+    '-serial', 'chardev:ser0',
+    '-qmp', `unix:${qemuOptValue(o.qmpSocket)},server=on,wait=off`,
+    ...balloonArgs(o.balloon),
+    ...(o.extraArgs ?? []),
+  ];
+}
