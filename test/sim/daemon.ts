@@ -40,9 +40,9 @@ export class DaemonProcess {
     this.exited = new Promise((res) => child.once('exit', (code) => { this.exitCode = code; res(code); }));
   }
 
-  static async start(args: string[] = [], env: Record<string, string> = {}): Promise<DaemonProcess> {
+  /** `dir` reuses a directory (and so the socket path), e.g. to restart a daemon for a running QEMU. */
+  static async start(args: string[] = [], env: Record<string, string> = {}, dir = mkdtempSync(join(tmpdir(), 'vub-'))): Promise<DaemonProcess> {
     if (!existsSync(DAEMON_JS)) throw new Error(`${DAEMON_JS} missing: run npm run build (or npm test, which builds)`);
-    const dir = mkdtempSync(join(tmpdir(), 'vub-'));
     const socketPath = join(dir, 'vhost.sock');
     // Tests drive pressure themselves unless they ask for a source.
     const pressure = args.includes('--pressure') ? [] : ['--pressure', 'none'];
@@ -51,7 +51,8 @@ export class DaemonProcess {
     });
     const d = new DaemonProcess(child, socketPath, dir);
     const deadline = Date.now() + 10_000;
-    while (!existsSync(socketPath)) {
+    // A reused directory may hold a killed daemon's stale sockets: wait for the log too.
+    while (!existsSync(socketPath) || !d.logs.some((l) => l.msg === 'vhost-user-balloon running')) {
       if (d.exitCode !== null || Date.now() > deadline) {
         throw new Error(`daemon did not come up (exit ${d.exitCode}): ${d.logs.map((l) => l.msg).join(' | ')}`);
       }
@@ -98,11 +99,12 @@ export class DaemonProcess {
     return maps.split('\n').filter((l) => l.includes('memfd:vub-sim-guest-ram')).length;
   }
 
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  /** Stops the daemon; its directory is removed unless keepDir (a successor will use it). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', keepDir = false): Promise<number | null> {
     if (this.exitCode === null) this.child.kill(signal);
     const code = await Promise.race([this.exited, new Promise<null>((r) => setTimeout(() => r(null), 5000))]);
     if (this.exitCode === null) this.child.kill('SIGKILL');
-    rmSync(this.dir, { recursive: true, force: true });
+    if (!keepDir) rmSync(this.dir, { recursive: true, force: true });
     return code;
   }
 }
