@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // vhost-user-balloon: the daemon's command line.
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -8,7 +8,7 @@ import { Daemon } from './daemon.js';
 import { parseSize } from './control/units.js';
 import { BalloonError } from './errors.js';
 import { createLogger, LOG_LEVELS, LogLevel } from './log.js';
-import { controlSocketPath, vhostSocketPath, validVmName } from './paths.js';
+import { controlSocketPath, runDir, vhostSocketPath, validVmName } from './paths.js';
 import { DEFAULT_PARAMS, mergeParams } from './policy/params.js';
 import { planPressure } from './pressure/detect.js';
 import { parsePsiTrigger, psiTriggerText, DEFAULT_PSI_TRIGGER } from './pressure/psi.js';
@@ -127,6 +127,9 @@ async function main(argv: string[]): Promise<number> {
   const vm = a.vm ?? (socketPath ? basename(socketPath).replace(/\.sock$/, '') : `fd${a.fd}`);
   const controlSocket = a['control-socket'] === 'none' ? null
     : a['control-socket'] ?? (a.vm ? controlSocketPath(a.vm) : socketPath ? join(dirname(socketPath), `${vm}.ctl`) : null);
+  // The run directory is ours to create (it is a tmpfs on most hosts); other
+  // directories an operator names must exist.
+  if ([socketPath, controlSocket].some((p) => p && dirname(p) === runDir())) mkdirSync(runDir(), { recursive: true, mode: 0o755 });
   const params = mergeParams(DEFAULT_PARAMS, {
     stepBytes: bytesOption('step', a.step),
     hysteresisMs: durationMs('hysteresis', a.hysteresis),

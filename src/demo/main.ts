@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+// `npm run demo`: the main job on a built-in default. One VM under our daemon
+// in a host memcg; a neighbour squeezes it; the balloon moves by itself.
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { runDemo, type DemoResult, type Tick } from './scenario.js';
+
+const mib = (b: number | null): string => (b === null ? '?' : `${Math.round(b / 2 ** 20)}`);
+
+function line(t: Tick): string {
+  return `${t.seconds.toFixed(0).padStart(4)}s ${t.phase.padEnd(18)} target ${mib(t.targetBytes).padStart(4)} MiB`
+    + `  actual ${mib(t.actualBytes).padStart(4)} MiB  guest avail ${mib(t.guestAvailableBytes).padStart(4)} MiB`
+    + `  memcg ${mib(t.memcgUsageBytes)}/${mib(t.memcgLimitBytes)} MiB  host events ${t.hostEvents}`
+    + `${t.guestInPressure ? '  GUEST PRESSURE' : ''}  (${t.mode})`;
+}
+
+function summary(r: DemoResult): string {
+  const rows = r.decisions.filter((d) => d.oldTargetBytes !== d.newTargetBytes)
+    .map((d) => `  ${d.time.slice(11, 19)}  ${d.rule.padEnd(22)} ${mib(d.oldTargetBytes).padStart(4)} -> ${mib(d.newTargetBytes).padStart(4)} MiB  ${d.reason}`);
+  const ignored = r.decisions.filter((d) => d.oldTargetBytes === d.newTargetBytes).length;
+  return [
+    '', `peak balloon while the neighbour squeezed: ${mib(r.peakTargetBytes)} MiB`,
+    `decisions that moved the target (${rows.length}; ${ignored} more events were ignored, e.g. during hysteresis or rate limit):`,
+    ...rows,
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const a = await yargs(hideBin(process.argv))
+    .scriptName('npm run demo --')
+    .usage('$0 [options]\n\nBoots a 1 GiB Debian guest under the patched QEMU with vhost-user-balloon, in a host\n'
+      + 'memory cgroup with a limit. A neighbour process then squeezes that cgroup: vmpressure events\n'
+      + 'inflate the balloon in 32 MiB steps. Then the guest needs memory: guest pressure deflates it.\n'
+      + 'Needs root and cgroup v1 memory (vmpressure). While it runs: balloonctl status demo')
+    .option('vm', { type: 'string', default: 'demo', describe: 'VM name (balloonctl finds the daemon by it)' })
+    .option('mem', { type: 'number', default: 1024, describe: 'Guest RAM, MiB' })
+    .option('limit', { type: 'number', default: 1400, describe: 'Host memcg limit for QEMU + neighbour, MiB' })
+    .option('neighbour', { type: 'number', default: 700, describe: 'What the neighbour grows to, MiB' })
+    .option('guest-touch', { type: 'number', default: 700, describe: 'Guest memory touched then freed at boot, MiB' })
+    .option('guest-need', { type: 'number', default: 750, describe: 'What the guest workload allocates at the end, MiB' })
+    .option('phase', { type: 'number', default: 60, describe: 'Longest time for each phase, seconds' })
+    .example('npm run demo', 'the default run, about two minutes')
+    .example('npm run demo -- --neighbour 800 --phase 90', 'squeeze harder')
+    .strict()
+    .help()
+    .parse();
+  if (process.getuid?.() !== 0) throw new Error('the demo needs root: it creates a memory cgroup and may turn on a temporary swap file');
+  const daemonJs = resolve(fileURLToPath(import.meta.url), '..', '..', 'main.js');
+  const tty = process.stdout.isTTY;
+  const result = await runDemo({
+    vm: a.vm, memMiB: a.mem, limitMiB: a.limit, neighbourMiB: a.neighbour,
+    guestTouchMiB: a['guest-touch'], guestNeedMiB: a['guest-need'], phaseSeconds: a.phase,
+    daemonArgs: [], daemonJs,
+    say: (s) => process.stdout.write(`${tty ? '\r\x1b[K' : ''}== ${s}\n`),
+    onTick: (t) => process.stdout.write(tty ? `\r\x1b[K${line(t)}` : `${line(t)}\n`),
+  });
+  process.stdout.write(`${tty ? '\n' : ''}${summary(result)}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`\ndemo: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 1;
+});
