@@ -44,6 +44,7 @@ export class DaemonProcess {
   static async start(args: string[] = [], env: Record<string, string> = {}, dir = mkdtempSync(join(tmpdir(), 'vub-'))): Promise<DaemonProcess> {
     if (!existsSync(DAEMON_JS)) throw new Error(`${DAEMON_JS} missing: run npm run build (or npm test, which builds)`);
     const socketPath = join(dir, 'vhost.sock');
+    const stale = existsSync(socketPath);
     // Tests drive pressure themselves unless they ask for a source.
     const pressure = args.includes('--pressure') ? [] : ['--pressure', 'none'];
     const child = spawn(process.execPath, [DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...pressure, ...args], {
@@ -51,8 +52,10 @@ export class DaemonProcess {
     });
     const d = new DaemonProcess(child, socketPath, dir);
     const deadline = Date.now() + 10_000;
-    // A reused directory may hold a killed daemon's stale sockets: wait for the log too.
-    while (!existsSync(socketPath) || !d.logs.some((l) => l.msg === 'vhost-user-balloon running')) {
+    // A reused directory may hold a killed daemon's stale socket: then wait for
+    // the daemon to say it runs (it replaces the file before it listens).
+    const upSignal = stale ? () => d.logs.some((l) => l.msg === 'vhost-user-balloon running') : () => existsSync(socketPath);
+    while (!upSignal()) {
       if (d.exitCode !== null || Date.now() > deadline) {
         throw new Error(`daemon did not come up (exit ${d.exitCode}): ${d.logs.map((l) => l.msg).join(' | ')}`);
       }
