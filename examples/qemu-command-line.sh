@@ -1,12 +1,11 @@
 #!/bin/sh
 # A VM whose balloon is vhost-user-balloon. Start the daemon first:
 #
-#   vhost-user-balloon --socket-path /run/vhost-user-balloon/vm1.sock \
-#       --control-socket /run/vhost-user-balloon/vm1.ctl
+#   vhost-user-balloon --vm vm1     # /run/vhost-user-balloon/vm1.sock and vm1.ctl
 #
 # Guest RAM must be shareable with the daemon (memfd, share=on). reconnect=1
-# lets QEMU reattach if the daemon restarts; the balloon size survives (see
-# README, "Faults"). Use the patched QEMU that `bash qemu/build.sh` prints.
+# lets QEMU reattach if the daemon restarts; the balloon size survives (README,
+# "Use it with QEMU"). Use the patched QEMU that `bash qemu/build.sh` prints.
 QEMU=${QEMU:-$(bash "$(dirname "$0")/../qemu/build.sh)}
 exec "$QEMU" \
   -machine q35,memory-backend=mem -m 1G \

@@ -86,7 +86,7 @@ function parseArgs(argv: string[]) {
     .option('stats-interval', { type: 'number', default: 5, describe: 'Seconds between guest memory-statistics requests (0 = never)' })
     .option('message-vq-bit', {
       type: 'string', default: String(DEFAULT_MESSAGE_VQ_BIT),
-      describe: `Feature bit of the message virtqueue (${MESSAGE_VQ_BIT_MIN}-${MESSAGE_VQ_BIT_MAX}), or "off"; must match QEMU's message-vq-bit and the guest driver`,
+      describe: `Feature bit of the message virtqueue (${MESSAGE_VQ_BIT_MIN}-${MESSAGE_VQ_BIT_MAX}), or "off"; must match the guest driver (QEMU passes it through)`,
     })
     .option('stats-vq', { type: 'boolean', default: true, describe: 'Offer VIRTIO_BALLOON_F_STATS_VQ' })
     .option('deflate-on-oom', { type: 'boolean', default: true, describe: 'Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM' })

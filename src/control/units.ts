@@ -21,6 +21,7 @@ export function parseSize(text: string): SizeSpec {
     return { percent: value };
   }
   if (unit === '') {
+    if (value === 0) return { bytes: 0 }; // zero needs no unit
     throw new BalloonError('EBALLOON_CONFIG', `"${text}" has no unit`, `write ${text}M for MiB or ${text}G for GiB`);
   }
   const mult = UNITS[unit];

@@ -5,7 +5,7 @@ describe('parseSize', () => {
   it.each([
     ['512M', { bytes: 512 * 2 ** 20 }], ['512MiB', { bytes: 512 * 2 ** 20 }], ['2G', { bytes: 2 * 2 ** 30 }],
     ['1.5GiB', { bytes: 1.5 * 2 ** 30 }], ['4096K', { bytes: 4096 * 1024 }], ['100b', { bytes: 100 }],
-    [' 1 t ', { bytes: 2 ** 40 }], ['25%', { percent: 25 }], ['0%', { percent: 0 }], ['0M', { bytes: 0 }],
+    [' 1 t ', { bytes: 2 ** 40 }], ['25%', { percent: 25 }], ['0%', { percent: 0 }], ['0M', { bytes: 0 }], ['0', { bytes: 0 }],
   ])('%s', (text, spec) => {
     expect(parseSize(text)).toEqual(spec);
   });
