@@ -73,6 +73,12 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private negotiated = 0n;
   /** No inflate/deflate seen on this connection yet. */
   private fresh = true;
+  /**
+   * The inflate queue stopped (device reset, VM stop): the next `actual` the
+   * guest writes is the balloon's size, whatever the queues counted before
+   * (after a reset the guest's balloon is empty).
+   */
+  private resync = false;
   private targetPages = 0;
   private actualPages = 0;
   /** Balloon size counted from the inflate/deflate queues. */
@@ -167,6 +173,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.roles = [];
     this.negotiated = 0n;
     this.fresh = true;
+    this.resync = false;
     this.busy.clear();
     this.writeConfig();
     conn.on('features', (f) => this.onFeatures(f));
@@ -225,7 +232,10 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     conn.enableQueue(qidx, started);
     if (!started && role === 'stats') this.statsBuffer.release(conn);
     // After a stop the guest may own the ballooned pages again.
-    if (!started && role === 'inflate') this.dropPending('inflate queue stopped');
+    if (!started && role === 'inflate') {
+      this.dropPending('inflate queue stopped');
+      this.resync = true;
+    }
     if (started) this.service(qidx);
   }
 
@@ -233,15 +243,21 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     const conn = this.conn;
     if (!conn) return;
     const c = decodeConfig(conn.configRead(0, CONFIG_SIZE));
-    if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL) && c.actual !== this.actualPages) {
-      this.actualPages = c.actual;
-      // A fresh connection learns the balloon size from `actual`.
-      if (this.fresh) {
-        this.fresh = false;
+    if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL)) {
+      if (this.resync) {
+        this.resync = false;
         this.queuePages = c.actual;
-        if (c.actual > 0) this.emit('recovered', c.actual);
       }
-      this.emit('actual', c.actual);
+      if (c.actual !== this.actualPages) {
+        this.actualPages = c.actual;
+        // A fresh connection learns the balloon size from `actual`.
+        if (this.fresh) {
+          this.fresh = false;
+          this.queuePages = c.actual;
+          if (c.actual > 0) this.emit('recovered', c.actual);
+        }
+        this.emit('actual', c.actual);
+      }
     }
     if (touchesField(offset, size, CONFIG_OFFSET_NUM_PAGES)) {
       // Keep our own target in config until the controller decides.

@@ -132,6 +132,24 @@ describe('vhost-user-balloon-pci with free page reporting and a daemon restart',
     expect((held - after) / 1024).toBeGreaterThanOrEqual(400);
   }, 180_000);
 
+  it('a guest reset empties the balloon; the rebooted driver inflates to the kept target again', async () => {
+    await rig.setTarget('128M');
+    await rig.vm.waitBalloonActual((rig.memMiB - 128) * MiB, 120_000);
+    await rig.waitStatus((x) => x.balloonBytes === 128 * MiB, 10_000, 'balloon 128 MiB');
+    const since = rig.vm.serial.cursor();
+    await rig.vm.qmp.execute('set-action', { reboot: 'reset' }); // the rig runs QEMU with -no-reboot
+    await rig.vm.qmp.execute('system_reset');
+    await rig.vm.serial.waitFor((e) => e.type === 'ready', 120_000, since);
+    // The new driver starts from an empty balloon and fills it to num_pages again;
+    // the daemon counts from 0, not from the 128 MiB the old kernel had.
+    await rig.waitGuestBalloon(128 * PAGES_PER_MIB, 60_000);
+    const s = await rig.waitStatus((x) => x.actualBytes === 128 * MiB && x.balloonBytes === 128 * MiB, 30_000, 'refilled balloon');
+    expect(s.targetBytes).toBe(128 * MiB);
+    await rig.setTarget('0M');
+    await rig.vm.waitBalloonActual(rig.memMiB * MiB, 120_000);
+    expect((await rig.waitStatus((x) => x.balloonBytes === 0, 10_000, 'empty balloon')).actualBytes).toBe(0);
+  }, 300_000);
+
   it('a killed daemon is replaced: QEMU reconnects, the guest runs on, the balloon size is recovered from actual', async () => {
     await rig.setTarget('256M');
     await rig.vm.waitBalloonActual((rig.memMiB - 256) * MiB, 120_000);
