@@ -80,3 +80,23 @@ qemu_source_tree() {
   fi
   echo "$dir"
 }
+
+# The guest kernel the images boot: Debian's linux-image-amd64 metapackage pins
+# the ABI package and its version, e.g. "Depends: linux-image-6.1.0-56-amd64
+# (= 6.1.192-2)". Sets kpkg (package), kver (its version), krel (uname -r).
+# One apt-cache call (~1 s; apt keeps no binary cache), `apt-get update` if needed.
+guest_kernel() {
+  local dep
+  _kernel_dep() {
+    apt-cache show --no-all-versions linux-image-amd64 2>/dev/null \
+      | sed -n 's/^Depends:.*\(linux-image-6\.1\.0-[0-9][0-9]*-amd64\) (= \([^)]*\)).*/\1 \2/p' | head -n 1
+  }
+  dep=$(_kernel_dep)
+  if [ -z "$dep" ]; then
+    apt-get update >"$VUB_CACHE/apt.log" 2>&1 || die "apt-get update failed (see $VUB_CACHE/apt.log)"
+    dep=$(_kernel_dep)
+  fi
+  [ -n "$dep" ] || die "linux-image-amd64 does not depend on a linux-image-6.1.0-<abi>-amd64 package (not Debian 12?)"
+  kpkg=${dep% *} kver=${dep#* }
+  krel=${kpkg#linux-image-}
+}

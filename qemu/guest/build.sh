@@ -38,21 +38,7 @@ fi
 apt_ensure busybox-static cpio gzip xz-utils kmod
 
 # --- kernel package -----------------------------------------------------------
-# The metapackage pins the ABI package and its version, e.g.
-# "Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)": one apt-cache call
-# (each costs ~1 s here, apt keeps no binary cache).
-kernel_dep() {
-  apt-cache show --no-all-versions linux-image-amd64 2>/dev/null \
-    | sed -n 's/^Depends:.*\(linux-image-6\.1\.0-[0-9][0-9]*-amd64\) (= \([^)]*\)).*/\1 \2/p' | head -n 1
-}
-dep=$(kernel_dep)
-if [ -z "$dep" ]; then
-  apt-get update >"$VUB_CACHE/apt.log" 2>&1 || die "apt-get update failed (see $VUB_CACHE/apt.log)"
-  dep=$(kernel_dep)
-fi
-[ -n "$dep" ] || die "linux-image-amd64 does not depend on a linux-image-6.1.0-<abi>-amd64 package (not Debian 12?)"
-kpkg=${dep% *} kver=${dep#* }
-krel=${kpkg#linux-image-}          # e.g. 6.1.0-56-amd64, the kernel's uname -r
+guest_kernel   # sets kpkg, kver, krel (native/lib.sh)
 kroot=$GUEST_DIR/linux/${kpkg}_${kver//:/_}
 
 if [ ! -f "$kroot/.extracted" ]; then

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import {
-  type BalloonChoice, balloonState, type GuestImage, guestImage, qemuBinary, startVm, type Vm, type VubEvent,
+  type BalloonChoice, balloonState, type GuestImage, guestImage, qemuBinary, runBuildScript, startVm, type Vm,
+  type VubEvent,
 } from '../../src/vm/index.js';
 import { DaemonProcess } from '../sim/daemon.js';
 
@@ -18,6 +19,19 @@ let artefacts: Promise<{ qemu: string; img: GuestImage }> | undefined;
 export function buildArtefacts(): Promise<{ qemu: string; img: GuestImage }> {
   artefacts ??= (async () => ({ qemu: await qemuBinary(), img: await guestImage() }))();
   return artefacts;
+}
+
+let patched: Promise<{ ko: string; img: GuestImage }> | undefined;
+/**
+ * The guest image with our patched virtio_balloon.ko (message queue,
+ * qemu/guest/driver/), built (or found in the cache) once per test file.
+ */
+export function buildPatchedGuest(): Promise<{ ko: string; img: GuestImage }> {
+  patched ??= (async () => {
+    const ko = (await runBuildScript('qemu/guest/driver/build.sh')).split('\n').pop() ?? '';
+    return { ko, img: await guestImage({ balloonKo: ko }) };
+  })();
+  return patched;
 }
 
 /** The guest's own balloon size (vmstat balloon_inflate - balloon_deflate), pages. */
@@ -33,6 +47,10 @@ export interface RigOptions {
   reconnectSeconds?: number;
   pci?: boolean;
   scenario?: string;
+  /** Boot the guest image with the patched virtio_balloon.ko (message queue) instead of the stock one. */
+  patchedDriver?: boolean;
+  /** Forward the guest kernel log as `VUB kmsg` lines. */
+  kmsg?: boolean;
 }
 
 export class Rig {
@@ -44,7 +62,8 @@ export class Rig {
   ) {}
 
   static async start(o: RigOptions = {}): Promise<Rig> {
-    const { qemu, img } = await buildArtefacts();
+    const { qemu, img: stock } = await buildArtefacts();
+    const img = o.patchedDriver ? (await buildPatchedGuest()).img : stock;
     const memMiB = o.memMiB ?? 1024;
     const daemon = await DaemonProcess.start(o.daemonArgs ?? []);
     const balloon: BalloonChoice = {
@@ -54,7 +73,7 @@ export class Rig {
     try {
       vm = await startVm({
         qemu, kernel: img.kernel, initrd: img.initrd, memMiB, balloon,
-        guest: { scenario: o.scenario ?? 'idle', reportSeconds: 1 },
+        guest: { scenario: o.scenario ?? 'idle', reportSeconds: 1, kmsg: o.kmsg },
       });
     } catch (e) {
       await daemon.stop();
