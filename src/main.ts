@@ -42,6 +42,27 @@ function durationMs(name: string, text: string): number {
   return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms']);
 }
 
+/** Policy parameter names as operators type them. */
+const OPTION_OF_PARAM: Record<string, string> = {
+  stepBytes: '--step', hysteresisMs: '--hysteresis', floorBytes: '--floor', maxBalloonBytes: '--max-balloon',
+  rateLimitMs: '--rate-limit', 'stats.availablePercent': '--stats-available-percent',
+  'stats.swapInBytes': '--stats-swap-in', 'stats.majorFaults': '--stats-major-faults', 'stats.stalls': '--stats-stalls',
+};
+
+/** Validation errors name the command-line option, not the internal parameter. */
+function withOptionNames<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    if (!(err instanceof BalloonError)) throw err;
+    const m = /^([\w.]+) = /.exec(err.message);
+    const option = m ? OPTION_OF_PARAM[m[1] ?? ''] : undefined;
+    if (!option) throw err;
+    const what = (err.message.split('\n')[0] ?? '').slice((m?.[1] ?? '').length + 3);
+    throw new BalloonError(err.code, `${option}: ${what}`, err.hint);
+  }
+}
+
 function parseArgs(argv: string[]) {
   return yargs(argv)
     .scriptName('vhost-user-balloon')
@@ -130,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
   // The run directory is ours to create (it is a tmpfs on most hosts); other
   // directories an operator names must exist.
   if ([socketPath, controlSocket].some((p) => p && dirname(p) === runDir())) mkdirSync(runDir(), { recursive: true, mode: 0o755 });
-  const params = mergeParams(DEFAULT_PARAMS, {
+  const params = withOptionNames(() => mergeParams(DEFAULT_PARAMS, {
     stepBytes: bytesOption('step', a.step),
     hysteresisMs: durationMs('hysteresis', a.hysteresis),
     floorBytes: a.floor === '0' ? 0 : bytesOption('floor', a.floor),
@@ -142,7 +163,7 @@ async function main(argv: string[]): Promise<number> {
       majorFaults: a['stats-major-faults'],
       stalls: a['stats-stalls'],
     },
-  });
+  }));
   const pressure = planPressure({
     kind: a.pressure, level: a['pressure-level'], psiTrigger: parsePsiTrigger(a['psi-trigger']),
     ...(a.memcg ? { memcg: a.memcg } : {}), ...(a['pressure-mode'] ? { mode: a['pressure-mode'] } : {}),
