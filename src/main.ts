@@ -42,6 +42,21 @@ function durationMs(name: string, text: string): number {
   return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms']);
 }
 
+/** The --config file: a JSON object whose keys are long option names. */
+function readConfigFile(path: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new BalloonError('EBALLOON_CONFIG', `config file ${path}: ${(err as Error).message}`,
+      'it must be a JSON object whose keys are the long option names, e.g. {"step": "32M", "memcg": "/sys/fs/cgroup/memory/machine.slice"}');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new BalloonError('EBALLOON_CONFIG', `config file ${path}: not a JSON object`, 'write {"option-name": value, ...}');
+  }
+  return value as Record<string, unknown>;
+}
+
 /** Policy parameter names as operators type them. */
 const OPTION_OF_PARAM: Record<string, string> = {
   stepBytes: '--step', hysteresisMs: '--hysteresis', floorBytes: '--floor', maxBalloonBytes: '--max-balloon',
@@ -73,7 +88,7 @@ function parseArgs(argv: string[]) {
       + '  -object memory-backend-memfd,id=mem,size=1G,share=on -machine q35,memory-backend=mem\n'
       + '  -chardev socket,id=vb,path=PATH,reconnect=1 -device vhost-user-balloon,chardev=vb')
     .config('config', 'JSON file of options (keys are the long option names); command-line flags win',
-      (path: string) => JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>)
+      (path: string) => readConfigFile(path))
     .group(['vm', 'socket-path', 'fd', 'control-socket', 'metrics-listen', 'print-capabilities', 'log-level'], 'Daemon:')
     .option('vm', { type: 'string', describe: 'VM name: sockets go to /run/vhost-user-balloon/NAME.sock and NAME.ctl (VUB_RUN_DIR overrides the directory)' })
     .option('socket-path', { type: 'string', describe: 'Listen on this unix socket for QEMU (a stale socket file is replaced)' })

@@ -1,7 +1,7 @@
 // Bad operator input to the daemon: a clear message naming the option and
 // what is allowed, exit status 1, and nothing left behind.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -30,5 +30,40 @@ describe('daemon option errors', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('daemon config file (--config, shared by the hook and the systemd unit)', () => {
+  const run = (config: string, extra: string[] = [], timeout = 15_000) => {
+    const dir = mkdtempSync(join(tmpdir(), 'vub-cfg-'));
+    try {
+      const file = join(dir, 'vm.json');
+      writeFileSync(file, config);
+      return spawnSync(process.execPath, [DAEMON_JS, '--socket-path', join(dir, 'vm.sock'), '--config', file, ...extra], { encoding: 'utf8', timeout });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  it.each([
+    ['{"stepp": "32M"}', /Unknown argument: stepp/],
+    ['{"step": "0"}', /--step: 0 is out of range/],
+    ['{"pressure-level": "extreme"}', /pressure-level.*extreme|Invalid values/s],
+    ['{bad', /config file .*vm\.json: .*JSON/],
+    ['[1, 2]', /config file .*vm\.json: not a JSON object/],
+  ])('%s is refused with a message naming the key', (text, message) => {
+    const r = run(text, ['--pressure', 'none']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('examples/config/vm1.json is accepted: the daemon starts with it (memcg pointed at one that exists here)', () => {
+    const example = JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'examples', 'config', 'vm1.json'), 'utf8')) as Record<string, unknown>;
+    expect(Object.keys(example).length).toBeGreaterThan(5);
+    // Command-line flags win over the file: a free metrics port; the run ends by timeout (SIGTERM).
+    const r = run(JSON.stringify({ ...example, memcg: '/sys/fs/cgroup/memory', 'log-level': 'info' }), ['--metrics-listen', `127.0.0.1:${30_000 + (process.pid % 20_000)}`], 3000);
+    expect(r.stderr).toContain('"msg":"vhost-user-balloon running"');
+    expect(r.stderr).toContain('"step":"32 MiB"');
+    expect(r.stderr).not.toMatch(/"level":(50|60)/);
   });
 });
