@@ -62,13 +62,14 @@ export class Memcg {
 
   /** Kill what still runs inside, then rmdir (children first). */
   async remove(): Promise<void> {
-    await removeTree(this.path);
+    await removeCgroupTree(this.path);
   }
 }
 
-async function removeTree(dir: string): Promise<void> {
+/** Kill what runs in a cgroup tree and rmdir it, children first. */
+export async function removeCgroupTree(dir: string): Promise<void> {
   if (!existsSync(dir)) return;
-  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) await removeTree(join(dir, e.name));
+  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) await removeCgroupTree(join(dir, e.name));
   for (let i = 0; i < 100; i++) {
     let procs: number[] = [];
     try {

@@ -13,7 +13,7 @@ export function activeSwaps(): string[] {
   return readFileSync('/proc/swaps', 'utf8').split('\n').slice(1).filter(Boolean).map((l) => l.split(/\s+/)[0] ?? '');
 }
 
-function removeSwapFile(path: string): void {
+export function removeSwapFile(path: string): void {
   if (activeSwaps().includes(path)) execFileSync('swapoff', [path]);
   rmSync(path, { force: true });
 }

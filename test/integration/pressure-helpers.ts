@@ -5,9 +5,11 @@
 // run's leftovers (dead pid) from a concurrent run's (live pid) and remove
 // only the former.
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { removeCgroupTree } from '../../src/host/memcg.js';
+import { ensureSwap as ensureSwapFile, removeSwapFile, type TempSwap } from '../../src/host/swap.js';
 
 export const V1_MEMORY = '/sys/fs/cgroup/memory';
 export const UNIFIED = '/sys/fs/cgroup/unified';
@@ -40,45 +42,8 @@ function ownerPid(name: string, prefix: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
-function procsOf(dir: string): number[] {
-  try {
-    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
 /** Kill what runs in a cgroup tree and remove it, children first. */
-export async function removeCgroup(dir: string): Promise<void> {
-  if (!existsSync(dir)) return;
-  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) await removeCgroup(join(dir, e.name));
-  for (let i = 0; i < 100; i++) {
-    for (const pid of procsOf(dir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch { /* gone */ }
-    }
-    try {
-      rmdirSync(dir);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY') throw err;
-    }
-    await sleep(50);
-  }
-  throw new Error(`could not remove ${dir}: still busy`);
-}
-
-function activeSwaps(): string[] {
-  return readFileSync('/proc/swaps', 'utf8').split('\n').slice(1).filter(Boolean).map((l) => l.split(/\s+/)[0]!);
-}
-
-function removeSwap(path: string): void {
-  if (activeSwaps().includes(path)) execFileSync('swapoff', [path]);
-  rmSync(path, { force: true });
-}
+export const removeCgroup = removeCgroupTree;
 
 /** A directory in tmpdir for a bind mount, named after this process. */
 export const roMountDir = () => join(tmpdir(), `${RO_PREFIX}${process.pid}-${++seq}`);
@@ -107,7 +72,7 @@ export async function cleanupLeftovers(): Promise<string[]> {
   for (const name of readdirSync(SWAP_DIR)) {
     const pid = ownerPid(name, SWAP_PREFIX);
     if (pid === null || alive(pid)) continue;
-    removeSwap(join(SWAP_DIR, name));
+    removeSwapFile(join(SWAP_DIR, name));
     removed.push(join(SWAP_DIR, name));
   }
   return removed;
@@ -116,26 +81,11 @@ export async function cleanupLeftovers(): Promise<string[]> {
 /** A fresh name: prefix, our pid, a counter and a random tag. */
 export const uniqueName = (what: string) => `${PREFIX}${process.pid}-${++seq}-${Math.random().toString(36).slice(2, 8)}-${what}`;
 
-export interface TempSwap {
-  /** null when the machine already had swap (nothing was created). */
-  path: string | null;
-  remove(): void;
-}
+export type { TempSwap };
 
 /** Make sure some swap is on: reclaim of anonymous memory (the allocator) needs it. */
 export function ensureSwap(sizeMiB = 512): TempSwap {
-  if (activeSwaps().length > 0) return { path: null, remove: () => {} };
-  const path = join(SWAP_DIR, `${SWAP_PREFIX}${process.pid}`);
-  try {
-    execFileSync('fallocate', ['-l', `${sizeMiB}M`, path]);
-    execFileSync('chmod', ['600', path]);
-    execFileSync('mkswap', [path], { stdio: 'ignore' });
-    execFileSync('swapon', [path]);
-  } catch (err) {
-    removeSwap(path);
-    throw err;
-  }
-  return { path, remove: () => removeSwap(path) };
+  return ensureSwapFile(join(SWAP_DIR, `${SWAP_PREFIX}${process.pid}`), sizeMiB);
 }
 
 export interface TestCgroup {
