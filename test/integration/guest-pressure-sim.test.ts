@@ -1,0 +1,94 @@
+// The seed's guest-pressure rules in the real daemon, driven by the simulated
+// guest: MSG_PRESSURE cancels an inflation in progress, or deflates one step;
+// stats that show the guest short of memory deflate too.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ControlClient } from '../../src/control/client.js';
+import type { DaemonStatus, DecisionRecord } from '../../src/control/status.js';
+import { DaemonProcess } from '../sim/daemon.js';
+import { SimGuest } from '../sim/driver.js';
+
+const MiB = 2 ** 20;
+const MSG_PRESSURE = 1;
+
+let daemon: DaemonProcess;
+let guest: SimGuest;
+let ctl: ControlClient;
+
+async function start(args: string[], autoStats = false): Promise<void> {
+  daemon = await DaemonProcess.start(['--step', '4M', ...args]);
+  guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 128 * MiB, autoStats });
+  ctl = await ControlClient.connect(daemon.controlPath);
+}
+
+afterEach(async () => {
+  ctl?.close();
+  guest?.close();
+  await daemon?.stop();
+});
+
+const status = () => ctl.request<DaemonStatus>({ op: 'status' });
+async function until(pred: (s: DaemonStatus) => boolean, what: string, ms = 5000): Promise<DaemonStatus> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const s = await status();
+    if (pred(s)) return s;
+    if (Date.now() > end) throw new Error(`no ${what} within ${ms} ms (target ${s.targetBytes}, actual ${s.actualBytes})`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+const lastMove = (s: DaemonStatus): DecisionRecord | undefined =>
+  [...s.decisions].reverse().find((d) => d.oldTargetBytes !== d.newTargetBytes);
+
+/** Target `mib` held manually, the guest following (or not), then handed to automatic mode. */
+async function balloonThenRelease(mib: number, follow: boolean): Promise<void> {
+  await ctl.request({ op: 'set-target', value: `${mib}M`, owner: 'test' });
+  if (follow) {
+    await guest.waitConfigChange();
+    await guest.followTarget();
+    await until((s) => s.actualBytes === mib * MiB, 'guest at target');
+  }
+  await ctl.request({ op: 'set-target', value: 'release', owner: 'test' });
+  await until((s) => s.mode === 'auto' && s.targetBytes === mib * MiB, 'automatic mode');
+}
+
+describe('guest pressure with the simulated guest', () => {
+  beforeEach(async () => start([]));
+
+  it('MSG_PRESSURE during an inflation in progress cancels it: target := current balloon size', async () => {
+    await balloonThenRelease(16, false); // the guest has not inflated anything yet
+    await guest.sendMessages([MSG_PRESSURE]);
+    const s = await until((x) => x.targetBytes === 0, 'cancellation');
+    expect(lastMove(s)?.rule).toBe('guest-pressure-cancel');
+    expect(s.pressure.guest.inPressure).toBe(true);
+    expect(s.counters.guestPressure.message).toBe(1);
+  });
+
+  it('MSG_PRESSURE with no inflation in progress deflates one step, and never below 0', async () => {
+    await balloonThenRelease(6, true);
+    await guest.sendMessages([MSG_PRESSURE]);
+    let s = await until((x) => x.targetBytes === 2 * MiB, 'one 4 MiB step down');
+    expect(lastMove(s)?.rule).toBe('guest-pressure-deflate');
+    await guest.followTarget();
+    await until((x) => x.actualBytes === 2 * MiB, 'guest deflated');
+    await guest.sendMessages([MSG_PRESSURE, MSG_PRESSURE]); // less than a step left: clamp at 0
+    await until((x) => x.targetBytes === 0, 'target 0');
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await status()).targetBytes).toBe(0);
+  });
+});
+
+describe('stats-derived guest pressure with the simulated guest', () => {
+  beforeEach(async () => start(['--stats-interval', '0.2'], true));
+
+  it('MemAvailable under 10 % of MemTotal deflates the balloon', async () => {
+    await balloonThenRelease(16, true);
+    // The guest's own use leaves almost nothing available.
+    guest.vm.usedBytes = 128 * MiB - 16 * MiB - 2 * MiB;
+    guest.vm.cacheBytes = 0;
+    const s = await until((x) => x.targetBytes < 16 * MiB, 'stats-derived deflate');
+    const d = lastMove(s);
+    expect(d?.rule).toMatch(/^guest-pressure-(deflate|cancel)$/);
+    expect(d?.event).toMatch(/stats: MemAvailable/);
+    expect(s.pressure.guest.lastSignal).toMatch(/stats/);
+  });
+});
