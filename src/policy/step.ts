@@ -156,7 +156,7 @@ function hostPressure(s: PolicyState, ev: { source: string; level: string; count
     return ignore('guest-pressure', `guest in pressure (${s.lastGuestPressureSource}) for another ${Math.ceil(left / 1000)} s`);
   }
   if (p.rateLimitMs > 0 && s.lastHostStepAt !== null && now - s.lastHostStepAt < p.rateLimitMs) {
-    return ignore('rate-limit', `rate limit: one step per ${p.rateLimitMs} ms, next in ${p.rateLimitMs - (now - s.lastHostStepAt)} ms`);
+    return ignore('rate-limit', `rate limit: one step per ${p.rateLimitMs} ms, next in ${Math.ceil(p.rateLimitMs - (now - s.lastHostStepAt))} ms`);
   }
   if (s.guestRamBytes === 0 && p.floorBytes > 0) return ignore('guest-ram-unknown', 'guest RAM not known yet: the floor cannot be checked');
   if (p.waitForGuest && s.targetPages - s.balloonPages > GUEST_SLACK_PAGES) {

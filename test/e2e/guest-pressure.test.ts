@@ -17,6 +17,7 @@ import type { LogLine } from '../sim/daemon.js';
 import { buildArtefacts, buildPatchedGuest, MiB, Rig } from './rig.js';
 
 const MEM_MIB = 512;
+const EDGE_MS = 100;
 const HYSTERESIS_MS = 5000;
 const numbers: Record<string, number | string> = {};
 
@@ -179,15 +180,18 @@ describe.runIf(isRoot && haveV1Memory)('a guest that reports pressure on the mes
     await hog.kill();
 
     const ds = decisions(rig, t0);
-    const msgs = ds.filter(isMessage);
     let ignoredInside = 0;
     let firstGap = Number.NaN;
-    for (const h of ds.filter(isHost)) {
-      const m = msgs.filter((x) => x.at <= h.at).pop();
-      if (!m) continue;
+    let m: Decision | undefined;
+    // Log order is decision order (two decisions may share a millisecond).
+    for (const h of ds) {
+      if (isMessage(h)) m = h;
+      if (!isHost(h) || !m) continue;
       if (h.at < m.at + HYSTERESIS_MS) {
-        // Log times are wall clock in ms; the policy's clock is monotonic: allow 5 ms at the edge.
-        if (h.at < m.at + HYSTERESIS_MS - 5) {
+        // Log times are wall clock, taken when each decision is logged; the policy's
+        // clock is monotonic and read earlier. On a loaded 2-core machine the two
+        // drift apart by tens of ms: allow 100 ms at the edge.
+        if (h.at < m.at + HYSTERESIS_MS - EDGE_MS) {
           expect(h.rule, `${h.event} ${h.at - m.at} ms after a message`).toBe('host-pressure-ignored');
           expect(h.reason).toMatch(/^guest in pressure \(message\)/);
           ignoredInside++;
@@ -197,7 +201,7 @@ describe.runIf(isRoot && haveV1Memory)('a guest that reports pressure on the mes
       }
     }
     expect(ignoredInside).toBeGreaterThan(0);
-    expect(firstGap).toBeGreaterThanOrEqual(HYSTERESIS_MS - 5);
+    expect(firstGap).toBeGreaterThanOrEqual(HYSTERESIS_MS - EDGE_MS);
     numbers.hostEventsIgnoredInHysteresis = ignoredInside;
     numbers.messageToNextHostInflateMs = firstGap;
   }, 150_000);

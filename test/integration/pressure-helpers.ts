@@ -7,6 +7,8 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { EpollLoop } from '../../src/transport/event-loop.js';
 import { join } from 'node:path';
 import { removeCgroupTree } from '../../src/host/memcg.js';
 import { ensureSwap as ensureSwapFile, removeSwapFile, type TempSwap } from '../../src/host/swap.js';
@@ -184,3 +186,42 @@ export async function waitUntil(cond: () => boolean, timeoutMs: number, what: st
 }
 
 export { sleep };
+
+export interface CgroupRig {
+  /** Removed (children first) after each test. */
+  cgroups: TestCgroup[];
+  /** Killed after each test. */
+  allocators: Allocator[];
+  /** Called after each test (sources to stop). */
+  stops: Array<() => void>;
+  /** The daemon's default (uv) event loop, made in beforeAll. */
+  readonly loop: EpollLoop;
+}
+
+/** Hooks for a describe block on real cgroups: leftovers cleaned, swap on, one loop, per-test cleanup. */
+export function useCgroupRig(): CgroupRig {
+  let swap: TempSwap | undefined;
+  let loop: EpollLoop | undefined;
+  const rig: CgroupRig = {
+    cgroups: [], allocators: [], stops: [],
+    get loop(): EpollLoop {
+      if (!loop) throw new Error('the cgroup rig is used outside its describe block');
+      return loop;
+    },
+  };
+  beforeAll(async () => {
+    await cleanupLeftovers();
+    swap = ensureSwap();
+    loop = new EpollLoop();
+  });
+  afterEach(async () => {
+    for (const stop of rig.stops.splice(0)) stop();
+    for (const a of rig.allocators.splice(0)) await a.kill();
+    for (const c of rig.cgroups.splice(0).reverse()) await c.remove();
+  });
+  afterAll(() => {
+    loop?.close();
+    swap?.remove();
+  });
+  return rig;
+}

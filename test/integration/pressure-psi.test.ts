@@ -5,48 +5,27 @@
 // trigger on that group, and the system-wide /proc/pressure/memory one.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { isPressureError } from '../../src/pressure/errors.js';
 import { PsiSource, psiTriggerText } from '../../src/pressure/psi.js';
 import { PressureSupervisor } from '../../src/pressure/supervisor.js';
 import type { HostPressureEvent } from '../../src/pressure/types.js';
-import { EpollLoop } from '../../src/transport/event-loop.js';
 import {
-  Allocator, cleanupLeftovers, ensureSwap, haveUnifiedPsi, haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, TempSwap, TestCgroup, waitUntil,
+  haveUnifiedPsi, haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, waitUntil,
 } from './pressure-helpers.js';
 
 const SYSTEM_PSI = '/proc/pressure/memory';
 const TRIGGER = { kind: 'some', stallUs: 100_000, windowUs: 2_000_000 } as const;
 
 describe.skipIf(!isRoot || !haveV1Memory || !haveUnifiedPsi || !existsSync(SYSTEM_PSI))('PSI triggers on real cgroups', () => {
-  let swap: TempSwap | undefined;
-  let loop: EpollLoop;
-  const cgroups: TestCgroup[] = [];
-  const allocators: Allocator[] = [];
-  const stops: Array<() => void> = [];
-
-  beforeAll(async () => {
-    await cleanupLeftovers();
-    swap = ensureSwap();
-    loop = new EpollLoop();
-  });
-
-  afterEach(async () => {
-    for (const stop of stops.splice(0)) stop();
-    for (const a of allocators.splice(0)) await a.kill();
-    for (const c of cgroups.splice(0).reverse()) await c.remove();
-  });
-
-  afterAll(() => {
-    loop?.close();
-    swap?.remove();
-  });
+  const rig = useCgroupRig();
+  const { cgroups, allocators, stops } = rig;
 
   function watch(file: string, opts: { privateLoop?: boolean } = {}) {
     const seen: Array<{ t: number; ev: HostPressureEvent }> = [];
     const errors: Error[] = [];
-    const src = new PsiSource(loop, file, TRIGGER, opts);
+    const src = new PsiSource(rig.loop, file, TRIGGER, opts);
     src.start((ev) => seen.push({ t: performance.now(), ev }), (err) => errors.push(err));
     stops.push(() => src.stop());
     return { src, seen, errors };
@@ -84,7 +63,7 @@ describe.skipIf(!isRoot || !haveV1Memory || !haveUnifiedPsi || !existsSync(SYSTE
   it('watched directly in the daemon\'s default (uv) loop a trigger loses its events; PsiSource waits on a private loop', async () => {
     // psi_trigger_poll clears the event: libuv polling our epoll fd consumes
     // it before our epoll_wait looks (see psi.ts).
-    expect(loop.mode).toBe('uv');
+    expect(rig.loop.mode).toBe('uv');
     const cg = makeCgroup({ limitBytes: 64 * MiB, v2: true });
     cgroups.push(cg);
     const file = join(cg.v2!, 'memory.pressure');
@@ -100,7 +79,7 @@ describe.skipIf(!isRoot || !haveV1Memory || !haveUnifiedPsi || !existsSync(SYSTE
   }, 40_000);
 
   it('the unprivileged window rule: a 1 s window is refused with EBALLOON_PRESSURE_REGISTER and a hint', () => {
-    const src = new PsiSource(loop, SYSTEM_PSI, { kind: 'some', stallUs: 150_000, windowUs: 1_000_000 });
+    const src = new PsiSource(rig.loop, SYSTEM_PSI, { kind: 'some', stallUs: 150_000, windowUs: 1_000_000 });
     let err: unknown;
     try {
       src.start(() => {}, () => {});
@@ -118,7 +97,7 @@ describe.skipIf(!isRoot || !haveV1Memory || !haveUnifiedPsi || !existsSync(SYSTE
     const cg = makeCgroup({ v2: true });
     cgroups.push(cg);
     const file = join(cg.v2!, 'memory.pressure');
-    const src = new PsiSource(loop, file, TRIGGER);
+    const src = new PsiSource(rig.loop, file, TRIGGER);
     const sup = new PressureSupervisor(src, null, () => {}, silentLogger(), { minBackoffMs: 100, maxBackoffMs: 400 });
     stops.push(() => sup.stop());
     sup.start();

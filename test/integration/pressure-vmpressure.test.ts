@@ -2,7 +2,7 @@
 // memcg (swap on) makes the kernel reclaim, and its events must reach our
 // source through the daemon's epoll loop; fed to the policy they raise the
 // target in steps; a removed memcg is retried, not a crash.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { DecisionHistory } from '../../src/policy/history.js';
 import { DEFAULT_PARAMS, SEED_PARAMS } from '../../src/policy/params.js';
@@ -12,42 +12,22 @@ import { isPressureError } from '../../src/pressure/errors.js';
 import { PressureSupervisor, SupervisorStatus } from '../../src/pressure/supervisor.js';
 import type { HostPressureEvent } from '../../src/pressure/types.js';
 import { VmpressureSource } from '../../src/pressure/vmpressure.js';
-import { EpollLoop, EPOLLERR, FdWatcher, ReadyHandler } from '../../src/transport/event-loop.js';
+import { EPOLLERR, FdWatcher, ReadyHandler } from '../../src/transport/event-loop.js';
 import {
-  Allocator, cleanupLeftovers, ensureSwap, haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, TempSwap, TestCgroup, uniqueName, waitUntil,
+  haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, uniqueName, waitUntil,
 } from './pressure-helpers.js';
 
 interface Seen { t: number; ev: HostPressureEvent }
 const total = (seen: Seen[]) => seen.reduce((n, s) => n + s.ev.count, 0);
 
 describe.skipIf(!isRoot || !haveV1Memory)('cgroup v1 vmpressure on a real memcg', () => {
-  let swap: TempSwap | undefined;
-  let loop: EpollLoop;
-  const cgroups: TestCgroup[] = [];
-  const allocators: Allocator[] = [];
-  const stops: Array<() => void> = [];
-
-  beforeAll(async () => {
-    await cleanupLeftovers();
-    swap = ensureSwap();
-    loop = new EpollLoop();
-  });
-
-  afterEach(async () => {
-    for (const stop of stops.splice(0)) stop();
-    for (const a of allocators.splice(0)) await a.kill();
-    for (const c of cgroups.splice(0).reverse()) await c.remove();
-  });
-
-  afterAll(() => {
-    loop?.close();
-    swap?.remove();
-  });
+  const rig = useCgroupRig();
+  const { cgroups, allocators, stops } = rig;
 
   function watch(memcg: string, level: 'low' | 'medium' | 'critical' = 'low', mode?: 'default' | 'hierarchy' | 'local') {
     const seen: Seen[] = [];
     const errors: Error[] = [];
-    const src = new VmpressureSource(loop, memcg, level, mode);
+    const src = new VmpressureSource(rig.loop, memcg, level, mode);
     src.start((ev) => seen.push({ t: performance.now(), ev }), (err) => errors.push(err));
     stops.push(() => src.stop());
     return { src, seen, errors };
@@ -156,7 +136,7 @@ describe.skipIf(!isRoot || !haveV1Memory)('cgroup v1 vmpressure on a real memcg'
     cgroups.push(cg);
     const seen: Seen[] = [];
     const statuses: SupervisorStatus[] = [];
-    const src = new VmpressureSource(loop, cg.v1, 'low');
+    const src = new VmpressureSource(rig.loop, cg.v1, 'low');
     const sup = new PressureSupervisor(src, null, (ev) => seen.push({ t: performance.now(), ev }), silentLogger(),
       { minBackoffMs: 100, maxBackoffMs: 400, onStatus: (st) => statuses.push(st) });
     stops.push(() => sup.stop());
