@@ -9,6 +9,8 @@ import type { Logger } from './log.js';
 import type { PolicyParams } from './policy/params.js';
 import { createSource, Plan } from './pressure/detect.js';
 import { PressureSupervisor } from './pressure/supervisor.js';
+import { VMPRESSURE_LEVELS, type VmpressureLevel } from './pressure/types.js';
+import { BalloonError } from './errors.js';
 import { VhostUserConnection } from './transport/connection.js';
 import { EpollLoop } from './transport/event-loop.js';
 import { UnixListener } from './transport/listener.js';
@@ -52,11 +54,30 @@ export class Daemon {
     this.controller = new Controller(this.device, {
       vm: opts.vm, version: opts.version, vhostSocket: opts.socketPath ?? null, params: opts.params,
       autoEnabled: opts.autoEnabled, pressureDescription: source?.description ?? 'none', log: opts.log,
+      ...(opts.pressure.kind === 'vmpressure' ? { retunePressureLevel: (level: string) => this.retuneLevel(level) } : {}),
     });
     if (source) {
       const mustExist = opts.pressure.kind === 'vmpressure' ? opts.pressure.memcg : null;
       this.pressure = new PressureSupervisor(source, mustExist, (ev) => this.controller.hostPressure(ev), opts.log);
     }
+  }
+
+  /** balloonctl tune --level: a new vmpressure registration replaces the old one once it works. */
+  private retuneLevel(level: string): string {
+    const plan = this.opts.pressure;
+    if (plan.kind !== 'vmpressure') throw new BalloonError('EBALLOON_CONFIG', 'this daemon has no vmpressure source');
+    if (!(VMPRESSURE_LEVELS as readonly string[]).includes(level)) {
+      throw new BalloonError('EBALLOON_CONFIG', `level "${level}" is not a vmpressure level`, `use one of ${VMPRESSURE_LEVELS.join(', ')}`);
+    }
+    const next: Plan = { ...plan, level: level as VmpressureLevel };
+    const source = createSource(next, this.loop);
+    if (!source) throw new BalloonError('EBALLOON_CONFIG', 'no pressure source for that plan');
+    const supervisor = new PressureSupervisor(source, next.memcg, (ev) => this.controller.hostPressure(ev), this.opts.log);
+    supervisor.start(); // throws with the reason; the old source keeps running then
+    this.pressure?.stop();
+    this.pressure = supervisor;
+    this.opts.pressure = next;
+    return source.description;
   }
 
   /** Set everything up; a BalloonError here is a clear startup failure. */

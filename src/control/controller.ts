@@ -23,6 +23,8 @@ export interface ControllerOptions {
   params: PolicyParams;
   autoEnabled: boolean;
   pressureDescription: string;
+  /** Switch the host pressure source to another vmpressure level; returns its new description. */
+  retunePressureLevel?: (level: string) => string;
   log: Logger;
   /** Monotonic clock in ms (injectable for tests). */
   now?: () => number;
@@ -30,6 +32,7 @@ export interface ControllerOptions {
 
 export class Controller extends EventEmitter<{ event: [unknown] }> implements ControlHandler {
   private state: PolicyState;
+  private pressureDescription: string;
   readonly history = new History();
   readonly pressureCounts = new Map<string, number>();
   readonly decisionCounts = new Map<string, number>();
@@ -41,6 +44,7 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
   constructor(readonly device: BalloonDevice, private readonly opts: ControllerOptions) {
     super();
     this.now = opts.now ?? (() => performance.now());
+    this.pressureDescription = opts.pressureDescription;
     this.state = initialState(opts.params, opts.autoEnabled);
     device.on('actual', (pages) => {
       this.apply({ type: 'balloon-size', pages });
@@ -161,10 +165,15 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
         return { mode: mode(this.state), autoEnabled: this.state.autoEnabled };
       case 'tune': {
         const { level, ...rest } = req.params;
-        if (level !== undefined) throw new BalloonError('EBALLOON_CONFIG', 'the vmpressure level is fixed at start', 'restart the daemon with --pressure-level');
+        // Validate the policy part first: a bad value changes nothing at all.
         const params = mergeParams(this.state.params, rest);
+        if (level !== undefined) {
+          if (!this.opts.retunePressureLevel) throw new BalloonError('EBALLOON_CONFIG', 'this daemon has no vmpressure source', 'the level applies to --pressure vmpressure');
+          this.pressureDescription = this.opts.retunePressureLevel(String(level));
+          this.opts.log.info({ source: this.pressureDescription }, 'host pressure level changed');
+        }
         this.apply({ type: 'tune', params });
-        return { params };
+        return { params, ...(level !== undefined ? { pressure: this.pressureDescription } : {}) };
       }
     }
   }
@@ -188,7 +197,7 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
       mode: mode(s),
       hold: s.hold ? { owner: s.hold.owner, sinceTime: this.wallAt(s.hold.since) } : null,
       pressure: {
-        host: { source: this.opts.pressureDescription, events: this.hostEvents, lastEventTime: this.lastHostEventAt === null ? null : this.wallAt(this.lastHostEventAt) },
+        host: { source: this.pressureDescription, events: this.hostEvents, lastEventTime: this.lastHostEventAt === null ? null : this.wallAt(this.lastHostEventAt) },
         guest: {
           inPressure: guestInPressure(s, now),
           untilTime: s.lastGuestPressureAt === null ? null : this.wallAt(s.lastGuestPressureAt + s.params.hysteresisMs),

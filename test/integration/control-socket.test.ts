@@ -107,3 +107,41 @@ describe('control socket security and bad requests', () => {
     expect((await status()).targetBytes).toBe(0);
   });
 });
+
+describe.runIf(process.getuid?.() === 0)('balloonctl tune --level re-registers the vmpressure source at run time', () => {
+  let daemon: DaemonProcess;
+  beforeAll(async () => {
+    daemon = await DaemonProcess.start(['--pressure', 'vmpressure', '--memcg', '/sys/fs/cgroup/memory', '--pressure-level', 'low']);
+  });
+  afterAll(async () => {
+    await daemon?.stop();
+  });
+
+  const source = async () => {
+    const c = await ControlClient.connect(daemon.controlPath);
+    try {
+      return (await c.request<DaemonStatus>({ op: 'status' })).pressure.host.source;
+    } finally {
+      c.close();
+    }
+  };
+
+  it('low -> critical, with the daemon\'s own eventfd registration replaced', async () => {
+    expect(await source()).toMatch(/^vmpressure low on \/sys\/fs\/cgroup\/memory/);
+    const r = balloonctl(['tune', 'x', '--level', 'critical', '--step', '16M', '--socket', daemon.controlPath]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(await source()).toMatch(/^vmpressure critical on \/sys\/fs\/cgroup\/memory/);
+    await daemon.waitForLog((l) => l.msg === 'host pressure level changed');
+  });
+
+  it('a bad level is refused and changes nothing, not even the other settings in the same request', async () => {
+    const reply = await raw(daemon.controlPath, '{"v":1,"id":1,"op":"tune","params":{"level":"extreme","stepBytes":8388608}}\n');
+    expect(reply).toMatch(/"ok":false.*extreme/);
+    expect(await source()).toMatch(/^vmpressure critical/);
+    const c = await ControlClient.connect(daemon.controlPath);
+    const st = await c.request<DaemonStatus>({ op: 'status' });
+    c.close();
+    expect(st.params.stepBytes).toBe(16 * MiB); // from the previous tune, not 8 MiB
+  });
+});
