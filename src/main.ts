@@ -9,7 +9,7 @@ import { parseSize } from './control/units.js';
 import { BalloonError } from './errors.js';
 import { createLogger, LOG_LEVELS, LogLevel } from './log.js';
 import { controlSocketPath, runDir, vhostSocketPath, validVmName } from './paths.js';
-import { DEFAULT_PARAMS, mergeParams } from './policy/params.js';
+import { DEFAULT_PARAMS, mergeParams, PARAM_SPECS } from './policy/params.js';
 import { planPressure } from './pressure/detect.js';
 import { parsePsiTrigger, psiTriggerText, DEFAULT_PSI_TRIGGER } from './pressure/psi.js';
 import { VMPRESSURE_LEVELS, VMPRESSURE_MODES } from './pressure/types.js';
@@ -60,9 +60,19 @@ function readConfigFile(path: string): Record<string, unknown> {
 /** Policy parameter names as operators type them. */
 const OPTION_OF_PARAM: Record<string, string> = {
   stepBytes: '--step', hysteresisMs: '--hysteresis', floorBytes: '--floor', maxBalloonBytes: '--max-balloon',
-  rateLimitMs: '--rate-limit', 'stats.availablePercent': '--stats-available-percent',
+  rateLimitMs: '--rate-limit', enabled: '--auto', waitForGuest: '--wait-for-guest',
+  'stats.availablePercent': '--stats-available-percent', 'stats.availableBytes': '--stats-available',
   'stats.swapInBytes': '--stats-swap-in', 'stats.majorFaults': '--stats-major-faults', 'stats.stalls': '--stats-stalls',
+  'stats.directReclaimBytes': '--stats-direct-reclaim', 'stats.oomKills': '--stats-oom-kills', 'stats.maxSampleGapMs': '--stats-max-sample-gap',
 };
+
+/** A numeric flag that is not a number (yargs gives NaN): name it and the allowed range. */
+function countOption(name: string, param: string, value: number): number {
+  if (Number.isFinite(value)) return value;
+  const spec = PARAM_SPECS[param];
+  const range = spec?.kind === 'number' ? `from ${spec.min} to ${spec.max} ${spec.unit}` : 'a number';
+  throw new BalloonError('EBALLOON_CONFIG', `--${name}: not a number`, `allowed: ${range}`);
+}
 
 /** Validation errors name the command-line option, not the internal parameter. */
 function withOptionNames<T>(f: () => T): T {
@@ -97,29 +107,36 @@ function parseArgs(argv: string[]) {
     .option('metrics-listen', { type: 'string', describe: 'Serve Prometheus metrics: 127.0.0.1:PORT or unix:/PATH (loopback only)' })
     .option('print-capabilities', { type: 'boolean', describe: 'Print the backend capabilities as JSON and exit' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log verbosity (JSON lines on stderr)' })
-    .group(['auto', 'step', 'hysteresis', 'floor', 'max-balloon', 'rate-limit', 'stats-available-percent', 'stats-swap-in', 'stats-major-faults', 'stats-stalls'], 'Policy:')
-    .option('auto', { type: 'boolean', default: true, describe: 'Automatic ballooning (--no-auto: only manual targets)' })
-    .option('step', { type: 'string', default: '32M', describe: 'Balloon change per host-pressure event and per guest-pressure deflate' })
-    .option('hysteresis', { type: 'string', default: '60s', describe: 'After guest pressure, ignore host pressure this long' })
-    .option('floor', { type: 'string', default: '0', describe: 'Never balloon the guest below this size (0: no floor)' })
-    .option('max-balloon', { type: 'string', default: '0', describe: 'Largest balloon (0: no limit)' })
-    .option('rate-limit', { type: 'string', default: '1s', describe: 'At most one host-driven step per interval; 0 steps on every event as the source design did' })
-    .option('stats-available-percent', { type: 'number', default: DEFAULT_PARAMS.stats.availablePercent, describe: 'Guest pressure when MemAvailable < this % of MemTotal (0: off)' })
-    .option('stats-swap-in', { type: 'string', default: '4M', describe: 'Guest pressure when guest swap-in grows this much between samples (0: off)' })
-    .option('stats-major-faults', { type: 'number', default: DEFAULT_PARAMS.stats.majorFaults, describe: 'Guest pressure when major faults grow this much between samples (0: off)' })
-    .option('stats-stalls', { type: 'number', default: DEFAULT_PARAMS.stats.stalls, describe: 'Guest pressure when allocation stalls + direct reclaims grow this much (0: off)' })
+    .group(['auto', 'step', 'hysteresis', 'floor', 'max-balloon', 'rate-limit', 'wait-for-guest'], 'Policy (docs/policy.md explains each default):')
+    .option('auto', { type: 'boolean', default: true, describe: 'Automatic ballooning; --no-auto starts with only manual targets (balloonctl auto VM on turns it on)' })
+    .option('step', { type: 'string', default: '32M', describe: 'Balloon change per host-pressure event and per guest-pressure deflate; the source design\'s value, about 85 ms of inflation under TCG' })
+    .option('hysteresis', { type: 'string', default: '60s', describe: 'After guest pressure, ignore host pressure this long; the source design\'s value, about 12 stats samples' })
+    .option('floor', { type: 'string', default: '0', describe: 'Never balloon the guest below this size (0: no floor, as the daemon cannot know the working set; set one in production)' })
+    .option('max-balloon', { type: 'string', default: '0', describe: 'Largest balloon (0: guest RAM minus the floor)' })
+    .option('rate-limit', { type: 'string', default: '1s', describe: 'At most one host-driven step per interval, so a storm (~85 vmpressure events/s measured) is one step; 0 steps on every event as the source design did' })
+    .option('wait-for-guest', { type: 'boolean', default: true, describe: 'Step again only once the guest is within 256 pages of the last target, so a guest that cannot inflate is not pushed further (--no-wait-for-guest: the source design)' })
+    .group(['stats-available-percent', 'stats-available', 'stats-swap-in', 'stats-major-faults', 'stats-stalls', 'stats-direct-reclaim', 'stats-oom-kills', 'stats-max-sample-gap'],
+      'Guest pressure from the stats queue (stock guests have no message queue; 0 turns a signal off):')
+    .option('stats-available-percent', { type: 'number', default: DEFAULT_PARAMS.stats.availablePercent, describe: 'MemAvailable (tag 6) under this % of MemTotal: the guest is short of memory' })
+    .option('stats-available', { type: 'string', default: '0', describe: 'MemAvailable under this size (the larger threshold applies); for large guests, with a lower percentage' })
+    .option('stats-swap-in', { type: 'string', default: '4M', describe: 'Swap-in (tag 0) grew this much since the last sample: the guest fetches back pages it needs' })
+    .option('stats-major-faults', { type: 'number', default: DEFAULT_PARAMS.stats.majorFaults, describe: 'Major faults (tag 2) grew this much since the last sample; file I/O counts too, so raise it for I/O-heavy guests' })
+    .option('stats-stalls', { type: 'number', default: DEFAULT_PARAMS.stats.stalls, describe: 'Allocation stalls (tag 11) grew this much; inflating causes a few, so 1 would cancel most inflations' })
+    .option('stats-direct-reclaim', { type: 'string', default: '64M', describe: 'Direct reclaim (tag 15, bytes) grew this much since the last sample' })
+    .option('stats-oom-kills', { type: 'number', default: DEFAULT_PARAMS.stats.oomKills, describe: 'The guest OOM killer (tag 10) ran this many times since the last sample' })
+    .option('stats-max-sample-gap', { type: 'string', default: '120s', describe: 'Growth is not compared with a sample older than this (a paused guest is no pressure)' })
     .group(['pressure', 'memcg', 'pressure-level', 'pressure-mode', 'psi-trigger'], 'Host pressure:')
     .option('pressure', { choices: ['auto', 'vmpressure', 'psi', 'none'] as const, default: 'auto' as const, describe: 'Source: cgroup v1 vmpressure, cgroup v2 / system PSI, or none (auto: v1 if mounted, else PSI)' })
     .option('memcg', { type: 'string', describe: 'Memory cgroup to watch (default: the root memcg /sys/fs/cgroup/memory as in the source design; in production the VM\'s own or its parent\'s, e.g. machine.slice)' })
     .option('pressure-level', { choices: VMPRESSURE_LEVELS, default: 'low' as const, describe: 'vmpressure level: low = reclaim started, medium = swapping, critical = about to OOM' })
-    .option('pressure-mode', { choices: VMPRESSURE_MODES, describe: 'vmpressure propagation mode (kernel default if unset)' })
-    .option('psi-trigger', { type: 'string', default: psiTriggerText(DEFAULT_PSI_TRIGGER), describe: 'PSI trigger "<some|full> <stall us> <window us>"; window a multiple of 2 s without CAP_SYS_RESOURCE' })
+    .option('pressure-mode', { choices: VMPRESSURE_MODES, describe: 'vmpressure propagation mode (unset: the kernel\'s "default"); on a parent memcg use hierarchy, or listeners below it take the events' })
+    .option('psi-trigger', { type: 'string', default: psiTriggerText(DEFAULT_PSI_TRIGGER), describe: 'PSI trigger "<some|full> <stall us> <window us>": 100 ms of memory stall in 2 s; the window must be a multiple of 2 s without CAP_SYS_RESOURCE' })
     .group(['stats-interval', 'message-vq-bit', 'stats-vq', 'deflate-on-oom', 'page-reporting', 'discard'], 'Device:')
     .option('discard', {
       choices: ['deferred', 'immediate'] as const, default: 'deferred' as const,
       describe: 'deferred: acknowledge inflations at once and discard merged runs shortly after (needs MUST_TELL_HOST); immediate: discard before every acknowledgement',
     })
-    .option('stats-interval', { type: 'number', default: 5, describe: 'Seconds between guest memory-statistics requests (0 = never)' })
+    .option('stats-interval', { type: 'number', default: 5, describe: 'Seconds between guest memory-statistics requests (0 = never); 5 s gives ~12 samples per hysteresis period for stats-derived guest pressure' })
     .option('message-vq-bit', {
       type: 'string', default: String(DEFAULT_MESSAGE_VQ_BIT),
       describe: `Feature bit of the message virtqueue (${MESSAGE_VQ_BIT_MIN}-${MESSAGE_VQ_BIT_MAX}), or "off"; must match the guest driver (QEMU passes it through)`,
@@ -172,11 +189,17 @@ async function main(argv: string[]): Promise<number> {
     floorBytes: a.floor === '0' ? 0 : bytesOption('floor', a.floor),
     maxBalloonBytes: a['max-balloon'] === '0' ? 0 : bytesOption('max-balloon', a['max-balloon']),
     rateLimitMs: durationMs('rate-limit', a['rate-limit']),
+    enabled: a.auto,
+    waitForGuest: a['wait-for-guest'],
     stats: {
-      availablePercent: a['stats-available-percent'],
+      availablePercent: countOption('stats-available-percent', 'stats.availablePercent', a['stats-available-percent']),
+      availableBytes: a['stats-available'] === '0' ? 0 : bytesOption('stats-available', a['stats-available']),
       swapInBytes: a['stats-swap-in'] === '0' ? 0 : bytesOption('stats-swap-in', a['stats-swap-in']),
-      majorFaults: a['stats-major-faults'],
-      stalls: a['stats-stalls'],
+      majorFaults: countOption('stats-major-faults', 'stats.majorFaults', a['stats-major-faults']),
+      stalls: countOption('stats-stalls', 'stats.stalls', a['stats-stalls']),
+      directReclaimBytes: a['stats-direct-reclaim'] === '0' ? 0 : bytesOption('stats-direct-reclaim', a['stats-direct-reclaim']),
+      oomKills: countOption('stats-oom-kills', 'stats.oomKills', a['stats-oom-kills']),
+      maxSampleGapMs: durationMs('stats-max-sample-gap', a['stats-max-sample-gap']),
     },
   }));
   const pressure = planPressure({

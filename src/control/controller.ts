@@ -30,12 +30,20 @@ export interface ControllerOptions {
   now?: () => number;
 }
 
+/** A history entry: runs of ignored events with the same cause fold into one (`count`, from `firstTime`). */
+export interface HistoryRecord extends DecisionRecord {
+  cause: string | null;
+  count: number;
+  firstTime?: string;
+}
+
 export class Controller extends EventEmitter<{ event: [unknown] }> implements ControlHandler {
   private state: PolicyState;
   private pressureDescription: string;
   readonly history = new History();
   readonly pressureCounts = new Map<string, number>();
   readonly decisionCounts = new Map<string, number>();
+  private lastRecord: HistoryRecord | null = null;
   private hostEvents = 0;
   private lastHostEventAt: number | null = null;
   private readonly now: () => number;
@@ -46,8 +54,13 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
     this.now = opts.now ?? (() => performance.now());
     this.pressureDescription = opts.pressureDescription;
     this.state = initialState(opts.params, opts.autoEnabled);
+    // The balloon size the policy compares targets with is the device's count
+    // from the inflate/deflate queues: it moves per buffer, before the guest
+    // writes `actual`, so a deflate-on-OOM is seen at its real size when its
+    // guest-pressure event follows. `actual` only re-bases that count (new
+    // connection, after a reset), and then the policy hears of it.
     device.on('actual', (pages) => {
-      this.apply({ type: 'balloon-size', pages });
+      this.balloonSize('actual');
       this.sample();
       this.publish({ type: 'actual', bytes: pagesToBytes(pages) });
     });
@@ -70,8 +83,19 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
       // QMP `balloon` through our QEMU device: a manual target.
       this.setManual(pages, 'qemu-monitor');
     });
-    device.on('inflated', () => this.sample());
-    device.on('deflated', () => this.sample());
+    device.on('inflated', () => {
+      this.balloonSize('queues');
+      this.sample();
+    });
+    device.on('deflated', () => {
+      this.balloonSize('queues');
+      this.sample();
+    });
+  }
+
+  private balloonSize(from: 'queues' | 'actual'): void {
+    const pages = this.device.balloonPages;
+    if (pages !== this.state.balloonPages) this.apply({ type: 'balloon-size', pages, from });
   }
 
   get policy(): Readonly<PolicyState> {
@@ -103,11 +127,19 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
 
   private record(d: Decision): void {
     this.decisionCounts.set(d.rule, (this.decisionCounts.get(d.rule) ?? 0) + 1);
-    const rec: DecisionRecord = {
+    const last = this.lastRecord;
+    const fold = last !== null && this.history.decisions.peek() === last && d.ignored && last.cause !== null
+      && last.rule === d.rule && last.cause === d.cause && last.newTargetBytes === pagesToBytes(d.newTargetPages) ? last : null;
+    const rec: HistoryRecord = {
       time: new Date().toISOString(), rule: d.rule, event: d.event,
       oldTargetBytes: pagesToBytes(d.oldTargetPages), newTargetBytes: pagesToBytes(d.newTargetPages), reason: d.reason,
+      cause: d.cause, count: fold ? fold.count + 1 : 1, ...(fold ? { firstTime: fold.firstTime ?? fold.time } : {}),
     };
-    this.history.decisions.push(rec);
+    // A storm of ignored host events (85 a second measured) folds into one
+    // entry with a count, so the bounded history keeps the decisions that matter.
+    if (fold) this.history.decisions.replaceLast(rec);
+    else this.history.decisions.push(rec);
+    this.lastRecord = rec;
     const changed = d.oldTargetPages !== d.newTargetPages;
     // Ignored host events come in storms: keep them out of the info log.
     this.opts.log[changed || !d.rule.endsWith('ignored') ? 'info' : 'debug'](

@@ -19,7 +19,9 @@ function line(t: Tick): string {
 function summary(r: DemoResult): string {
   const rows = r.decisions.filter((d) => d.oldTargetBytes !== d.newTargetBytes)
     .map((d) => `  ${d.time.slice(11, 19)}  ${d.rule.padEnd(22)} ${mib(d.oldTargetBytes).padStart(4)} -> ${mib(d.newTargetBytes).padStart(4)} MiB  ${d.reason}`);
-  const ignored = r.decisions.filter((d) => d.oldTargetBytes === d.newTargetBytes).length;
+  // Runs of ignored events are folded into one history entry with a count.
+  const ignored = r.decisions.filter((d) => d.oldTargetBytes === d.newTargetBytes)
+    .reduce((n, d) => n + ((d as { count?: number }).count ?? 1), 0);
   return [
     '', `peak balloon while the neighbour squeezed: ${mib(r.peakTargetBytes)} MiB`,
     `decisions that moved the target (${rows.length}; ${ignored} more events were ignored, e.g. during hysteresis or rate limit):`,

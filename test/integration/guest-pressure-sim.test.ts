@@ -91,4 +91,43 @@ describe('stats-derived guest pressure with the simulated guest', () => {
     expect(d?.event).toMatch(/stats: MemAvailable/);
     expect(s.pressure.guest.lastSignal).toMatch(/stats/);
   });
+
+  it('major faults rising by 2000 between samples deflate one step', async () => {
+    await balloonThenRelease(16, true);
+    guest.vm.majorFaults += 5000; // MemAvailable stays high: only the counter signals
+    const s = await until((x) => x.targetBytes < 16 * MiB, 'stats-derived deflate');
+    const d = lastMove(s);
+    expect(d?.rule).toBe('guest-pressure-deflate');
+    expect(d?.event).toMatch(/stats: major faults \+5000/);
+    expect(d?.event).not.toMatch(/MemAvailable/);
+    expect(s.targetBytes).toBe(12 * MiB);
+    expect(s.pressure.guest).toMatchObject({ inPressure: true, lastSignal: 'stats' });
+  });
+});
+
+describe('deflate-on-OOM with the simulated guest', () => {
+  beforeEach(async () => start(['--hysteresis', '2s']));
+
+  it('counts as guest pressure: the inflation in progress stops at the size the guest kept', async () => {
+    await ctl.request({ op: 'set-target', value: '16M', owner: 'test' });
+    await guest.waitConfigChange();
+    await guest.inflate(2048); // half way to 4096 pages
+    await ctl.request({ op: 'set-target', value: 'release', owner: 'test' });
+    await until((x) => x.mode === 'auto' && x.balloonBytes === 8 * MiB, 'automatic mode, balloon at 8 MiB');
+    // virtio_balloon_oom_notify(): 256 pages back, told on the deflate queue, then `actual`.
+    expect(await guest.oomNotify()).toHaveLength(256);
+    const s = await until((x) => x.targetBytes !== 16 * MiB, 'the OOM to reach the policy');
+    // Target := the balloon after the OOM deflate (counted from the queues), not before it.
+    expect(s.targetBytes).toBe((2048 - 256) * 4096);
+    expect(lastMove(s)?.rule).toBe('guest-pressure-cancel');
+    expect(lastMove(s)?.event).toMatch(/deflate-on-oom/);
+    expect(s.pressure.guest).toMatchObject({ inPressure: true, lastSignal: 'deflate-on-oom' });
+    expect(s.counters.guestPressure['deflate-on-oom']).toBe(1);
+    // A deflate the daemon asked for is not an OOM.
+    await guest.sendMessages([MSG_PRESSURE]);
+    await until((x) => x.targetBytes === (2048 - 256 - 1024) * 4096, 'one 4 MiB step down');
+    await guest.followTarget();
+    const after = await until((x) => x.actualBytes === x.targetBytes, 'the guest to deflate');
+    expect(after.counters.guestPressure['deflate-on-oom']).toBe(1);
+  });
 });
