@@ -8,7 +8,8 @@
 #                                       -> same, with that module instead of the stock one
 #
 # The key covers the kernel package version, the busybox-static version, the
-# sha256 of our files that shape the image (init, this script) and of
+# sha256 of our files that shape the image (init, this script, the bizzy
+# workload's source) and of
 # GUEST_BALLOON_KO, so any change gives a new directory and old ones stay valid.
 # Only the directory path goes to stdout; progress goes to stderr.
 VUB_STEP=guest
@@ -35,7 +36,8 @@ if [ -n "${GUEST_BALLOON_KO:-}" ]; then
   esac
 fi
 
-apt_ensure busybox-static cpio gzip xz-utils kmod
+apt_ensure busybox-static cpio gzip xz-utils kmod gcc libc6-dev binutils
+BIZZY_SRC=$HERE/../../native/workload/bizzy.c
 
 # --- kernel package -----------------------------------------------------------
 guest_kernel   # sets kpkg, kver, krel (native/lib.sh)
@@ -79,7 +81,7 @@ bbver=$(dpkg-query -W -f='${Version}' busybox-static)
 ko_sum=stock
 [ -n "${GUEST_BALLOON_KO:-}" ] && ko_sum=$(sha256sum <"$GUEST_BALLOON_KO" | cut -c1-64)
 sum=$( { printf 'kernel %s %s\nbusybox %s\nballoon %s\n' "$kpkg" "$kver" "$bbver" "$ko_sum"
-         sha256sum "$HERE/init" "$HERE/build.sh" | awk '{ print $1 }'; } | sha256sum | cut -c1-12)
+         sha256sum "$HERE/init" "$HERE/build.sh" "$BIZZY_SRC" | awk '{ print $1 }'; } | sha256sum | cut -c1-12)
 key=${krel}_${kver//:/_}-$sum
 out=$GUEST_DIR/$key
 if [ -f "$out/initrd.gz" ] && [ -f "$out/vmlinuz" ]; then
@@ -134,6 +136,10 @@ for m in "${order[@]}"; do
 done
 echo "$krel" >"$stage/lib/modules/kernel.release"
 install -m 755 "$HERE/init" "$stage/init"
+# The ebizzy-like workload (native/workload/bizzy.c), static: the initramfs has no libc.
+gcc -static -O2 -Wall -Wextra -pthread -o "$stage/bin/bizzy" "$BIZZY_SRC" 2>"$GUEST_DIR/bizzy-build.log" \
+  || die "building bizzy failed (see $GUEST_DIR/bizzy-build.log)"
+strip "$stage/bin/bizzy"
 
 (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9n >"$tmp/initrd.gz" \
   || die "cpio/gzip failed"

@@ -21,7 +21,7 @@ export type BalloonChoice =
 
 /** Guest side of the kernel command line, read by qemu/guest/init. */
 export interface GuestParams {
-  /** idle | hold:N | free:N | loop:N[:SECONDS[:COUNT]] (N in MiB). */
+  /** idle | hold:N | free:N | loop:N[:SECONDS[:COUNT]] (N in MiB) | bizzy:N1,N2,...:SECONDS[:DELAY] (N in 1 MiB chunks). */
   scenario?: string;
   /** Seconds between meminfo/balloon reports. */
   reportSeconds?: number;
@@ -67,7 +67,7 @@ export function kernelCmdline(g: GuestParams = {}): string {
   for (const [k, v] of [['scenario', g.scenario], ['report', g.reportSeconds]] as const) {
     if (v === undefined) continue;
     const s = String(v);
-    if (!/^[A-Za-z0-9:.]+$/.test(s)) throw new RangeError(`vub.${k}=${s}: only [A-Za-z0-9:.] allowed`);
+    if (!/^[A-Za-z0-9:.,]+$/.test(s)) throw new RangeError(`vub.${k}=${s}: only [A-Za-z0-9:.,] allowed`);
     parts.push(`vub.${k}=${s}`);
   }
   if (g.kmsg) parts.push('vub.kmsg=1');

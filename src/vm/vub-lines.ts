@@ -99,3 +99,45 @@ export function balloonState(e: VubEvent): BalloonState | undefined {
 export function isScenario(e: VubEvent, state: 'start' | 'done' | 'failed', name?: string): boolean {
   return e.type === 'scenario' && e.args[1] === state && (name === undefined || e.args[0] === name);
 }
+
+/** One run of the guest's ebizzy-like workload (`VUB bizzy ...`, native/workload/bizzy.c). */
+export interface BizzyRun {
+  chunks: number;
+  chunkKiB: number;
+  threads: number;
+  seconds: number;
+  /** Chunks copied and searched (ebizzy's records). */
+  records: number;
+  /** records / elapsed. */
+  recordsPerSecond: number;
+  /** Time to allocate and fill the chunks, ms. */
+  allocMs: number;
+  /** Measured run time, s. */
+  elapsed: number;
+  /** Guest uptime at the end, s. */
+  up: number;
+}
+
+export type BizzyResult = { ok: true; run: BizzyRun } | { ok: false; chunks: number; error: string };
+
+/** A `VUB bizzy` line: a finished run, or the error that stopped it; undefined for other lines. */
+export function bizzyResult(e: VubEvent): BizzyResult | undefined {
+  if (e.type !== 'bizzy') return undefined;
+  const f = e.fields;
+  const num = (k: string): number => (f[k] === undefined || f[k] === '' ? NaN : Number(f[k]));
+  const chunks = num('chunks');
+  if (!Number.isInteger(chunks)) return undefined;
+  if (f.error !== undefined) return { ok: false, chunks, error: f.error };
+  const run: BizzyRun = {
+    chunks,
+    chunkKiB: num('chunk_kib'),
+    threads: num('threads'),
+    seconds: num('seconds'),
+    records: num('records'),
+    recordsPerSecond: num('rps'),
+    allocMs: num('alloc_ms'),
+    elapsed: num('elapsed'),
+    up: num('up'),
+  };
+  return Object.values(run).every(Number.isFinite) ? { ok: true, run } : undefined;
+}
