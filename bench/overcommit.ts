@@ -1,0 +1,219 @@
+// The source design's overcommit experiment (seed, section "Testing"), scaled
+// to a 2-core TCG machine: two guests in one host memcg whose limit they
+// overcommit; vm-down runs bizzy with shrinking chunk counts, vm-up with
+// growing ones, starting later. Arms: vanilla (stock virtio-balloon-pci, no
+// daemon) and our daemon with the seed's policy (+ stats / message-queue
+// guest pressure). Writes a JSON of raw results, an SVG timeline, and prints
+// the seed-style table.
+//
+//   node dist/bench/overcommit.js [--arms vanilla,auto,auto-stats,auto-msgq] [--runs 3]
+//        [--seconds 15] [--delay 15] [--out bench-results/overcommit]
+//   node dist/bench/overcommit.js --from DIR/results.json    (tables of an earlier run)
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { Memcg } from '../src/host/memcg.js';
+import { ensureSwap, type TempSwap } from '../src/host/swap.js';
+import {
+  type BalloonChoice, bizzyResult, type GuestImage, guestImage, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
+} from '../src/vm/index.js';
+import {
+  type ArmRun, type GuestRun, markdownTable, procFaults, type Sample, seedTable, summarize, timelineSvg, vmstatSwap,
+} from './overcommit/report.js';
+
+const MiB = 2 ** 20;
+// Scaling of the seed (2 GiB host, 1.3 GiB guests, 1024..224 chunks, 60 s runs): about 1/2.
+const LIMIT_MIB = 1024;
+const GUEST_MIB = 640;
+const DOWN = [512, 412, 312, 212, 112];
+const UP = [...DOWN].reverse();
+const STATS_OFF = ['--stats-available-percent', '0', '--stats-swap-in', '0', '--stats-major-faults', '0',
+  '--stats-stalls', '0', '--stats-direct-reclaim', '0', '--stats-oom-kills', '0'];
+
+interface Arm { name: string; daemon: boolean; daemonArgs: string[]; patched: boolean }
+const ARMS: Record<string, Arm> = {
+  vanilla: { name: 'vanilla', daemon: false, daemonArgs: [], patched: false },
+  auto: { name: 'auto', daemon: true, daemonArgs: STATS_OFF, patched: false },
+  'auto-stats': { name: 'auto-stats', daemon: true, daemonArgs: [], patched: false },
+  'auto-msgq': { name: 'auto-msgq', daemon: true, daemonArgs: STATS_OFF, patched: true },
+};
+// The seed's policy: 32M per event, no rate limit, no waiting for the guest,
+// 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page
+// reporting off in every arm: the balloon is the only way memory goes back.
+const SEED_POLICY = ['--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
+  '--pressure', 'vmpressure', '--pressure-level', 'low', '--no-page-reporting'];
+
+interface Live { vms: Vm[]; daemons: ChildProcess[]; memcg?: Memcg; swap?: TempSwap; runDir?: string }
+const live: Live = { vms: [], daemons: [] };
+
+async function cleanup(): Promise<void> {
+  await Promise.all(live.vms.splice(0).map((v) => v.shutdown(3000).catch(() => undefined)));
+  for (const d of live.daemons.splice(0)) if (d.exitCode === null) d.kill('SIGKILL');
+  await live.memcg?.remove().catch(() => undefined);
+  live.memcg = undefined;
+}
+
+function startDaemon(vm: string, memcg: string, extra: string[], runDir: string): ChildProcess {
+  const js = join(repoRoot(), 'dist', 'src', 'main.js');
+  const d = spawn(process.execPath, [js, '--vm', vm, '--memcg', memcg, ...SEED_POLICY, ...extra, '--log-level', 'warn'],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, VUB_RUN_DIR: runDir } });
+  live.daemons.push(d);
+  return d;
+}
+
+async function waitFile(path: string, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  for (;;) {
+    try { readFileSync(path); return; } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return; }
+    if (performance.now() > end) throw new Error(`${path} did not appear`);
+    await sleep(100);
+  }
+}
+
+const faults = (pid: number) => procFaults(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+const swapNow = () => vmstatSwap(readFileSync('/proc/vmstat', 'utf8'));
+
+async function runGuest(vm: Vm, name: GuestRun['name'], counts: number[], seconds: number, delay: number, t0: number, log: (s: string) => void) {
+  await sleep(delay * 1000);
+  let totalRecs = 0, failed = 0;
+  for (const n of counts) {
+    const since = vm.serial.cursor();
+    await vm.command(`bizzy ${n} ${seconds}`, 600_000).catch(() => { failed++; });
+    const e = await vm.serial.waitFor((x) => bizzyResult(x) !== undefined, 2000, since).catch(() => undefined);
+    const r = e ? bizzyResult(e) : undefined;
+    if (r?.ok) totalRecs += r.run.recordsPerSecond; else failed++;
+    log(`  ${name} ${n} chunks: ${r?.ok ? `${r.run.recordsPerSecond} rec/s (alloc ${r.run.allocMs} ms)` : `failed (${r ? r.error : 'no VUB bizzy line: killed?'})`} at ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  return { totalRecs, failed, elapsed: (performance.now() - t0) / 1000 };
+}
+
+async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number; qemu: string; stock: GuestImage; patched?: GuestImage },
+  log: (s: string) => void): Promise<{ result: ArmRun; samples: Sample[] }> {
+  const memcg = Memcg.create(`vub-overcommit-${process.pid}-${arm.name}-${run}`, LIMIT_MIB * MiB);
+  live.memcg = memcg;
+  const runDir = mkdtempSync(join(tmpdir(), 'vub-oc-'));
+  const img = arm.patched ? (o.patched as GuestImage) : o.stock;
+  const vms: Vm[] = [];
+  for (const name of ['vm-down', 'vm-up'] as const) {
+    let balloon: BalloonChoice = { kind: 'stock' };
+    if (arm.daemon) {
+      startDaemon(name, memcg.path, arm.daemonArgs, runDir);
+      await waitFile(join(runDir, `${name}.sock`), 10_000);
+      balloon = { kind: 'vhost-user', socketPath: join(runDir, `${name}.sock`), reconnectSeconds: 1 };
+    }
+    const vm = await startVm({ qemu: o.qemu, kernel: img.kernel, initrd: img.initrd, memMiB: GUEST_MIB, balloon,
+      guest: { scenario: 'idle', reportSeconds: 5 } });
+    memcg.addProcess(vm.pid);
+    live.vms.push(vm);
+    vms.push(vm);
+  }
+  await Promise.all(vms.map((v) => v.ready(180_000)));
+  await sleep(3000);
+  const s0 = swapNow();
+  const f0 = vms.map((v) => faults(v.pid));
+  const t0 = performance.now();
+  const samples: Sample[] = [];
+  const names = ['vm-down', 'vm-up'] as const;
+  const sampler = setInterval(() => {
+    vms.forEach((v, i) => {
+      void v.qmp.queryBalloon().then((actual) => {
+        samples.push({ t: (performance.now() - t0) / 1000, guest: names[i] as string, balloonMiB: (GUEST_MIB * MiB - actual) / MiB });
+      }, () => undefined);
+    });
+  }, 2000);
+  const [down, up] = await Promise.all([
+    runGuest(vms[0] as Vm, 'vm-down', DOWN, o.seconds, 0, t0, log),
+    runGuest(vms[1] as Vm, 'vm-up', UP, o.seconds, o.delay, t0, log),
+  ]);
+  clearInterval(sampler);
+  const s1 = swapNow();
+  const f1 = vms.map((v) => faults(v.pid));
+  const g = (i: number, r: typeof down): GuestRun => ({
+    name: names[i] as GuestRun['name'],
+    majorFaults: (f1[i]?.majflt ?? 0) - (f0[i]?.majflt ?? 0),
+    minorFaults: (f1[i]?.minflt ?? 0) - (f0[i]?.minflt ?? 0),
+    totalRecs: r.totalRecs, elapsedSeconds: r.elapsed, failedRuns: r.failed,
+  });
+  const result: ArmRun = { arm: arm.name, run, swapIn: s1.pswpin - s0.pswpin, swapOut: s1.pswpout - s0.pswpout, guests: [g(0, down), g(1, up)] };
+  await cleanup();
+  rmSync(runDir, { recursive: true, force: true });
+  return { result, samples };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: {
+    arms: { type: 'string', default: 'vanilla,auto,auto-stats,auto-msgq' },
+    runs: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '15' },
+    delay: { type: 'string', default: '15' },
+    out: { type: 'string', default: 'bench-results/overcommit' },
+    // Only print the tables of an earlier (possibly partial) results.json.
+    from: { type: 'string' },
+  } });
+  if (values.from) {
+    const saved = JSON.parse(readFileSync(values.from, 'utf8')) as { results: ArmRun[] };
+    const summary = summarize(saved.results);
+    process.stdout.write(`${seedTable(summary)}\n${markdownTable(summary)}\n`);
+    return;
+  }
+  const arms = (values.arms as string).split(',').map((a) => {
+    const arm = ARMS[a];
+    if (!arm) throw new Error(`unknown arm '${a}' (${Object.keys(ARMS).join(', ')})`);
+    return arm;
+  });
+  const runs = Number(values.runs), seconds = Number(values.seconds), delay = Number(values.delay);
+  const out = values.out as string;
+  mkdirSync(out, { recursive: true });
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const onSignal = () => { void cleanup().finally(() => { live.swap?.remove(); process.exit(130); }); };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const qemu = await qemuBinary();
+  const stock = await guestImage();
+  let patched: GuestImage | undefined;
+  if (arms.some((a) => a.patched)) {
+    const ko = (await runBuildScript('qemu/guest/driver/build.sh')).split('\n').pop() ?? '';
+    patched = await guestImage({ balloonKo: ko });
+  }
+  live.swap = ensureSwap(`/var/tmp/vub-overcommit-${process.pid}.swap`, 2048);
+  const results: ArmRun[] = [];
+  const timelines: Record<string, Sample[]> = {};
+  try {
+    for (let r = 1; r <= runs; r++) {
+      for (const arm of arms) {
+        log(`== ${arm.name} run ${r}/${runs}`);
+        const { result, samples } = await oneRun(arm, r, { seconds, delay, qemu, stock, patched }, log);
+        results.push(result);
+        timelines[`${arm.name}#${r}`] = samples;
+        log(`   swap in ${result.swapIn} out ${result.swapOut}; ${JSON.stringify(result.guests)}`);
+        writeFileSync(join(out, 'results.json'), JSON.stringify({ scaling: { LIMIT_MIB, GUEST_MIB, DOWN, UP, seconds, delay }, results, timelines }, null, 1));
+      }
+    }
+  } finally {
+    await cleanup();
+    live.swap.remove();
+  }
+  const summary = summarize(results);
+  const svgs = arms.map((a) => timelineSvg(`balloon size, ${a.name} run 1 (MiB)`, timelines[`${a.name}#1`] ?? []));
+  writeFileSync(join(out, 'timeline.svg'), stackSvgs(svgs, 240));
+  for (let i = 0; i < arms.length; i++) writeFileSync(join(out, `timeline-${arms[i]?.name}.svg`), svgs[i] ?? '');
+  writeFileSync(join(out, 'table.md'), `${markdownTable(summary)}\n`);
+  process.stdout.write(`${seedTable(summary)}\n${markdownTable(summary)}\n`);
+}
+
+/** Panels of the same size, one below the other, in one SVG. */
+function stackSvgs(svgs: string[], height: number): string {
+  const inner = svgs.map((s, i) => `<g transform="translate(0,${i * height})">${s.replace(/^<svg[^>]*>/, '').replace(/<\/svg>$/, '')}</g>`);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="640" height="${height * svgs.length}" font-family="sans-serif">\n${inner.join('\n')}\n</svg>\n`;
+}
+
+main().catch(async (e) => {
+  process.stderr.write(`overcommit: ${(e as Error).stack ?? e}\n`);
+  await cleanup();
+  live.swap?.remove();
+  process.exit(1);
+});
