@@ -7,7 +7,7 @@
 // the seed-style table.
 //
 //   node dist/bench/overcommit.js [--arms vanilla,auto,auto-stats,auto-msgq] [--runs 3]
-//        [--seconds 15] [--delay 15] [--out bench-results/overcommit]
+//        [--seconds 15] [--delay 15] [--hysteresis 60s] [--out bench-results/overcommit]
 //   node dist/bench/overcommit.js --from DIR/results.json    (tables of an earlier run)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -44,7 +44,7 @@ const ARMS: Record<string, Arm> = {
 // The seed's policy: 32M per event, no rate limit, no waiting for the guest,
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page
 // reporting off in every arm: the balloon is the only way memory goes back.
-const SEED_POLICY = ['--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
+let SEED_POLICY = ['--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
   '--pressure', 'vmpressure', '--pressure-level', 'low', '--no-page-reporting'];
 
 interface Live { vms: Vm[]; daemons: ChildProcess[]; memcg?: Memcg; swap?: TempSwap; runDir?: string }
@@ -151,13 +151,15 @@ async function main(): Promise<void> {
     seconds: { type: 'string', default: '15' },
     delay: { type: 'string', default: '15' },
     out: { type: 'string', default: 'bench-results/overcommit' },
+    // The seed's 60 s hysteresis equals one of its workload runs; scale it with --seconds if wanted.
+    hysteresis: { type: 'string', default: '60s' },
     // Only print the tables of an earlier (possibly partial) results.json.
     from: { type: 'string' },
   } });
   if (values.from) {
-    const saved = JSON.parse(readFileSync(values.from, 'utf8')) as { results: ArmRun[] };
-    const summary = summarize(saved.results);
-    process.stdout.write(`${seedTable(summary)}\n${markdownTable(summary)}\n`);
+    const saved = JSON.parse(readFileSync(values.from, 'utf8')) as { results: ArmRun[]; timelines: Record<string, Sample[]> };
+    mkdirSync(values.out as string, { recursive: true });
+    writeOutputs(values.out as string, [...new Set(saved.results.map((r) => r.arm))], saved.results, saved.timelines);
     return;
   }
   const arms = (values.arms as string).split(',').map((a) => {
@@ -165,6 +167,7 @@ async function main(): Promise<void> {
     if (!arm) throw new Error(`unknown arm '${a}' (${Object.keys(ARMS).join(', ')})`);
     return arm;
   });
+  SEED_POLICY = SEED_POLICY.map((a, i, all) => (all[i - 1] === '--hysteresis' ? values.hysteresis as string : a));
   const runs = Number(values.runs), seconds = Number(values.seconds), delay = Number(values.delay);
   const out = values.out as string;
   mkdirSync(out, { recursive: true });
@@ -197,10 +200,15 @@ async function main(): Promise<void> {
     await cleanup();
     live.swap.remove();
   }
+  writeOutputs(out, arms.map((a) => a.name), results, timelines);
+}
+
+/** table.md, timeline.svg (one panel per arm, its first run) and timeline-ARM.svg; the tables on stdout. */
+function writeOutputs(out: string, arms: string[], results: ArmRun[], timelines: Record<string, Sample[]>): void {
   const summary = summarize(results);
-  const svgs = arms.map((a) => timelineSvg(`balloon size, ${a.name} run 1 (MiB)`, timelines[`${a.name}#1`] ?? []));
+  const svgs = arms.map((a) => timelineSvg(`balloon size, ${a} run 1 (MiB)`, timelines[`${a}#1`] ?? []));
   writeFileSync(join(out, 'timeline.svg'), stackSvgs(svgs, 240));
-  for (let i = 0; i < arms.length; i++) writeFileSync(join(out, `timeline-${arms[i]?.name}.svg`), svgs[i] ?? '');
+  arms.forEach((a, i) => writeFileSync(join(out, `timeline-${a}.svg`), svgs[i] ?? ''));
   writeFileSync(join(out, 'table.md'), `${markdownTable(summary)}\n`);
   process.stdout.write(`${seedTable(summary)}\n${markdownTable(summary)}\n`);
 }
