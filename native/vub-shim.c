@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "libvhost-user.h"
+#include "vub-discard.h"
 
 #define VUB_MAX_EVENTS 1024
 #define VUB_CONFIG_MAX 256
@@ -37,6 +38,9 @@ struct vub_dev {
     char panic_msg[256];
     int initialised;
     int peer_closed;
+    vub_discarder bg;         /* background discards (deferred mode) */
+    int in_dispatch;          /* inside vu_dispatch() on the main thread */
+    int map_locked;           /* bg.map_lock held for the message in dispatch */
 };
 
 static vub_dev *to_vub(VuDev *vu)
@@ -224,6 +228,15 @@ static bool cb_read_msg(VuDev *vu, int sock, VhostUserMsg *vmsg)
         }
         got += (size_t)rc;
     }
+    /*
+     * Any message but the config ones may change the memory table: hold the
+     * discard thread off the mappings until libvhost-user has handled it.
+     */
+    if (d->in_dispatch && !d->map_locked &&
+        vmsg->request != VHOST_USER_SET_CONFIG && vmsg->request != VHOST_USER_GET_CONFIG) {
+        pthread_mutex_lock(&d->bg.map_lock);
+        d->map_locked = 1;
+    }
     return true;
 
 gone:
@@ -266,6 +279,7 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
         return NULL;
     }
     d->initialised = 1;
+    vub_discarder_init(&d->bg, &d->vu);
     return d;
 }
 
@@ -275,6 +289,7 @@ void vub_free(vub_dev *d)
         return;
     }
     if (d->initialised) {
+        vub_discarder_stop(&d->bg);
         vu_deinit(&d->vu);
     }
     free(d);
@@ -282,7 +297,15 @@ void vub_free(vub_dev *d)
 
 int vub_dispatch(vub_dev *d)
 {
-    if (!vu_dispatch(&d->vu) || d->peer_closed) {
+    d->in_dispatch = 1;
+    bool ok = vu_dispatch(&d->vu);
+    d->in_dispatch = 0;
+
+    if (d->map_locked) {
+        d->map_locked = 0;
+        pthread_mutex_unlock(&d->bg.map_lock);
+    }
+    if (!ok || d->peer_closed) {
         return 0;
     }
     return d->vu.broken ? 0 : 1;
@@ -564,6 +587,38 @@ int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
         }
     }
     return -EFAULT;
+}
+
+/* --- background discard (vub-discard.c) --- */
+
+int vub_bg_start(vub_dev *d)
+{
+    return vub_discarder_start(&d->bg);
+}
+
+int vub_bg_submit(vub_dev *d, const uint64_t *pairs, uint32_t n)
+{
+    return vub_discarder_submit(&d->bg, pairs, n);
+}
+
+int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len)
+{
+    return vub_discarder_cancel(&d->bg, gpa, len);
+}
+
+int64_t vub_bg_drop(vub_dev *d)
+{
+    return vub_discarder_drop(&d->bg);
+}
+
+int vub_bg_collect(vub_dev *d, uint64_t out[6])
+{
+    return vub_discarder_collect(&d->bg, out);
+}
+
+void vub_bg_wait(vub_dev *d)
+{
+    vub_discarder_wait(&d->bg);
 }
 
 /* --- sockets --- */

@@ -100,6 +100,23 @@ int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len);
  */
 int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len);
 
+/*
+ * Background discard (deferred mode; vub-discard.h). vub_bg_start starts the
+ * thread and returns an eventfd that turns readable when a job is done.
+ * vub_bg_submit hands over {gpa, len} byte pairs (-EBUSY while a job runs).
+ * vub_bg_cancel cuts [gpa, gpa+len) out of the job (waiting for a chunk under
+ * way) and returns the bytes cut; vub_bg_drop forgets the job (bytes left).
+ * vub_bg_collect reads and resets the totals: out = {bytes, calls, failures,
+ * last failure gpa, len, errno}; returns 1 while a job is pending.
+ * vub_bg_wait blocks until the job is done.
+ */
+int vub_bg_start(vub_dev *d);
+int vub_bg_submit(vub_dev *d, const uint64_t *pairs, uint32_t n);
+int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len);
+int64_t vub_bg_drop(vub_dev *d);
+int vub_bg_collect(vub_dev *d, uint64_t out[6]);
+void vub_bg_wait(vub_dev *d);
+
 /* Sockets and fds for the daemon and the test frontend. */
 int vub_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 /* Returns bytes read (0 on EOF, -errno on error); *nfds gets the fd count. */

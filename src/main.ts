@@ -212,7 +212,7 @@ async function main(argv: string[]): Promise<number> {
     params, autoEnabled: a.auto, pressure, log,
     device: {
       statsIntervalMs: Math.round(a['stats-interval'] * 1000),
-      ...(a.discard === 'immediate' ? { deferredDiscard: null } : {}),
+      discard: a.discard as 'deferred' | 'immediate',
       features: {
         messageVqBit: bit === 'off' ? null : Number(bit),
         stats: a['stats-vq'], deflateOnOom: a['deflate-on-oom'], pageReporting: a['page-reporting'],

@@ -13,10 +13,10 @@ import { decodeConfig, encodeConfig, touchesField } from '../virtio/config.js';
 import { DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
 import { BadInputCounter, BadInputKind } from './bad-input.js';
 import { DeviceCounters, newCounters } from './counters.js';
-import { DEFAULT_DISCARD_TIMING, DeferredDiscard, DiscardResult, discardRanges, DiscardTiming } from './discard.js';
+import { BackgroundDiscard, DiscardResult, discardRanges, DiscardWorker } from './discard.js';
 import { readOut } from './element-io.js';
 import { parseMessages } from './messages.js';
-import { countPages, decodePfns, pfnsToRanges, RamRegion } from './pfn.js';
+import { countPages, decodePfns, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
 import { GuestStats, parseStats } from './stats.js';
 import { StatsBuffer } from './stats-queue.js';
 
@@ -26,8 +26,12 @@ export interface BalloonDeviceOptions {
   statsIntervalMs?: number;
   /** Elements handled per queue before yielding to other fds. */
   maxElementsPerTurn?: number;
-  /** Deferred discard timing; null discards before every acknowledgement. */
-  deferredDiscard?: DiscardTiming | null;
+  /**
+   * 'deferred' (default): with MUST_TELL_HOST, acknowledge inflations at once
+   * and discard on the shim's thread; 'immediate': discard before every
+   * acknowledgement, on the event loop.
+   */
+  discard?: 'deferred' | 'immediate';
   log: Logger;
 }
 
@@ -84,8 +88,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   /** Balloon size counted from the inflate/deflate queues. */
   private queuePages = 0;
   private readonly statsBuffer: StatsBuffer;
-  private deferred: DeferredDiscard | null = null;
-  private readonly discardTiming: DiscardTiming | null;
+  private deferred: BackgroundDiscard | null = null;
+  private readonly discardMode: 'deferred' | 'immediate';
   private latest: StatsSample | null = null;
   private readonly busy = new Set<number>();
   private readonly scratch = Buffer.alloc(MAX_SMALL_BYTES);
@@ -96,7 +100,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     super();
     this.choice = opts.features ?? DEFAULT_FEATURE_CHOICE;
     this.statsBuffer = new StatsBuffer(opts.statsIntervalMs ?? 5000);
-    this.discardTiming = opts.deferredDiscard === undefined ? DEFAULT_DISCARD_TIMING : opts.deferredDiscard;
+    this.discardMode = opts.discard ?? 'deferred';
     this.maxPerTurn = opts.maxElementsPerTurn ?? 64;
     this.log = opts.log;
     this.badInput = new BadInputCounter(opts.log);
@@ -212,9 +216,12 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         'frontend did not negotiate CONFIG and SLAVE_REQ: target changes cannot reach the guest');
     }
     this.deferred?.drop();
-    this.deferred = this.discardTiming && has(f, VIRTIO_BALLOON_F_MUST_TELL_HOST)
-      ? new DeferredDiscard((gpa, len) => conn.discard(gpa, len), (r) => this.accountDiscard(r), this.discardTiming)
-      : null;
+    this.deferred = null;
+    if (this.discardMode === 'deferred' && has(f, VIRTIO_BALLOON_F_MUST_TELL_HOST)) {
+      const bg = new BackgroundDiscard(discardThread(conn), (r) => this.accountDiscard(r));
+      conn.startDiscardThread(() => bg.onJobDone());
+      this.deferred = bg;
+    }
     this.log.info({ features: featureNames(f, this.choice.messageVqBit), queues: this.roles, deferredDiscard: this.deferred !== null },
       'features negotiated');
     this.emit('connected', { features: f, roles: this.roles });
@@ -395,7 +402,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private accountDiscard(r: DiscardResult): void {
     this.counters.discardedBytes += r.bytes;
     this.counters.discardCalls += r.calls;
-    for (const f of r.failures) this.record('discard_failed', f);
+    for (const f of r.failures) this.record('discard_failed', { gpa: f.gpa, len: f.len, errno: f.errno }, f.count ?? 1);
   }
 
   private dropPending(why: string): void {
@@ -442,4 +449,32 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.counters.reportedPages += pages;
     if (pages) this.emit('reported', pages);
   }
+}
+
+/** The connection's discard thread, in pages and ranges. */
+function discardThread(conn: VhostUserConnection): DiscardWorker {
+  const PAGE = rangeBytes({ pfn: 0, count: 1 }).len;
+  let pairs = new BigUint64Array(512);
+  return {
+    submit(ranges) {
+      if (pairs.length < 2 * ranges.length) pairs = new BigUint64Array(2 * ranges.length);
+      ranges.forEach((r, i) => {
+        const { gpa, len } = rangeBytes(r);
+        pairs[2 * i] = BigInt(gpa);
+        pairs[2 * i + 1] = BigInt(len);
+      });
+      return conn.discardSubmit(pairs.subarray(0, 2 * ranges.length));
+    },
+    cancel(r) {
+      const { gpa, len } = rangeBytes(r);
+      return conn.discardCancel(gpa, len) / PAGE;
+    },
+    drop: () => conn.discardDrop() / PAGE,
+    waitIdle: () => conn.discardWait(),
+    collect() {
+      const rep = conn.discardCollect();
+      const failures = rep.lastFailure ? [{ ...rep.lastFailure, count: rep.failures }] : [];
+      return { result: { bytes: rep.bytes, calls: rep.calls, failures }, pending: rep.pending };
+    },
+  };
 }

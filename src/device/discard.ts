@@ -7,31 +7,34 @@
 //
 // Deferred (MUST_TELL_HOST negotiated): the guest will not touch a ballooned
 // page before it deflates it and we acknowledge the deflate. So inflated
-// pages are acknowledged at once and collected; a flush discards the set as
-// merged runs shortly after the guest stops inflating. Deflated pages leave
-// the set first, so nothing the guest uses again is ever discarded; a queue
-// stop or disconnect drops the set (after a reset the pages are the guest's).
+// pages are acknowledged at once and collected; a thread of the shim
+// (native/vub-discard.c) discards them while the event loop goes on. Pages
+// that arrive while it works wait in a set and go over, merged, as its next
+// job: the busier it is, the longer and fewer its runs (a shuffled 1 GiB
+// inflate merges back towards one run). Deflated pages leave the set and are
+// cut out of the job under way before the deflate is acknowledged, so nothing
+// the guest uses again is ever discarded; a queue stop or disconnect drops
+// both (after a reset the pages are the guest's).
 import { PageSet } from './page-set.js';
 import { PfnRange, rangeBytes } from './pfn.js';
 
-export interface DiscardTiming {
-  /** Flush after the inflate queue has been quiet this long. */
-  idleMs: number;
-  /** Never hold a page longer than this. */
-  maxDelayMs: number;
-  /** Flush at once beyond this many pending pages. */
-  maxPendingPages: number;
-}
-
-export const DEFAULT_DISCARD_TIMING: DiscardTiming = { idleMs: 2, maxDelayMs: 50, maxPendingPages: 1 << 18 };
+const EBUSY = 16;
 
 /** Discards [gpa, gpa+len): bytes done, or -errno. */
 export type DiscardFn = (gpa: number, len: number) => number;
 
+export interface DiscardFailure {
+  gpa: number;
+  len: number;
+  errno: number;
+  /** Failed calls this entry stands for (the thread reports its last one). */
+  count?: number;
+}
+
 export interface DiscardResult {
   bytes: number;
   calls: number;
-  failures: Array<{ gpa: number; len: number; errno: number }>;
+  failures: DiscardFailure[];
 }
 
 export function discardRanges(ranges: readonly PfnRange[], discard: DiscardFn): DiscardResult {
@@ -46,57 +49,114 @@ export function discardRanges(ranges: readonly PfnRange[], discard: DiscardFn): 
   return res;
 }
 
-export class DeferredDiscard {
-  private readonly pending = new PageSet();
-  private idleTimer: NodeJS.Timeout | null = null;
-  private oldestAt = 0;
+/** The discard thread as BackgroundDiscard needs it (a connection, or a test double). */
+export interface DiscardWorker {
+  /** Start a job; 0, or -errno (-EBUSY while one runs). */
+  submit(ranges: readonly PfnRange[]): number;
+  /** Cut a range out of the job; pages cut. Waits for a chunk under way that overlaps it. */
+  cancel(r: PfnRange): number;
+  /** Forget the job; pages left undone. */
+  drop(): number;
+  /** Block until the job is done. */
+  waitIdle(): void;
+  /** Totals since the last call, and whether a job is still pending. */
+  collect(): { result: DiscardResult; pending: boolean };
+}
+
+export class BackgroundDiscard {
+  private readonly waiting = new PageSet();
+  /** Bounds and size of the job the worker has, or null when it is idle. */
+  private job: { lo: number; hi: number; pages: number } | null = null;
 
   constructor(
-    private readonly discard: DiscardFn,
-    private readonly onFlushed: (r: DiscardResult) => void,
-    private readonly timing: DiscardTiming = DEFAULT_DISCARD_TIMING,
-    private readonly now: () => number = () => performance.now(),
+    private readonly worker: DiscardWorker,
+    private readonly onResult: (r: DiscardResult) => void,
   ) {}
 
+  /** Pages not yet handed over plus the pages of the job under way. */
   get pendingPages(): number {
-    return this.pending.size;
+    return this.waiting.size + (this.job?.pages ?? 0);
+  }
+
+  get busy(): boolean {
+    return this.job !== null;
   }
 
   add(ranges: readonly PfnRange[]): void {
-    if (this.pending.size === 0) this.oldestAt = this.now();
-    for (const r of ranges) this.pending.add(r);
-    if (this.pending.size >= this.timing.maxPendingPages || this.now() - this.oldestAt >= this.timing.maxDelayMs) {
-      this.flush();
-      return;
-    }
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => this.flush(), this.timing.idleMs);
+    for (const r of ranges) this.waiting.add(r);
+    if (!this.job) this.handOver();
   }
 
-  /** Deflated pages leave the set; returns how many were still pending. */
+  /** The worker finished its job (its eventfd fired). */
+  onJobDone(): void {
+    this.settle();
+    if (!this.job) this.handOver();
+  }
+
+  /** Deflated pages: never discard them. Returns how many were still pending. */
   remove(ranges: readonly PfnRange[]): number {
     let n = 0;
-    for (const r of ranges) n += this.pending.delete(r);
-    if (this.pending.size === 0) this.cancelTimer();
+    for (const r of ranges) {
+      n += this.waiting.delete(r);
+      const job = this.job;
+      if (job && r.pfn < job.hi && r.pfn + r.count > job.lo) {
+        const cut = this.worker.cancel(r);
+        job.pages -= cut;
+        n += cut;
+      }
+    }
     return n;
   }
 
+  /** Discard everything pending before returning (shutdown, tests). */
   flush(): void {
-    this.cancelTimer();
-    if (this.pending.size === 0) return;
-    this.onFlushed(discardRanges(this.pending.take(), this.discard));
+    while (this.job || this.waiting.size > 0) {
+      if (this.job) {
+        this.worker.waitIdle();
+        this.settle();
+      }
+      if (!this.job) this.handOver();
+    }
   }
 
   /** Forget pending pages without discarding them (reset, disconnect). */
   drop(): number {
-    this.cancelTimer();
-    const n = this.pending.size;
-    this.pending.clear();
+    let n = this.waiting.size;
+    this.waiting.clear();
+    if (this.job) {
+      n += this.worker.drop();
+      this.settle();
+      this.job = null;
+    }
     return n;
   }
 
-  private cancelTimer(): void {
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
+  private settle(): void {
+    const { result, pending } = this.worker.collect();
+    if (result.calls > 0) this.onResult(result);
+    if (!pending) this.job = null;
+  }
+
+  private handOver(): void {
+    if (this.waiting.size === 0) return;
+    const pages = this.waiting.size;
+    const runs = this.waiting.take();
+    const ret = this.worker.submit(runs);
+    if (ret === -EBUSY) {
+      // A job we did not see finish yet: keep the pages, and treat the whole
+      // of RAM as under way so that deflates still cut into it.
+      for (const r of runs) this.waiting.add(r);
+      this.job = { lo: 0, hi: Number.MAX_SAFE_INTEGER, pages: 0 };
+      return;
+    }
+    if (ret < 0) {
+      // No thread to give them to: the pages stay in the guest's balloon but
+      // are not freed. Safe, and counted as failed discards.
+      const failures = runs.map((r) => ({ ...rangeBytes(r), errno: -ret }));
+      this.onResult({ bytes: 0, calls: 0, failures });
+      return;
+    }
+    const last = runs[runs.length - 1]!;
+    this.job = { lo: runs[0]!.pfn, hi: last.pfn + last.count, pages };
   }
 }

@@ -3,6 +3,7 @@
 // recorded into typed events for the balloon device.
 import { EventEmitter } from 'node:events';
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, FdWatcher } from './event-loop.js';
+import { eventfdRead, SysError } from './libc.js';
 import {
   native, VUB_EVENT_SIZE, VUB_EV_KICK, VUB_EV_OVERFLOW, VUB_EV_PANIC, VUB_EV_QUEUE_STARTED,
   VUB_EV_REMOVE_WATCH, VUB_EV_SET_CONFIG, VUB_EV_SET_FEATURES, VUB_EV_SET_WATCH,
@@ -14,6 +15,7 @@ const POLLPRI = 0x2;
 const POLLOUT = 0x4;
 const POLLERR = 0x8;
 const POLLHUP = 0x10;
+const ENOTCONN = 107;
 
 const pollToEpoll = (c: number): number =>
   (c & POLLIN ? EPOLLIN : 0) | (c & POLLPRI ? EPOLLPRI : 0) | (c & POLLOUT ? EPOLLOUT : 0);
@@ -40,6 +42,16 @@ export interface Element {
   truncated: boolean;
 }
 
+/** What the discard thread did since the last look (vub_bg_collect). */
+export interface DiscardThreadReport {
+  bytes: number;
+  calls: number;
+  failures: number;
+  lastFailure: { gpa: number; len: number; errno: number } | null;
+  /** A job is still being worked on. */
+  pending: boolean;
+}
+
 const MAX_IOV = 64;
 const EVENT_BATCH = 64;
 
@@ -52,6 +64,8 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
   private readonly iov = Buffer.alloc(16 * MAX_IOV);
   private readonly u64 = Buffer.alloc(16);
   private closing = false;
+  private discardFd = -1;
+  private readonly bgOut = Buffer.alloc(48);
 
   constructor(
     private readonly loop: FdWatcher,
@@ -159,6 +173,55 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
     return Number(this.shim.vub_discard_hva(this.dev, addr, len));
   }
 
+  // ---- the discard thread (native/vub-discard.c) ----
+
+  /** Start this connection's discard thread; onDone runs when a job is finished. */
+  startDiscardThread(onDone: () => void): void {
+    if (this.discardFd >= 0) return;
+    const fd = Number(this.shim.vub_bg_start(this.dev));
+    if (fd < 0) throw new SysError('vub_bg_start', -fd);
+    this.discardFd = fd;
+    this.loop.watch(fd, EPOLLIN, () => {
+      eventfdRead(fd);
+      onDone();
+    });
+  }
+
+  /** Hand the thread {gpa, len} byte pairs; 0, or -EBUSY while a job runs. */
+  discardSubmit(pairs: BigUint64Array): number {
+    if (this.dev === null) return -ENOTCONN;
+    return Number(this.shim.vub_bg_submit(this.dev, pairs, pairs.length / 2));
+  }
+
+  /** Cut [gpa, gpa+len) out of the job (waits for a chunk under way); bytes cut. */
+  discardCancel(gpa: number, len: number): number {
+    if (this.dev === null) return 0; // the thread was joined: it discards nothing more
+    return Number(this.shim.vub_bg_cancel(this.dev, gpa, len));
+  }
+
+  /** Forget the job (waits for a chunk under way); bytes not discarded. */
+  discardDrop(): number {
+    if (this.dev === null) return 0;
+    return Number(this.shim.vub_bg_drop(this.dev));
+  }
+
+  /** Block until the job is done (shutdown, tests). */
+  discardWait(): void {
+    if (this.dev === null) return;
+    this.shim.vub_bg_wait(this.dev);
+  }
+
+  discardCollect(): DiscardThreadReport {
+    if (this.dev === null) return { bytes: 0, calls: 0, failures: 0, pending: false, lastFailure: null };
+    const pending = this.shim.vub_bg_collect(this.dev, this.bgOut) === 1;
+    const at = (i: number) => Number(this.bgOut.readBigUInt64LE(8 * i));
+    const failures = at(2);
+    return {
+      bytes: at(0), calls: at(1), failures, pending,
+      lastFailure: failures ? { gpa: at(3), len: at(4), errno: at(5) } : null,
+    };
+  }
+
   /** Tear the connection down (idempotent); emits 'closed' once. */
   close(reason: string): void {
     if (this.dev === null || this.closing) return;
@@ -166,6 +229,8 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
     for (const fd of this.watched) this.loop.unwatch(fd);
     this.watched.clear();
     this.loop.unwatch(this.sock);
+    if (this.discardFd >= 0) this.loop.unwatch(this.discardFd);
+    this.discardFd = -1;
     // vu_deinit closes the socket, kick/call fds and the backend channel.
     this.shim.vub_free(this.dev);
     this.dev = null;

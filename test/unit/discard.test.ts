@@ -1,5 +1,6 @@
-import { describe, expect, it, vi } from 'vitest';
-import { DeferredDiscard, discardRanges } from '../../src/device/discard.js';
+import { describe, expect, it } from 'vitest';
+import { BackgroundDiscard, DiscardResult, DiscardWorker, discardRanges } from '../../src/device/discard.js';
+import type { PfnRange } from '../../src/device/pfn.js';
 import { PageSet } from '../../src/device/page-set.js';
 
 describe('PageSet', () => {
@@ -54,64 +55,171 @@ describe('discardRanges', () => {
   });
 });
 
-describe('DeferredDiscard', () => {
-  const timing = { idleMs: 5, maxDelayMs: 50, maxPendingPages: 1000 };
+// A stand-in for the shim's thread: a job of page runs that "runs" only when
+// the test says so, with the C side's cancel/drop semantics.
+class FakeWorker implements DiscardWorker {
+  job: PfnRange[] = [];
+  submitted: PfnRange[][] = [];
+  discarded: PfnRange[] = [];
+  cancels: PfnRange[] = [];
+  submitRet = 0;
+  failNext: { errno: number } | null = null;
+  private done: DiscardResult = { bytes: 0, calls: 0, failures: [] };
 
-  function setup() {
-    const discarded: Array<[number, number]> = [];
-    let t = 0;
-    const flushed = vi.fn();
-    const d = new DeferredDiscard((gpa, len) => { discarded.push([gpa / 4096, len / 4096]); return len; }, flushed, timing, () => t);
-    return { d, discarded, flushed, advance: (ms: number) => { t += ms; } };
+  submit(ranges: readonly PfnRange[]): number {
+    if (this.submitRet) return this.submitRet;
+    if (this.job.length) return -16;
+    this.job = ranges.map((r) => ({ ...r }));
+    this.submitted.push(ranges.map((r) => ({ ...r })));
+    return 0;
   }
+  cancel(c: PfnRange): number {
+    this.cancels.push(c);
+    let cut = 0;
+    const out: PfnRange[] = [];
+    for (const r of this.job) {
+      const lo = Math.max(r.pfn, c.pfn);
+      const hi = Math.min(r.pfn + r.count, c.pfn + c.count);
+      if (lo >= hi) { out.push(r); continue; }
+      cut += hi - lo;
+      if (lo > r.pfn) out.push({ pfn: r.pfn, count: lo - r.pfn });
+      if (hi < r.pfn + r.count) out.push({ pfn: hi, count: r.pfn + r.count - hi });
+    }
+    this.job = out;
+    return cut;
+  }
+  drop(): number {
+    const n = this.job.reduce((a, r) => a + r.count, 0);
+    this.job = [];
+    return n;
+  }
+  /** Run the job to its end. */
+  finish(): void {
+    for (const r of this.job) {
+      this.done.calls++;
+      if (this.failNext) {
+        this.done.failures = [{ gpa: r.pfn * 4096, len: r.count * 4096, errno: this.failNext.errno, count: this.done.calls }];
+      } else {
+        this.discarded.push(r);
+        this.done.bytes += r.count * 4096;
+      }
+    }
+    this.job = [];
+  }
+  waitIdle(): void {
+    this.finish();
+  }
+  collect(): { result: DiscardResult; pending: boolean } {
+    const result = this.done;
+    this.done = { bytes: 0, calls: 0, failures: [] };
+    return { result, pending: this.job.length > 0 };
+  }
+}
 
-  it('flushes merged runs after the queue goes idle', async () => {
-    vi.useFakeTimers();
-    const { d, discarded, flushed } = setup();
-    d.add([{ pfn: 12, count: 4 }]);
-    d.add([{ pfn: 8, count: 4 }]);
-    expect(discarded).toEqual([]);
-    vi.advanceTimersByTime(5);
-    expect(discarded).toEqual([[8, 8]]);
-    expect(flushed).toHaveBeenCalledWith({ bytes: 8 * 4096, calls: 1, failures: [] });
-    vi.useRealTimers();
+function setup() {
+  const w = new FakeWorker();
+  const results: DiscardResult[] = [];
+  const bg = new BackgroundDiscard(w, (r) => results.push(r));
+  return { w, bg, results };
+}
+
+const run = (pfn: number, count: number): PfnRange => ({ pfn, count });
+
+describe('BackgroundDiscard', () => {
+  it('hands pages to an idle thread at once, merged', () => {
+    const { w, bg } = setup();
+    bg.add([run(12, 4), run(8, 4)]);
+    expect(w.submitted).toEqual([[run(8, 8)]]);
+    expect(bg.busy).toBe(true);
+    expect(bg.pendingPages).toBe(8);
   });
 
-  it('never discards a page deflated before the flush', () => {
-    vi.useFakeTimers();
-    const { d, discarded } = setup();
-    d.add([{ pfn: 0, count: 10 }]);
-    expect(d.remove([{ pfn: 3, count: 2 }, { pfn: 50, count: 1 }])).toBe(2);
-    d.flush();
-    expect(discarded).toEqual([[0, 3], [5, 5]]);
-    vi.useRealTimers();
+  it('collects pages while the thread works and hands them over merged when it is done', () => {
+    const { w, bg, results } = setup();
+    bg.add([run(0, 1)]);
+    for (const pfn of [7, 5, 6, 3, 4]) bg.add([run(pfn, 1)]);
+    expect(w.submitted).toHaveLength(1);
+    expect(bg.pendingPages).toBe(6);
+    w.finish();
+    bg.onJobDone();
+    expect(results).toEqual([{ bytes: 4096, calls: 1, failures: [] }]);
+    expect(w.submitted[1]).toEqual([run(3, 5)]);
+    w.finish();
+    bg.onJobDone();
+    expect(bg.busy).toBe(false);
+    expect(bg.pendingPages).toBe(0);
+    expect(w.discarded).toEqual([run(0, 1), run(3, 5)]);
   });
 
-  it('flushes at once past maxPendingPages or maxDelayMs', () => {
-    vi.useFakeTimers();
-    const { d, discarded, advance } = setup();
-    d.add([{ pfn: 0, count: 999 }]);
-    expect(discarded).toEqual([]);
-    d.add([{ pfn: 2000, count: 1 }]);
-    expect(discarded).toEqual([[0, 999], [2000, 1]]);
-    d.add([{ pfn: 5000, count: 1 }]);
-    advance(49);
-    d.add([{ pfn: 6000, count: 1 }]);
-    expect(discarded).toHaveLength(2);
-    advance(1);
-    d.add([{ pfn: 7000, count: 1 }]);
-    expect(discarded).toHaveLength(5);
-    vi.useRealTimers();
+  it.each([
+    // name, inflated runs, deflated runs, pages still pending that the deflate took, discarded in the end
+    ['deflate inside the running job', [[0, 10]], [[3, 2]], 2, [[0, 3], [5, 5]]],
+    ['deflate of the whole job', [[0, 10]], [[0, 10]], 10, []],
+    ['deflate of pages never inflated', [[0, 10]], [[50, 5]], 0, [[0, 10]]],
+    ['deflate across the job and waiting pages', [[0, 4], [100, 4]], [[2, 100]], 4, [[0, 2], [102, 2]]],
+  ])('%s: the deflated pages are never discarded', (_n, inflated, deflated, pending, discarded) => {
+    const { w, bg } = setup();
+    bg.add([run(inflated[0]![0]!, inflated[0]![1]!)]);
+    for (const [p, c] of inflated.slice(1)) bg.add([run(p!, c!)]); // these wait: the job runs
+    expect(bg.remove(deflated.map(([p, c]) => run(p!, c!)))).toBe(pending);
+    bg.flush();
+    expect(w.discarded).toEqual(discarded.map(([p, c]) => run(p!, c!)));
   });
 
-  it('drop forgets pending pages without discarding', () => {
-    vi.useFakeTimers();
-    const { d, discarded } = setup();
-    d.add([{ pfn: 0, count: 10 }]);
-    expect(d.drop()).toBe(10);
-    vi.advanceTimersByTime(100);
-    d.flush();
-    expect(discarded).toEqual([]);
-    vi.useRealTimers();
+  it('does not bother the thread for a deflate outside its job', () => {
+    const { w, bg } = setup();
+    bg.add([run(100, 10)]);
+    bg.add([run(5, 1)]);
+    expect(bg.remove([run(5, 1), run(200, 3)])).toBe(1);
+    expect(w.cancels).toEqual([]);
+  });
+
+  it('a busy thread it did not know about (EBUSY): keeps the pages and cancels any deflate', () => {
+    const { w, bg } = setup();
+    w.job = [run(1000, 1)];
+    bg.add([run(0, 4)]);
+    expect(bg.busy).toBe(true);
+    expect(bg.remove([run(1000, 1)])).toBe(1);
+    expect(w.cancels).toEqual([run(1000, 1)]);
+    bg.onJobDone();
+    expect(w.submitted).toEqual([[run(0, 4)]]);
+  });
+
+  it('no thread (submit fails): nothing is discarded and every range is reported failed', () => {
+    const { w, bg, results } = setup();
+    w.submitRet = -107;
+    bg.add([run(0, 2), run(10, 1)]);
+    expect(w.discarded).toEqual([]);
+    expect(bg.busy).toBe(false);
+    expect(results).toEqual([{ bytes: 0, calls: 0, failures: [
+      { gpa: 0, len: 8192, errno: 107 }, { gpa: 40960, len: 4096, errno: 107 }] }]);
+  });
+
+  it('passes the thread\'s failures on with their count', () => {
+    const { w, bg, results } = setup();
+    w.failNext = { errno: 22 };
+    bg.add([run(0, 2)]);
+    w.finish();
+    bg.onJobDone();
+    expect(results).toEqual([{ bytes: 0, calls: 1, failures: [{ gpa: 0, len: 8192, errno: 22, count: 1 }] }]);
+  });
+
+  it('drop forgets the job and the waiting pages without discarding them', () => {
+    const { w, bg } = setup();
+    bg.add([run(0, 10)]);
+    bg.add([run(20, 5)]);
+    expect(bg.drop()).toBe(15);
+    expect(bg.busy).toBe(false);
+    bg.flush();
+    expect(w.discarded).toEqual([]);
+  });
+
+  it('flush discards the job and everything waiting', () => {
+    const { w, bg } = setup();
+    bg.add([run(0, 1)]);
+    bg.add([run(1, 1)]);
+    bg.flush();
+    expect(w.discarded).toEqual([run(0, 1), run(1, 1)]);
+    expect(bg.pendingPages).toBe(0);
   });
 });

@@ -1,0 +1,282 @@
+/*
+ * vub-discard: see vub-discard.h. Our own code.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "vub-discard.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+void vub_discarder_init(vub_discarder *q, VuDev *vu)
+{
+    memset(q, 0, sizeof(*q));
+    q->vu = vu;
+    q->done_fd = -1;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->cond, NULL);
+    pthread_mutex_init(&q->map_lock, NULL);
+}
+
+/* Discard one chunk; the caller holds map_lock. 0 or -errno. */
+static int discard_chunk(VuDev *vu, uint64_t gpa, uint64_t len)
+{
+    /* All of it must be RAM in the current table, or none is touched. */
+    for (uint64_t at = gpa; at < gpa + len;) {
+        uint64_t plen = gpa + len - at;
+        if (!vu_gpa_to_va(vu, &plen, at) || plen == 0) {
+            return -EFAULT;
+        }
+        at += plen;
+    }
+    for (uint64_t at = gpa; at < gpa + len;) {
+        uint64_t plen = gpa + len - at;
+        void *va = vu_gpa_to_va(vu, &plen, at);
+        if (madvise(va, plen, MADV_REMOVE) < 0) {
+            return -errno;
+        }
+        at += plen;
+    }
+    return 0;
+}
+
+/* Skip ranges that cancellation emptied; lock held. */
+static void skip_empty(vub_discarder *q)
+{
+    while (q->next < q->n && q->job[q->next].len == 0) {
+        q->next++;
+    }
+}
+
+static void *worker(void *arg)
+{
+    vub_discarder *q = arg;
+
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        skip_empty(q);
+        while (!q->stop && q->next >= q->n) {
+            pthread_cond_wait(&q->cond, &q->lock);
+            skip_empty(q);
+        }
+        if (q->stop) {
+            break;
+        }
+        vub_range *r = &q->job[q->next];
+        q->cur_gpa = r->gpa;
+        q->cur_len = r->len < VUB_DISCARD_CHUNK ? r->len : VUB_DISCARD_CHUNK;
+        q->busy = 1;
+        pthread_mutex_unlock(&q->lock);
+
+        pthread_mutex_lock(&q->map_lock);
+        int ret = discard_chunk(q->vu, q->cur_gpa, q->cur_len);
+        pthread_mutex_unlock(&q->map_lock);
+
+        pthread_mutex_lock(&q->lock);
+        q->calls++;
+        if (ret < 0) {
+            q->failures++;
+            q->fail_gpa = q->cur_gpa;
+            q->fail_len = q->cur_len;
+            q->fail_errno = -ret;
+        } else {
+            q->bytes += q->cur_len;
+        }
+        /*
+         * A cancel never cuts into the chunk under way (it waits for it), so
+         * the chunk is still the head of job[next] unless a drop emptied the
+         * job meanwhile.
+         */
+        if (q->next < q->n && q->job[q->next].gpa == q->cur_gpa) {
+            q->job[q->next].gpa += q->cur_len;
+            q->job[q->next].len -= q->cur_len;
+        }
+        q->busy = 0;
+        skip_empty(q);
+        if (q->next >= q->n && q->n > 0) {
+            uint64_t one = 1;
+            q->n = q->next = 0;
+            if (write(q->done_fd, &one, sizeof(one)) < 0) {
+                /* eventfd counter saturated: the daemon is reading it anyway */
+            }
+        }
+        pthread_cond_broadcast(&q->cond);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+int vub_discarder_start(vub_discarder *q)
+{
+    if (q->running) {
+        return q->done_fd;
+    }
+    q->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (q->done_fd < 0) {
+        return -errno;
+    }
+    q->stop = 0;
+    int err = pthread_create(&q->thread, NULL, worker, q);
+    if (err) {
+        close(q->done_fd);
+        q->done_fd = -1;
+        return -err;
+    }
+    q->running = 1;
+    return q->done_fd;
+}
+
+void vub_discarder_stop(vub_discarder *q)
+{
+    if (q->running) {
+        pthread_mutex_lock(&q->lock);
+        q->stop = 1;
+        q->n = q->next = 0;
+        pthread_cond_broadcast(&q->cond);
+        pthread_mutex_unlock(&q->lock);
+        pthread_join(q->thread, NULL);
+        q->running = 0;
+        close(q->done_fd);
+        q->done_fd = -1;
+    }
+    free(q->job);
+    q->job = NULL;
+    q->cap = 0;
+}
+
+/* Room for cap ranges; lock held. */
+static int grow(vub_discarder *q, uint32_t cap)
+{
+    vub_range *job = realloc(q->job, (size_t)cap * sizeof(*job));
+
+    if (!job) {
+        return 0;
+    }
+    q->job = job;
+    q->cap = cap;
+    return 1;
+}
+
+static int overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+int vub_discarder_submit(vub_discarder *q, const uint64_t *pairs, uint32_t n)
+{
+    int ret = 0;
+
+    if (!q->running) {
+        return -ENOTCONN;
+    }
+    pthread_mutex_lock(&q->lock);
+    if (q->next < q->n) {
+        ret = -EBUSY;
+    } else if (n > q->cap && !grow(q, n * 2)) {
+        ret = -ENOMEM;
+    } else {
+        for (uint32_t i = 0; i < n; i++) {
+            q->job[i].gpa = pairs[2 * i];
+            q->job[i].len = pairs[2 * i + 1];
+        }
+        q->n = n;
+        q->next = 0;
+        pthread_cond_broadcast(&q->cond);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return ret;
+}
+
+int64_t vub_discarder_cancel(vub_discarder *q, uint64_t gpa, uint64_t len)
+{
+    int64_t removed = 0;
+    uint64_t end = gpa + len;
+
+    pthread_mutex_lock(&q->lock);
+    while (q->busy && overlaps(q->cur_gpa, q->cur_len, gpa, len)) {
+        pthread_cond_wait(&q->cond, &q->lock);
+    }
+    for (uint32_t i = q->next; i < q->n; i++) {
+        vub_range *r = &q->job[i];
+        uint64_t rend = r->gpa + r->len;
+        if (r->len == 0 || !overlaps(r->gpa, r->len, gpa, len)) {
+            continue;
+        }
+        if (gpa <= r->gpa && end >= rend) {            /* all of it */
+            removed += r->len;
+            r->len = 0;
+        } else if (gpa <= r->gpa) {                    /* its head */
+            removed += end - r->gpa;
+            r->len = rend - end;
+            r->gpa = end;
+        } else if (end >= rend) {                      /* its tail */
+            removed += rend - gpa;
+            r->len = gpa - r->gpa;
+        } else {                                       /* its middle */
+            if (q->n == q->cap && !grow(q, q->cap * 2)) {
+                /* Cannot split: give up the whole range rather than discard a used page. */
+                removed += r->len;
+                r->len = 0;
+                continue;
+            }
+            r = &q->job[i];
+            q->job[q->n].gpa = end;
+            q->job[q->n].len = rend - end;
+            q->n++;
+            removed += len;
+            r->len = gpa - r->gpa;
+        }
+    }
+    pthread_mutex_unlock(&q->lock);
+    return removed;
+}
+
+int64_t vub_discarder_drop(vub_discarder *q)
+{
+    int64_t dropped = 0;
+
+    pthread_mutex_lock(&q->lock);
+    while (q->busy) {
+        pthread_cond_wait(&q->cond, &q->lock);
+    }
+    for (uint32_t i = q->next; i < q->n; i++) {
+        dropped += q->job[i].len;
+    }
+    q->n = q->next = 0;
+    pthread_mutex_unlock(&q->lock);
+    return dropped;
+}
+
+int vub_discarder_collect(vub_discarder *q, uint64_t out[6])
+{
+    int pending;
+
+    pthread_mutex_lock(&q->lock);
+    out[0] = q->bytes;
+    out[1] = q->calls;
+    out[2] = q->failures;
+    out[3] = q->fail_gpa;
+    out[4] = q->fail_len;
+    out[5] = (uint64_t)q->fail_errno;
+    q->bytes = q->calls = q->failures = 0;
+    q->fail_errno = 0;
+    pending = q->next < q->n || q->busy;
+    pthread_mutex_unlock(&q->lock);
+    return pending;
+}
+
+void vub_discarder_wait(vub_discarder *q)
+{
+    pthread_mutex_lock(&q->lock);
+    while (q->running && (q->next < q->n || q->busy)) {
+        pthread_cond_wait(&q->cond, &q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+}
