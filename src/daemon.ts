@@ -97,6 +97,7 @@ export class Daemon {
         guestStats: () => this.device.latestStats?.stats ?? null,
         pressureEvents: () => this.controller.pressureCounts,
         decisions: () => this.controller.decisionCounts,
+        pressureToConfigChange: this.controller.pressureLatency.summary,
       }, this.opts.vm));
       log.info({ metrics: this.opts.metricsListen }, 'metrics on /metrics');
     }

@@ -9,6 +9,7 @@ import { mergeParams, PolicyParams } from '../policy/params.js';
 import { ceilingPages, Decision, guestInPressure, initialState, mode, PolicyEvent, PolicyState, step } from '../policy/step.js';
 import type { HostPressureEvent } from '../pressure/types.js';
 import { featureNames } from '../virtio/features.js';
+import { PressureLatency } from './latency.js';
 import type { PeerCred } from './peercred.js';
 import type { Request } from './protocol.js';
 import type { ControlHandler } from './server.js';
@@ -43,6 +44,8 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
   readonly history = new History();
   readonly pressureCounts = new Map<string, number>();
   readonly decisionCounts = new Map<string, number>();
+  /** Host pressure wake-up to CONFIG_CHANGE_MSG sent, per event that moved the target. */
+  readonly pressureLatency = new PressureLatency();
   private lastRecord: HistoryRecord | null = null;
   private hostEvents = 0;
   private lastHostEventAt: number | null = null;
@@ -109,7 +112,7 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
     const key = `${ev.source}/${ev.level}`;
     this.pressureCounts.set(key, (this.pressureCounts.get(key) ?? 0) + ev.count);
     this.history.mark('host');
-    this.apply({ type: 'host-pressure', source: ev.source, level: ev.level, count: ev.count });
+    this.apply({ type: 'host-pressure', source: ev.source, level: ev.level, count: ev.count }, ev.wokeAt);
   }
 
   /** Guest RAM from the memory table, once QEMU connected. */
@@ -117,10 +120,18 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
     if (bytes > 0) this.apply({ type: 'guest-ram', bytes });
   }
 
-  private apply(ev: PolicyEvent): Decision | null {
+  /** `wokeAt`: the host pressure wake-up behind `ev`, timed up to the CONFIG_CHANGE it causes. */
+  private apply(ev: PolicyEvent, wokeAt?: bigint): Decision | null {
     const r = step(this.state, ev, this.now());
     this.state = r.state;
-    if (r.setTarget !== null) this.device.setTarget(r.setTarget);
+    if (r.setTarget !== null) {
+      const before = this.device.target;
+      this.device.setTarget(r.setTarget);
+      // setTarget sends CONFIG_CHANGE_MSG synchronously (a non-blocking send)
+      // when the target moved and QEMU is connected: it has been sent now,
+      // before logging and watchers below.
+      if (wokeAt !== undefined && this.device.target !== before && this.device.connected) this.pressureLatency.observeSince(wokeAt);
+    }
     if (r.decision) this.record(r.decision);
     return r.decision;
   }
@@ -229,7 +240,10 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
       mode: mode(s),
       hold: s.hold ? { owner: s.hold.owner, sinceTime: this.wallAt(s.hold.since) } : null,
       pressure: {
-        host: { source: this.pressureDescription, events: this.hostEvents, lastEventTime: this.lastHostEventAt === null ? null : this.wallAt(this.lastHostEventAt) },
+        host: {
+          source: this.pressureDescription, events: this.hostEvents, lastEventTime: this.lastHostEventAt === null ? null : this.wallAt(this.lastHostEventAt),
+          toConfigChange: this.pressureLatency.snapshot(),
+        },
         guest: {
           inPressure: guestInPressure(s, now),
           untilTime: s.lastGuestPressureAt === null ? null : this.wallAt(s.lastGuestPressureAt + s.params.hysteresisMs),

@@ -2,7 +2,7 @@
 // controller at scrape time, so the hot paths only bump plain numbers.
 import { createServer, Server } from 'node:http';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry, Summary } from 'prom-client';
 import { BalloonError } from '../errors.js';
 import type { DeviceCounters } from '../device/counters.js';
 import type { GuestStats } from '../device/stats.js';
@@ -17,6 +17,8 @@ export interface MetricsSource {
   pressureEvents(): Map<string, number>;
   /** policy decisions: rule -> count */
   decisions(): Map<string, number>;
+  /** Observed where it happens (the controller), so registered as it is. */
+  pressureToConfigChange: Summary;
 }
 
 const PAGE = 4096;
@@ -64,6 +66,7 @@ export function buildRegistry(src: MetricsSource, vm: string): Registry {
       for (const [rule, n] of src.decisions()) this.inc({ rule }, n);
     },
   });
+  registry.registerMetric(src.pressureToConfigChange);
   const gauge = (name: string, help: string, read: () => number) =>
     new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
   gauge('vub_target_bytes', 'Balloon target (num_pages) in bytes', () => src.targetPages() * PAGE);

@@ -1,6 +1,7 @@
 // What `status` returns: the contract between the daemon and balloonctl.
 import type { DeviceCounters } from '../device/counters.js';
 import type { GuestStats } from '../device/stats.js';
+import type { LatencySnapshot } from './latency.js';
 
 export type Mode = 'auto' | 'manual' | 'off';
 
@@ -31,7 +32,13 @@ export interface DaemonStatus {
   mode: Mode;
   hold: { owner: string; sinceTime: string } | null;
   pressure: {
-    host: { source: string; events: number; lastEventTime: string | null };
+    host: {
+      source: string;
+      events: number;
+      lastEventTime: string | null;
+      /** Wake-up on a host pressure event to CONFIG_CHANGE_MSG sent, for events that changed the target. */
+      toConfigChange: LatencySnapshot;
+    };
     guest: { inPressure: boolean; untilTime: string | null; lastSignal: string | null };
   };
   stats: { time: string; values: GuestStats } | null;

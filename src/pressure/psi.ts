@@ -118,13 +118,14 @@ export class PsiSource implements PressureSource {
       this.watcher = watcher;
       // EPOLLPRI alone: the file always polls readable.
       watcher.watch(fd, EPOLLPRI, (revents) => {
+        const wokeAt = process.hrtime.bigint(); // first: the latency metric starts here
         if (this.fd !== fd) return;
         if (revents & (EPOLLERR | EPOLLHUP)) {
           this.stop();
           onError(new PressureError('EBALLOON_PRESSURE_LOST', this.file, `${this.file} went away (cgroup removed?)`, 'retrying with backoff until it is back'));
           return;
         }
-        if (revents & EPOLLPRI) onEvent({ source: 'psi', level, count: 1, path: this.file });
+        if (revents & EPOLLPRI) onEvent({ source: 'psi', level, count: 1, path: this.file, wokeAt });
       });
     } catch (err) {
       this.stop();

@@ -12,6 +12,12 @@ export interface HostPressureEvent {
   count: number;
   /** The memcg or pressure file watched. */
   path: string;
+  /**
+   * process.hrtime.bigint() at the first line of JavaScript that handled the
+   * eventfd wake-up, for the pressure-to-CONFIG_CHANGE latency; absent on
+   * events that did not come from a kernel wake-up (tests).
+   */
+  wokeAt?: bigint;
 }
 
 export interface PressureSource {

@@ -111,6 +111,7 @@ export class VmpressureSource implements PressureSource {
   }
 
   private ready(efd: number, revents: number, onEvent: (ev: HostPressureEvent) => void, onError: (err: Error) => void): void {
+    const wokeAt = process.hrtime.bigint(); // first: the latency metric starts here
     if (!this.fds || this.fds.efd !== efd) return;
     let count: bigint;
     try {
@@ -125,7 +126,7 @@ export class VmpressureSource implements PressureSource {
       this.fail(onError, `memcg ${this.memcg} was removed (or replaced): its listener is gone`);
       return;
     }
-    onEvent({ source: 'vmpressure', level: this.level, count: Number(count), path: this.memcg });
+    onEvent({ source: 'vmpressure', level: this.level, count: Number(count), path: this.memcg, wokeAt });
   }
 
   private fail(onError: (err: Error) => void, message: string): void {
