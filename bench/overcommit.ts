@@ -144,7 +144,25 @@ async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number
   return { result, samples };
 }
 
+const HELP = `Usage: node dist/bench/overcommit.js [options]   (npm run bench:overcommit -- [options])
+
+The seed's overcommit experiment, scaled to this machine (docs/experiment.md).
+Needs root (memcg, swap file) and the patched QEMU + guest image (npm run setup).
+
+  --arms LIST        comma-separated: ${Object.keys(ARMS).join(', ')} (default: all)
+  --runs N           runs per arm, arms interleaved (default 3)
+  --seconds S        length of one bizzy run in the guests (default 15)
+  --delay S          vm-up starts this much later (default 15)
+  --hysteresis T     the daemon's guest-pressure hysteresis (default 60s, the seed's)
+  --out DIR          results.json, table.md, timeline*.svg (default bench-results/overcommit)
+  --from FILE        only render the tables and plots of an earlier results.json into --out
+  --help             this text`;
+
 async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(`${HELP}\n`);
+    return;
+  }
   const { values } = parseArgs({ options: {
     arms: { type: 'string', default: 'vanilla,auto,auto-stats,auto-msgq' },
     runs: { type: 'string', default: '3' },
@@ -220,7 +238,8 @@ function stackSvgs(svgs: string[], height: number): string {
 }
 
 main().catch(async (e) => {
-  process.stderr.write(`overcommit: ${(e as Error).stack ?? e}\n`);
+  const usage = (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+  process.stderr.write(usage ? `overcommit: ${(e as Error).message} (see --help)\n` : `overcommit: ${(e as Error).stack ?? e}\n`);
   await cleanup();
   live.swap?.remove();
   process.exit(1);

@@ -25,6 +25,8 @@
 
 /* Longest madvise() of one chunk: bounds every wait on the thread (~0.6 ms). */
 #define VUB_DISCARD_CHUNK (2u << 20)
+/* The thread's nice value (see worker()). */
+#define VUB_DISCARD_NICE 10
 
 typedef struct vub_range {
     uint64_t gpa;

@@ -134,7 +134,7 @@ function parseArgs(argv: string[]) {
     .group(['stats-interval', 'message-vq-bit', 'stats-vq', 'deflate-on-oom', 'page-reporting', 'discard'], 'Device:')
     .option('discard', {
       choices: ['deferred', 'immediate'] as const, default: 'deferred' as const,
-      describe: 'deferred: acknowledge inflations at once and discard merged runs shortly after (needs MUST_TELL_HOST); immediate: discard before every acknowledgement',
+      describe: 'deferred: acknowledge inflations at once and discard them, merged, on a thread of the daemon (needs MUST_TELL_HOST, which Linux negotiates; deflated pages are never discarded); immediate: discard on the event loop before every acknowledgement',
     })
     .option('stats-interval', { type: 'number', default: 5, describe: 'Seconds between guest memory-statistics requests (0 = never); 5 s gives ~12 samples per hysteresis period for stats-derived guest pressure' })
     .option('message-vq-bit', {

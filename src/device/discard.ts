@@ -8,13 +8,17 @@
 // Deferred (MUST_TELL_HOST negotiated): the guest will not touch a ballooned
 // page before it deflates it and we acknowledge the deflate. So inflated
 // pages are acknowledged at once and collected; a thread of the shim
-// (native/vub-discard.c) discards them while the event loop goes on. Pages
-// that arrive while it works wait in a set and go over, merged, as its next
-// job: the busier it is, the longer and fewer its runs (a shuffled 1 GiB
-// inflate merges back towards one run). Deflated pages leave the set and are
-// cut out of the job under way before the deflate is acknowledged, so nothing
-// the guest uses again is ever discarded; a queue stop or disconnect drops
-// both (after a reset the pages are the guest's).
+// (native/vub-discard.c, at nice 10) discards them while the event loop goes
+// on. The collected pages go to the thread, merged, as one job whenever it is
+// idle and they are worth it: 16 MiB in runs of 64+ pages on average
+// (contiguous inflates), or the inflate went quiet for 20 ms, or they waited
+// 1 s, or 1 GiB waits. Scattered PFNs (the guest's free pages are
+// fragmented) thus wait for the burst to end and merge back towards a few
+// runs: one madvise per 4 KiB page costs ~10x more than per 1 MiB run. Fewer,
+// longer jobs also save wake-ups (two per job). Deflated pages leave
+// the set and are cut out of the job under way before the deflate is
+// acknowledged, so nothing the guest uses again is ever discarded; a queue
+// stop or disconnect drops both (after a reset the pages are the guest's).
 import { PageSet } from './page-set.js';
 import { PfnRange, rangeBytes } from './pfn.js';
 
@@ -63,14 +67,50 @@ export interface DiscardWorker {
   collect(): { result: DiscardResult; pending: boolean };
 }
 
+/** When collected pages go to an idle thread (see the top of this file). */
+export interface HandOverRule {
+  /** Average pages per merged run at which a call per run is cheap enough. */
+  denseRunPages: number;
+  /** Dense pages go once this many wait: fewer, longer jobs (each costs two wake-ups). */
+  minJobPages: number;
+  /** No inflate for this long: the burst is over. */
+  idleMs: number;
+  /** Oldest waiting page: hand over by then whatever the density. */
+  maxDelayMs: number;
+  maxPendingPages: number;
+}
+
+export const DEFAULT_HAND_OVER: HandOverRule = { denseRunPages: 64, minJobPages: 4096, idleMs: 20, maxDelayMs: 1000, maxPendingPages: 1 << 18 };
+
+/** Time and timers, replaceable in tests. */
+export interface Clock {
+  now(): number;
+  /** Run fn after ms; returns a cancel function. */
+  after(ms: number, fn: () => void): () => void;
+}
+
+export const realClock: Clock = {
+  now: () => performance.now(),
+  after(ms, fn) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return () => clearTimeout(t);
+  },
+};
+
 export class BackgroundDiscard {
   private readonly waiting = new PageSet();
   /** Bounds and size of the job the worker has, or null when it is idle. */
   private job: { lo: number; hi: number; pages: number } | null = null;
+  private firstWaitAt = 0;
+  private lastAddAt = 0;
+  private cancelTimer: (() => void) | null = null;
 
   constructor(
     private readonly worker: DiscardWorker,
     private readonly onResult: (r: DiscardResult) => void,
+    private readonly rule: HandOverRule = DEFAULT_HAND_OVER,
+    private readonly clock: Clock = realClock,
   ) {}
 
   /** Pages not yet handed over plus the pages of the job under way. */
@@ -83,14 +123,17 @@ export class BackgroundDiscard {
   }
 
   add(ranges: readonly PfnRange[]): void {
+    const now = this.clock.now();
+    if (this.waiting.size === 0) this.firstWaitAt = now;
+    this.lastAddAt = now;
     for (const r of ranges) this.waiting.add(r);
-    if (!this.job) this.handOver();
+    this.maybeHandOver();
   }
 
   /** The worker finished its job (its eventfd fired). */
   onJobDone(): void {
     this.settle();
-    if (!this.job) this.handOver();
+    this.maybeHandOver();
   }
 
   /** Deflated pages: never discard them. Returns how many were still pending. */
@@ -110,6 +153,7 @@ export class BackgroundDiscard {
 
   /** Discard everything pending before returning (shutdown, tests). */
   flush(): void {
+    this.stopTimer();
     while (this.job || this.waiting.size > 0) {
       if (this.job) {
         this.worker.waitIdle();
@@ -121,6 +165,7 @@ export class BackgroundDiscard {
 
   /** Forget pending pages without discarding them (reset, disconnect). */
   drop(): number {
+    this.stopTimer();
     let n = this.waiting.size;
     this.waiting.clear();
     if (this.job) {
@@ -135,6 +180,35 @@ export class BackgroundDiscard {
     const { result, pending } = this.worker.collect();
     if (result.calls > 0) this.onResult(result);
     if (!pending) this.job = null;
+  }
+
+  /** Whether the waiting pages should go now (the thread being idle). */
+  private due(now: number): boolean {
+    const w = this.waiting;
+    const r = this.rule;
+    return (w.size >= w.runs * r.denseRunPages && w.size >= r.minJobPages) || w.size >= r.maxPendingPages
+      || now - this.lastAddAt >= r.idleMs || now - this.firstWaitAt >= r.maxDelayMs;
+  }
+
+  private maybeHandOver(): void {
+    if (this.job || this.waiting.size === 0) return; // onJobDone() comes back here
+    const now = this.clock.now();
+    if (this.due(now)) {
+      this.stopTimer();
+      this.handOver();
+      return;
+    }
+    if (this.cancelTimer) return;
+    const at = Math.min(this.lastAddAt + this.rule.idleMs, this.firstWaitAt + this.rule.maxDelayMs);
+    this.cancelTimer = this.clock.after(Math.max(0, at - now), () => {
+      this.cancelTimer = null;
+      this.maybeHandOver();
+    });
+  }
+
+  private stopTimer(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = null;
   }
 
   private handOver(): void {

@@ -10,14 +10,31 @@ const WORDS = CHUNK_PAGES / 32;
 export class PageSet {
   private readonly chunks = new Map<number, Uint32Array>();
   private count = 0;
+  private runCount = 0;
 
   get size(): number {
     return this.count;
   }
 
+  /** Maximal runs of adjacent pages: what take() would return, kept as pages come and go. */
+  get runs(): number {
+    return this.runCount;
+  }
+
+  has(pfn: number): boolean {
+    if (pfn < 0) return false;
+    const key = Math.floor(pfn / CHUNK_PAGES);
+    const words = this.chunks.get(key);
+    if (!words) return false;
+    const off = pfn - key * CHUNK_PAGES;
+    return (words[off >>> 5]! & ((1 << (off & 31)) >>> 0)) !== 0;
+  }
+
   add(r: PfnRange): void {
-    this.forEachPage(r, (words, w, mask) => {
+    this.forEachPage(r, (words, w, mask, pfn) => {
       if ((words[w]! & mask) === 0) {
+        // A new page starts a run, extends one, or joins two.
+        this.runCount += 1 - (this.near(words, pfn, -1) ? 1 : 0) - (this.near(words, pfn, 1) ? 1 : 0);
         words[w]! |= mask;
         this.count++;
       }
@@ -27,14 +44,25 @@ export class PageSet {
   /** Remove pages; returns how many were present. */
   delete(r: PfnRange): number {
     let removed = 0;
-    this.forEachPage(r, (words, w, mask) => {
+    this.forEachPage(r, (words, w, mask, pfn) => {
       if ((words[w]! & mask) !== 0) {
         words[w]! &= ~mask;
         removed++;
+        // A page leaving splits its run, shortens it, or ends it.
+        const left = this.near(words, pfn, -1);
+        const right = this.near(words, pfn, 1);
+        this.runCount += left && right ? 1 : !left && !right ? -1 : 0;
       }
     }, false);
     this.count -= removed;
     return removed;
+  }
+
+  /** Whether pfn+delta is in the set; `words` is pfn's chunk (no lookup unless delta crosses it). */
+  private near(words: Uint32Array, pfn: number, delta: 1 | -1): boolean {
+    const off = (pfn % CHUNK_PAGES) + delta;
+    if (off < 0 || off >= CHUNK_PAGES) return this.has(pfn + delta);
+    return (words[off >>> 5]! & ((1 << (off & 31)) >>> 0)) !== 0;
   }
 
   /** All pages as ascending merged runs; empties the set. */
@@ -59,15 +87,17 @@ export class PageSet {
     }
     this.chunks.clear();
     this.count = 0;
+    this.runCount = 0;
     return out;
   }
 
   clear(): void {
     this.chunks.clear();
     this.count = 0;
+    this.runCount = 0;
   }
 
-  private forEachPage(r: PfnRange, fn: (words: Uint32Array, w: number, mask: number) => void, create: boolean): void {
+  private forEachPage(r: PfnRange, fn: (words: Uint32Array, w: number, mask: number, pfn: number) => void, create: boolean): void {
     for (let pfn = r.pfn, end = r.pfn + r.count; pfn < end; pfn++) {
       const key = Math.floor(pfn / CHUNK_PAGES);
       let words = this.chunks.get(key);
@@ -80,7 +110,7 @@ export class PageSet {
         this.chunks.set(key, words);
       }
       const off = pfn - key * CHUNK_PAGES;
-      fn(words, off >>> 5, (1 << (off & 31)) >>> 0);
+      fn(words, off >>> 5, (1 << (off & 31)) >>> 0, pfn);
     }
   }
 }

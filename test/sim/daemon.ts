@@ -47,7 +47,9 @@ export class DaemonProcess {
     const stale = existsSync(socketPath);
     // Tests drive pressure themselves unless they ask for a source.
     const pressure = args.includes('--pressure') ? [] : ['--pressure', 'none'];
-    const child = spawn(process.execPath, [DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...pressure, ...args], {
+    // VUB_DAEMON_NODE_ARGS: node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeArgs = (process.env.VUB_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...pressure, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
     });
     const d = new DaemonProcess(child, socketPath, dir);

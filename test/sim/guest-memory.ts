@@ -5,6 +5,7 @@
 // (0xa0000-0xbffff) and, above 2 GiB or 2.75 GiB, the PCI hole, with the rest
 // of RAM relocated above 4 GiB. The top of the last region is reserved for
 // rings and driver buffers; balloon PFNs never come from there.
+import { fstatSync } from 'node:fs';
 import koffi from 'koffi';
 import { close, dataBytes, mapMemfd, munmap } from './sys.js';
 
@@ -131,6 +132,11 @@ export class GuestMemory {
   /** Bytes of the RAM in [gpa, gpa+len) backed in the memfd (SEEK_DATA/SEEK_HOLE). */
   backedBytes(gpa: number, len: number): number {
     return this.ramRanges(gpa, len).reduce((n, r) => n + dataBytes(this.fd, r.offset, r.len), 0);
+  }
+
+  /** Bytes of the whole memfd backed by host memory: one fstat, however fragmented it is. */
+  allocatedBytes(): number {
+    return fstatSync(this.fd).blocks * 512;
   }
 
   /** Same as backedBytes: shmem pages are resident or swapped, both count as data. */

@@ -113,6 +113,34 @@ describe('driver behaviour', () => {
     for (let o = top - 16 * MiB; o < top; o += PAGE) if (guest.mem.bytes[o] !== 0x77) throw new Error(`page 0x${o.toString(16)} lost its data`);
   });
 
+  it('deflates racing the discard thread: every deflated page keeps what the guest writes, the rest is freed', async () => {
+    const d = await start();
+    guest = await SimGuest.start({ socketPath: d.socketPath, ramBytes: 256 * MiB });
+    const mem = guest.mem;
+    mem.touch(0, mem.usableEnd);
+    // Rounds of inflating 16 MiB and taking half of it straight back, so that
+    // deflates land while the thread is discarding the same runs.
+    const written = new Map<number, number>();
+    for (let round = 1; round <= 12; round++) {
+      await guest.inflate(4096, { updateSize: 'end' });
+      for (const pfn of await guest.deflate(2048, { updateSize: 'end' })) {
+        mem.bytes.fill(round, pfn * PAGE, (pfn + 1) * PAGE);
+        written.set(pfn, round);
+      }
+    }
+    const inBalloon = new Set(guest.balloon);
+    expect(inBalloon.size).toBe(12 * 2048);
+    expect(await until(() => mem.backedBytes(0, mem.usableEnd) === mem.usableEnd - inBalloon.size * PAGE)).toBe(true);
+    for (let pfn = 0; pfn < mem.usableEnd / PAGE; pfn++) {
+      const backed = mem.backedBytes(pfn * PAGE, PAGE) === PAGE;
+      if (inBalloon.has(pfn) === backed) throw new Error(`page ${pfn}: ${backed ? 'not freed in the balloon' : 'lost outside the balloon'}`);
+      const want = inBalloon.has(pfn) ? undefined : written.get(pfn);
+      if (want !== undefined && (mem.bytes[pfn * PAGE] !== want || mem.bytes[(pfn + 1) * PAGE - 1] !== want)) {
+        throw new Error(`page ${pfn} lost the data written after its deflate`);
+      }
+    }
+  });
+
   it('deflate-on-OOM takes 256 pages back and writes actual', async () => {
     const d = await start();
     guest = await SimGuest.start({ socketPath: d.socketPath, ramBytes: 64 * MiB });

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { BackgroundDiscard, DiscardResult, DiscardWorker, discardRanges } from '../../src/device/discard.js';
+import {
+  BackgroundDiscard, Clock, DEFAULT_HAND_OVER, DiscardResult, DiscardWorker, discardRanges, HandOverRule,
+} from '../../src/device/discard.js';
 import type { PfnRange } from '../../src/device/pfn.js';
 import { PageSet } from '../../src/device/page-set.js';
 
@@ -19,6 +21,22 @@ describe('PageSet', () => {
     expect(s.take()).toEqual(runs);
     expect(s.size).toBe(0);
     expect(s.take()).toEqual([]);
+  });
+
+  it.each([
+    ['adds: single, extend, join', [['add', 10, 1], ['add', 11, 1], ['add', 13, 1], ['add', 12, 1]], 1],
+    ['deletes: split, shorten, end', [['add', 0, 10], ['del', 5, 1], ['del', 9, 1], ['add', 20, 1], ['del', 20, 1]], 2],
+    ['overlapping add', [['add', 0, 4], ['add', 2, 4]], 1],
+    ['delete of absent pages', [['add', 0, 4], ['del', 10, 4]], 1],
+  ])('runs are counted as pages come and go: %s', (_n, ops, runs) => {
+    const s = new PageSet();
+    for (const [op, pfn, count] of ops as Array<[string, number, number]>) {
+      if (op === 'add') s.add({ pfn, count });
+      else s.delete({ pfn, count });
+    }
+    expect(s.runs).toBe(runs);
+    expect(s.take()).toHaveLength(runs);
+    expect(s.runs).toBe(0);
   });
 
   it('delete removes only present pages and splits runs', () => {
@@ -116,11 +134,42 @@ class FakeWorker implements DiscardWorker {
   }
 }
 
-function setup() {
+class FakeClock implements Clock {
+  t = 0;
+  private timers: Array<{ at: number; fn: () => void }> = [];
+  now(): number {
+    return this.t;
+  }
+  after(ms: number, fn: () => void): () => void {
+    const e = { at: this.t + ms, fn };
+    this.timers.push(e);
+    return () => { this.timers = this.timers.filter((x) => x !== e); };
+  }
+  advance(ms: number): void {
+    const end = this.t + ms;
+    for (;;) {
+      const next = this.timers.filter((x) => x.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (!next) break;
+      this.timers = this.timers.filter((x) => x !== next);
+      this.t = next.at;
+      next.fn();
+    }
+    this.t = end;
+  }
+  get armed(): number {
+    return this.timers.length;
+  }
+}
+
+/** Every page goes at once: the tests of what is discarded, not when. */
+const AT_ONCE: HandOverRule = { ...DEFAULT_HAND_OVER, denseRunPages: 1, minJobPages: 1 };
+
+function setup(rule = AT_ONCE) {
   const w = new FakeWorker();
+  const clock = new FakeClock();
   const results: DiscardResult[] = [];
-  const bg = new BackgroundDiscard(w, (r) => results.push(r));
-  return { w, bg, results };
+  const bg = new BackgroundDiscard(w, (r) => results.push(r), rule, clock);
+  return { w, bg, results, clock };
 }
 
 const run = (pfn: number, count: number): PfnRange => ({ pfn, count });
@@ -221,5 +270,77 @@ describe('BackgroundDiscard', () => {
     bg.flush();
     expect(w.discarded).toEqual([run(0, 1), run(1, 1)]);
     expect(bg.pendingPages).toBe(0);
+  });
+});
+
+describe('BackgroundDiscard hand-over rule (defaults: 16 MiB in runs of 64 pages, 20 ms quiet, 1 s, 1 GiB)', () => {
+  const scattered = (n: number, from = 0) => Array.from({ length: n }, (_, i) => run(from + 2 * i, 1));
+
+  it.each([
+    ['16 MiB of contiguous pages go at once', [run(0, 4096)], 0, 1],
+    ['one contiguous buffer waits for more', [run(0, 256)], 19, 0],
+    ['... or for 20 ms of quiet', [run(0, 256)], 20, 1],
+    ['256 scattered pages wait while the inflate goes on', scattered(256), 19, 0],
+    ['... and go once it has been quiet for 20 ms', scattered(256), 20, 1],
+    ['16 MiB in runs of 64 pages on average go at once', Array.from({ length: 64 }, (_, i) => run(100 * i, 64)), 0, 1],
+    ['16 MiB in runs of 63 wait', Array.from({ length: 65 }, (_, i) => run(100 * i, 63)), 0, 0],
+  ])('%s', (_n, ranges, advanceMs, jobs) => {
+    const { w, bg, clock } = setup(DEFAULT_HAND_OVER);
+    bg.add(ranges);
+    clock.advance(advanceMs);
+    expect(w.submitted).toHaveLength(jobs);
+  });
+
+  it('a steady trickle of scattered pages goes after 1 s at the latest', () => {
+    const { w, bg, clock } = setup(DEFAULT_HAND_OVER);
+    for (let ms = 0; ms < 999; ms++) {
+      bg.add(scattered(1, 4 * ms));
+      clock.advance(1);
+    }
+    expect(w.submitted).toHaveLength(0);
+    bg.add(scattered(1, 8000));
+    clock.advance(1);
+    expect(w.submitted).toHaveLength(1);
+    expect(w.submitted[0]).toHaveLength(1000);
+  });
+
+  it('1 GiB of scattered pages goes without waiting for quiet', () => {
+    const { w, bg } = setup(DEFAULT_HAND_OVER);
+    bg.add(scattered((1 << 18) - 1));
+    expect(w.submitted).toHaveLength(0);
+    bg.add([run(1 << 20, 1)]);
+    expect(w.submitted).toHaveLength(1);
+  });
+
+  it('scattered pages that merge as the burst goes on are handed over as few runs', () => {
+    const { w, bg, clock } = setup(DEFAULT_HAND_OVER);
+    // A shuffled 1 MiB: every other page, then the gaps.
+    bg.add(scattered(2048));
+    bg.add(scattered(2048).map((r) => run(r.pfn + 1, 1)));
+    expect(w.submitted).toEqual([[run(0, 4096)]]);
+    clock.advance(50);
+    expect(w.submitted).toHaveLength(1);
+  });
+
+  it('pages that wait while a job runs go when it is done, if due', () => {
+    const { w, bg, clock } = setup(DEFAULT_HAND_OVER);
+    bg.add([run(0, 4096)]);
+    bg.add(scattered(10, 10000));
+    w.finish();
+    bg.onJobDone();
+    expect(w.submitted).toHaveLength(1); // scattered and not quiet yet
+    clock.advance(20);
+    expect(w.submitted).toHaveLength(2);
+  });
+
+  it('leaves no timer behind after drop or flush', () => {
+    const { bg, clock } = setup(DEFAULT_HAND_OVER);
+    bg.add(scattered(3));
+    expect(clock.armed).toBe(1);
+    bg.drop();
+    expect(clock.armed).toBe(0);
+    bg.add(scattered(3));
+    bg.flush();
+    expect(clock.armed).toBe(0);
   });
 });
