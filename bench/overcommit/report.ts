@@ -98,12 +98,13 @@ export function seedTable(s: ArmSummary[]): string {
 /** Markdown: one row per arm, against the first arm (vanilla). */
 export function markdownTable(s: ArmSummary[]): string {
   const base = s[0];
-  const rows = ['| arm | runs | host swap in | host swap out (vs first arm) | QEMU major faults down / up | total recs down / up |', '| --- | --- | --- | --- | --- | --- |'];
+  const rows = ['| arm | runs | host swap in | host swap out (vs first arm) | QEMU major faults down / up | total recs down / up | killed runs down / up |',
+    '| --- | --- | --- | --- | --- | --- | --- |'];
   for (const a of s) {
     const g = (n: string) => a.guests.find((x) => x.name === n);
     const d = g('vm-down'); const u = g('vm-up');
     const vs = base && a !== base ? ` (${f(changePercent(base.swapOut, a.swapOut), 1)} %)` : '';
-    rows.push(`| ${a.arm} | ${a.runs} | ${f(a.swapIn, 0)} | ${f(a.swapOut, 0)}${vs} | ${f(d?.majorFaults ?? NaN, 0)} / ${f(u?.majorFaults ?? NaN, 0)} | ${f(d?.totalRecs ?? NaN, 0)} / ${f(u?.totalRecs ?? NaN, 0)} |`);
+    rows.push(`| ${a.arm} | ${a.runs} | ${f(a.swapIn, 0)} | ${f(a.swapOut, 0)}${vs} | ${f(d?.majorFaults ?? NaN, 0)} / ${f(u?.majorFaults ?? NaN, 0)} | ${f(d?.totalRecs ?? NaN, 0)} / ${f(u?.totalRecs ?? NaN, 0)} | ${f(d?.failedRuns ?? NaN, 1)} / ${f(u?.failedRuns ?? NaN, 1)} |`);
   }
   return rows.join('\n');
 }

@@ -44,7 +44,7 @@ describe('summarize and tables', () => {
   it('markdown compares swap-out with the first arm', () => {
     const md = markdownTable(s);
     expect(md).toContain('| vanilla | 2 | 200 | 2000 |');
-    expect(md).toContain('| auto | 2 | 2 | 20 (-99.0 %) | 2 / 1 | 500 / 400 |');
+    expect(md).toContain('| auto | 2 | 2 | 20 (-99.0 %) | 2 / 1 | 500 / 400 | 0.0 / 0.5 |');
   });
   it('seed layout names both QEMUs per arm', () => {
     const t = seedTable(s);
