@@ -175,6 +175,8 @@ interface Subject {
   vm: Vm;
   /** Ask for a balloon of `bytes` (ours: control socket set-target; stock: QMP balloon). */
   setBalloon(bytes: number): Promise<void>;
+  /** Bytes the device has discarded so far (ours: the daemon's counter); null when it discards before the guest goes on (stock). */
+  discarded(): Promise<number | null>;
   daemonPid: number | null;
 }
 
@@ -187,10 +189,16 @@ async function inflateRuns(s: Subject, runs: number): Promise<InflateRun[]> {
     await sleep(1000);
     const memfdBefore = memfdBytes(s.vm.pid);
     const rssBefore = await s.vm.rssShmemKiB();
+    const discardedBefore = await s.discarded();
     let t0 = performance.now();
     await s.setBalloon(BALLOON_MIB * MiB);
     const inflateSeconds = ((await actualReached(s.vm.qmp, full - BALLOON_MIB * MiB)) - t0) / 1000;
-    // Ours discards shortly after acknowledging (deferred, on a thread): wait until the blocks settle.
+    // Ours acknowledges at once and discards on a thread shortly after: wait
+    // for its count, then for the blocks to settle. Stock QEMU has discarded
+    // every page before the guest writes `actual`.
+    if (discardedBefore !== null) {
+      await waitFor(s.discarded, (d) => (d ?? 0) - discardedBefore >= BALLOON_MIB * MiB, 15_000, 'discard of the inflated pages', 50);
+    }
     const memfdAfter = await settledMemfdBytes(s.vm.pid);
     const rssAfter = await s.vm.rssShmemKiB();
     t0 = performance.now();
@@ -231,7 +239,7 @@ async function bootStock(qemu: string, img: GuestImage): Promise<Subject> {
   await vm.ready(180_000);
   // The daemon asks for stats every 5 s; let QEMU do the same.
   await vm.qmp.execute('qom-set', { path: `/machine/peripheral/${BALLOON_DEVICE_ID}`, property: 'guest-stats-polling-interval', value: STATS_SECONDS });
-  return { device: 'stock', vm, daemonPid: null, setBalloon: (bytes) => vm.qmp.balloon(GUEST_MIB * MiB - bytes) };
+  return { device: 'stock', vm, daemonPid: null, setBalloon: (bytes) => vm.qmp.balloon(GUEST_MIB * MiB - bytes), discarded: async () => null };
 }
 
 async function waitFor<T>(read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string, pollMs = 20): Promise<T> {
@@ -268,7 +276,8 @@ async function bootOurs(qemu: string, img: GuestImage, out: string, nice: number
   live.ctl = ctl;
   await waitFor(() => ctl.request<DaemonStatus>({ op: 'status' }), (st) => st.connected, 10_000, 'frontend connection');
   const setBalloon = async (bytes: number) => { await ctl.request({ op: 'set-target', value: `${bytes / MiB}M`, owner: 'bench' }); };
-  return { device: 'ours', vm, daemonPid: daemon.pid as number, setBalloon, ctl, metricsSock, memcg };
+  const discarded = async () => (await ctl.request<DaemonStatus>({ op: 'status' })).counters.discardedBytes;
+  return { device: 'ours', vm, daemonPid: daemon.pid as number, setBalloon, discarded, ctl, metricsSock, memcg };
 }
 
 /**
