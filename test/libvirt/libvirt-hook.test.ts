@@ -66,7 +66,8 @@ describe.runIf(process.getuid?.() === 0)('libvirt hook with a real libvirtd', ()
     const { qemu, img } = await buildArtefacts();
     sh('sh', [join(ROOT, 'examples', 'libvirt', 'install-hook.sh')]);
     restartLibvirt();
-    await until(() => virsh('version').status, (s) => s === 0, 20_000, 'libvirtd');
+    // `virsh list`, not `virsh version`: the latter fails while no QEMU is on the PATH (ours is in the cache).
+    await until(() => virsh('list', '--all').status, (s) => s === 0, 20_000, 'libvirtd');
     const file = join(tmpdir(), `${NAME}.xml`);
     writeFileSync(file, domainXml(qemu, img.kernel, img.initrd));
     const d = virsh('define', file);
