@@ -144,7 +144,7 @@ export class BackgroundDiscard {
       const job = this.job;
       if (job && r.pfn < job.hi && r.pfn + r.count > job.lo) {
         const cut = this.worker.cancel(r);
-        job.pages -= cut;
+        job.pages = Math.max(0, job.pages - cut); // 0 for a job we did not submit (EBUSY)
         n += cut;
       }
     }

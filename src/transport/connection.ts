@@ -65,6 +65,7 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
   private readonly u64 = Buffer.alloc(16);
   private closing = false;
   private discardFd = -1;
+  private discardDone: () => void = () => undefined;
   private readonly bgOut = Buffer.alloc(48);
 
   constructor(
@@ -177,13 +178,16 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
 
   /** Start this connection's discard thread; onDone runs when a job is finished. */
   startDiscardThread(onDone: () => void): void {
+    // Features are renegotiated on every device start (guest reboot): the
+    // thread stays, the newest owner hears about its jobs.
+    this.discardDone = onDone;
     if (this.discardFd >= 0) return;
     const fd = Number(this.shim.vub_bg_start(this.dev));
     if (fd < 0) throw new SysError('vub_bg_start', -fd);
     this.discardFd = fd;
     this.loop.watch(fd, EPOLLIN, () => {
       eventfdRead(fd);
-      onDone();
+      this.discardDone();
     });
   }
 

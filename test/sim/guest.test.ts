@@ -96,6 +96,11 @@ describe('vhost-user paths', () => {
     await guest.inflate(256);
     const top = guest.mem.usableEnd;
     expect(await until(() => guest!.mem.backedBytes(top - MiB, MiB) === 0)).toBe(true);
+    // A second burst: the features were negotiated again, and the discard
+    // thread's finished jobs must still reach the device.
+    await sleep(100);
+    await guest.inflate(256);
+    expect(await until(() => guest!.mem.backedBytes(top - 2 * MiB, MiB) === 0), 'second burst freed').toBe(true);
     expect(guest.lostInterrupts).toBe(0);
   });
 });
