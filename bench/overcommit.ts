@@ -88,6 +88,7 @@ async function runGuest(vm: Vm, name: GuestRun['name'], counts: number[], second
     const r = e ? bizzyResult(e) : undefined;
     if (r?.ok) totalRecs += r.run.recordsPerSecond; else failed++;
     log(`  ${name} ${n} chunks: ${r?.ok ? `${r.run.recordsPerSecond} rec/s (alloc ${r.run.allocMs} ms)` : `failed (${r ? r.error : 'no VUB bizzy line: killed?'})`} at ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    if (!r?.ok) log(`    last console lines of ${name}:\n${vm.serial.lastLines(8).map((l) => `      ${l}`).join('\n')}`);
   }
   return { totalRecs, failed, elapsed: (performance.now() - t0) / 1000 };
 }
