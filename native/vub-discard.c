@@ -49,11 +49,22 @@ static int discard_chunk(VuDev *vu, uint64_t gpa, uint64_t len)
     return 0;
 }
 
-/* Skip ranges that cancellation emptied; lock held. */
-static void skip_empty(vub_discarder *q)
+/*
+ * Skip ranges that cancellation emptied; when none is left the job is done:
+ * say so, also when deflates emptied it before the thread started on it.
+ * Lock held.
+ */
+static void advance(vub_discarder *q)
 {
     while (q->next < q->n && q->job[q->next].len == 0) {
         q->next++;
+    }
+    if (q->n > 0 && q->next >= q->n) {
+        uint64_t one = 1;
+        q->n = q->next = 0;
+        if (write(q->done_fd, &one, sizeof(one)) < 0) {
+            /* eventfd counter saturated: the daemon is reading it anyway */
+        }
     }
 }
 
@@ -70,10 +81,10 @@ static void *worker(void *arg)
 
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        skip_empty(q);
+        advance(q);
         while (!q->stop && q->next >= q->n) {
             pthread_cond_wait(&q->cond, &q->lock);
-            skip_empty(q);
+            advance(q);
         }
         if (q->stop) {
             break;
@@ -108,14 +119,7 @@ static void *worker(void *arg)
             q->job[q->next].len -= q->cur_len;
         }
         q->busy = 0;
-        skip_empty(q);
-        if (q->next >= q->n && q->n > 0) {
-            uint64_t one = 1;
-            q->n = q->next = 0;
-            if (write(q->done_fd, &one, sizeof(one)) < 0) {
-                /* eventfd counter saturated: the daemon is reading it anyway */
-            }
-        }
+        advance(q);
         pthread_cond_broadcast(&q->cond);
     }
     pthread_mutex_unlock(&q->lock);
