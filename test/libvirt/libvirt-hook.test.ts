@@ -89,7 +89,8 @@ describe.runIf(process.getuid?.() === 0)('libvirt hook with a real libvirtd', ()
     expect(r.status).toBe(0);
     const pid = Number(readFileSync(pidFile(NAME), 'utf8'));
     expect(alive(pid)).toBe(true);
-    const s = await until(status, (x) => x.connected && x.features.length > 0, 60_000, 'negotiated features');
+    // QEMU sends SET_FEATURES before SET_MEM_TABLE: wait for both.
+    const s = await until(status, (x) => x.connected && x.features.length > 0 && x.guestRamBytes > 0, 60_000, 'negotiated features and the memory table');
     expect(s.features).toEqual(expect.arrayContaining(['MUST_TELL_HOST', 'STATS_VQ', 'VERSION_1']));
     expect(s.guestRamBytes).toBe(1024 * MiB);
   }, 180_000);
