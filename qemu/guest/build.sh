@@ -18,8 +18,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../../native/lib.sh"
 
 # Modules to load, in this order; their dependencies are resolved below from
-# the .ko files themselves (the package ships no modules.dep).
-WANT_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon)
+# the .ko files themselves (the package ships no modules.dep). virtio_blk is
+# for an optional swap disk (vub.swap=1), as the source design's guests swapped.
+WANT_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon virtio_blk)
 
 GUEST_DIR=$VUB_CACHE/guest
 mkdir -p "$GUEST_DIR"

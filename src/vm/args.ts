@@ -27,6 +27,8 @@ export interface GuestParams {
   reportSeconds?: number;
   /** Forward the guest kernel log as `VUB kmsg` lines. */
   kmsg?: boolean;
+  /** mkswap + swapon /dev/vda at boot (set by buildQemuArgs when a swap disk is given). */
+  swap?: boolean;
   /** More kernel parameters, appended last. */
   extra?: string[];
 }
@@ -40,6 +42,12 @@ export interface QemuArgsOptions {
   qmpSocket: string;
   balloon: BalloonChoice;
   guest?: GuestParams;
+  /**
+   * A raw file the guest uses whole as swap (virtio-blk, /dev/vda). Opened
+   * with O_DIRECT (cache=none) so guest swap I/O does not fill QEMU's page
+   * cache, which its memcg would be charged for.
+   */
+  swapDisk?: string;
   /** QEMU itself copies the serial output here (chardev logfile=). */
   serialLog?: string;
   /** Firmware search path (-L), in order. */
@@ -71,6 +79,7 @@ export function kernelCmdline(g: GuestParams = {}): string {
     parts.push(`vub.${k}=${s}`);
   }
   if (g.kmsg) parts.push('vub.kmsg=1');
+  if (g.swap) parts.push('vub.swap=1');
   parts.push(...(g.extra ?? []));
   return parts.join(' ');
 }
@@ -95,6 +104,13 @@ export function balloonArgs(b: BalloonChoice): string[] {
   }
 }
 
+export function swapDiskArgs(path: string): string[] {
+  return [
+    '-drive', `file=${qemuOptValue(path)},if=none,id=swap0,format=raw,cache=none,aio=threads,discard=unmap`,
+    '-device', 'virtio-blk-pci,drive=swap0',
+  ];
+}
+
 export function buildQemuArgs(o: QemuArgsOptions): string[] {
   if (!Number.isInteger(o.memMiB) || o.memMiB < 64) throw new RangeError(`memMiB=${o.memMiB}: need an integer >= 64`);
   const cpus = o.cpus ?? 1;
@@ -112,11 +128,12 @@ export function buildQemuArgs(o: QemuArgsOptions): string[] {
     ...(o.firmwareDirs ?? DEFAULT_FIRMWARE_DIRS).flatMap((d) => ['-L', d]),
     '-kernel', o.kernel,
     '-initrd', o.initrd,
-    '-append', kernelCmdline(o.guest),
+    '-append', kernelCmdline({ ...o.guest, ...(o.swapDisk ? { swap: true } : {}) }),
     '-chardev', serial,
     '-serial', 'chardev:ser0',
     '-qmp', `unix:${qemuOptValue(o.qmpSocket)},server=on,wait=off`,
     ...balloonArgs(o.balloon),
+    ...(o.swapDisk ? swapDiskArgs(o.swapDisk) : []),
     ...(o.extraArgs ?? []),
   ];
 }

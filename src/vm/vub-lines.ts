@@ -63,6 +63,20 @@ export function memInfo(e: VubEvent): MemInfo | undefined {
   return Number.isFinite(mi.MemTotal) && Number.isFinite(mi.MemFree) ? mi : undefined;
 }
 
+/** Guest swap traffic since boot, pages (`VUB vmstat`, from /proc/vmstat). */
+export interface GuestSwap {
+  pswpin: number;
+  pswpout: number;
+  /** Guest uptime, seconds. */
+  up: number;
+}
+
+export function guestSwap(e: VubEvent): GuestSwap | undefined {
+  if (e.type !== 'vmstat') return undefined;
+  const s = { pswpin: Number(e.fields.pswpin), pswpout: Number(e.fields.pswpout), up: Number(e.fields.up) };
+  return Number.isFinite(s.pswpin) && Number.isFinite(s.pswpout) ? s : undefined;
+}
+
 export interface BalloonState {
   dev: string;
   driver?: string;
