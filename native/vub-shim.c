@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -736,16 +735,4 @@ int vub_connect_unix(const char *path)
         return ret;
     }
     return fd;
-}
-
-int vub_thread_fifo(int priority)
-{
-    /* The calling thread only (a tid, not the process): Node's helper threads
-     * and the discard thread keep the normal policy. */
-    struct sched_param sp = { .sched_priority = priority };
-
-    if (sched_setscheduler(0, priority > 0 ? SCHED_FIFO : SCHED_OTHER, &sp) < 0) {
-        return -errno;
-    }
-    return 0;
 }

@@ -124,8 +124,4 @@ ssize_t vub_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int 
 int vub_listen_unix(const char *path, int backlog);  /* fd or -errno */
 int vub_connect_unix(const char *path);              /* fd or -errno */
 
-/* SCHED_FIFO at this priority (1-99) for the calling thread, or back to
- * SCHED_OTHER for 0. 0 or -errno (EPERM without CAP_SYS_NICE). */
-int vub_thread_fifo(int priority);
-
 #endif

@@ -13,7 +13,6 @@ import { DEFAULT_PARAMS, mergeParams, PARAM_SPECS } from './policy/params.js';
 import { planPressure } from './pressure/detect.js';
 import { parsePsiTrigger, psiTriggerText, DEFAULT_PSI_TRIGGER } from './pressure/psi.js';
 import { VMPRESSURE_LEVELS, VMPRESSURE_MODES } from './pressure/types.js';
-import { native } from './transport/native.js';
 import { DEFAULT_MESSAGE_VQ_BIT, MESSAGE_VQ_BIT_MAX, MESSAGE_VQ_BIT_MIN } from './virtio/constants.js';
 import { validMessageVqBit } from './virtio/features.js';
 
@@ -100,7 +99,7 @@ function parseArgs(argv: string[]) {
       + '  -chardev socket,id=vb,path=PATH,reconnect=1 -device vhost-user-balloon,chardev=vb')
     .config('config', 'JSON file of options (keys are the long option names); command-line flags win',
       (path: string) => readConfigFile(path))
-    .group(['vm', 'socket-path', 'fd', 'control-socket', 'metrics-listen', 'print-capabilities', 'log-level', 'realtime'], 'Daemon:')
+    .group(['vm', 'socket-path', 'fd', 'control-socket', 'metrics-listen', 'print-capabilities', 'log-level'], 'Daemon:')
     .option('vm', { type: 'string', describe: 'VM name: sockets go to /run/vhost-user-balloon/NAME.sock and NAME.ctl (VUB_RUN_DIR overrides the directory)' })
     .option('socket-path', { type: 'string', describe: 'Listen on this unix socket for QEMU (a stale socket file is replaced)' })
     .option('fd', { type: 'number', describe: 'Serve this already-connected vhost-user socket fd instead (exits when it closes)' })
@@ -108,12 +107,6 @@ function parseArgs(argv: string[]) {
     .option('metrics-listen', { type: 'string', describe: 'Serve Prometheus metrics: 127.0.0.1:PORT or unix:/PATH (loopback only)' })
     .option('print-capabilities', { type: 'boolean', describe: 'Print the backend capabilities as JSON and exit' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log verbosity (JSON lines on stderr)' })
-    .option('realtime', {
-      type: 'number', default: 0,
-      describe: 'Run the event loop thread SCHED_FIFO at this priority (1-99; 0: normal scheduling), so a host pressure event '
-        + 'reaches QEMU without queueing behind busy vCPU threads (docs/experiment.md measures it). Needs CAP_SYS_NICE; '
-        + 'the discard thread and Node\'s helper threads stay normal',
-    })
     .group(['auto', 'step', 'hysteresis', 'floor', 'max-balloon', 'rate-limit', 'wait-for-guest'], 'Policy (docs/policy.md explains each default):')
     .option('auto', { type: 'boolean', default: true, describe: 'Automatic ballooning; --no-auto starts with only manual targets (balloonctl auto VM on turns it on)' })
     .option('step', { type: 'string', default: '32M', describe: 'Balloon change per host-pressure event and per guest-pressure deflate; the source design\'s value, about 85 ms of inflation under TCG' })
@@ -176,18 +169,6 @@ function parseArgs(argv: string[]) {
     .parseSync();
 }
 
-/** SCHED_FIFO for the event loop thread, before any other thread of ours exists. */
-function setRealtime(priority: number): void {
-  if (!Number.isInteger(priority) || priority < 0 || priority > 99) {
-    throw new Error(`--realtime ${priority}: expected a priority from 1 to 99 (0 turns it off)`);
-  }
-  const ret = native().vub_thread_fifo(priority) as number;
-  if (ret < 0) {
-    const why = -ret === 1 ? 'not permitted (needs root or CAP_SYS_NICE, and an RLIMIT_RTPRIO that allows it)' : `errno ${-ret}`;
-    throw new Error(`--realtime ${priority}: cannot switch to SCHED_FIFO: ${why}; run without --realtime or grant the capability`);
-  }
-}
-
 async function main(argv: string[]): Promise<number> {
   const a = parseArgs(argv);
   if (a['print-capabilities']) {
@@ -195,7 +176,6 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(a['log-level']);
-  if (a.realtime !== 0) setRealtime(a.realtime);
   const socketPath = a['socket-path'] ?? (a.fd === undefined ? vhostSocketPath(a.vm!) : undefined);
   const vm = a.vm ?? (socketPath ? basename(socketPath).replace(/\.sock$/, '') : `fd${a.fd}`);
   const controlSocket = a['control-socket'] === 'none' ? null

@@ -74,7 +74,6 @@ function bind() {
     vub_recv_fds: lib.func('ssize_t vub_recv_fds(int sock, _Out_ void *buf, size_t len, _Out_ void *fds, int maxfds, _Out_ int *nfds)'),
     vub_listen_unix: lib.func('int vub_listen_unix(const char *path, int backlog)'),
     vub_connect_unix: lib.func('int vub_connect_unix(const char *path)'),
-    vub_thread_fifo: lib.func('int vub_thread_fifo(int priority)'),
     devType: dev,
   };
 }

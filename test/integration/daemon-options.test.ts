@@ -1,10 +1,9 @@
 // Bad operator input to the daemon: a clear message naming the option and
 // what is allowed, exit status 1, and nothing left behind.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { DAEMON_JS } from '../sim/daemon.js';
 
@@ -25,8 +24,6 @@ describe('daemon option errors', () => {
     [['--message-vq-bit', '40'], /message.*40/, /6-23|off/],
     [['--pressure', 'vmpressure', '--memcg', '/sys/fs/cgroup/memory/vub-no-such-memcg'], /EBALLOON_PRESSURE_NOENT: .*vub-no-such-memcg does not exist/, /--memcg/],
     [['--pressure', 'psi', '--psi-trigger', 'some 150000 1000000'], /psi|trigger/i, /2 s|multiple/],
-    [['--realtime', '100'], /--realtime 100/, /1 to 99/],
-    [['--realtime', '1.5'], /--realtime 1.5/, /1 to 99/],
   ])('%j', (args, message, hint) => {
     const dir = mkdtempSync(join(tmpdir(), 'vub-opt-'));
     try {
@@ -74,36 +71,5 @@ describe('daemon config file (--config, shared by the hook and the systemd unit)
     expect(r.stderr).toContain('"msg":"vhost-user-balloon running"');
     expect(r.stderr).toContain('"step":"32 MiB"');
     expect(r.stderr).not.toMatch(/"level":(50|60)/);
-  });
-});
-
-// --realtime: only the event loop thread becomes SCHED_FIFO (field 41 of
-// /proc/PID/task/TID/stat: 0 SCHED_OTHER, 1 SCHED_FIFO); Node's helper
-// threads keep the normal policy.
-describe('--realtime', () => {
-  // Fields after "(comm) ": index 0 is field 3, so rt_priority (40) is 37 and policy (41) is 38.
-  const field = (statText: string, n: number) => Number(statText.slice(statText.lastIndexOf(')') + 2).split(' ')[n - 3]);
-  it.runIf(process.getuid?.() === 0)('puts the main thread, and only it, in SCHED_FIFO at that priority', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vub-rt-'));
-    const sock = join(dir, 'vm.sock');
-    const d = spawn(process.execPath, [DAEMON_JS, '--socket-path', sock, '--control-socket', 'none', '--pressure', 'none', '--realtime', '3', '--log-level', 'warn'],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    d.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    try {
-      for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(100);
-      expect(existsSync(sock), stderr).toBe(true);
-      const pid = d.pid as number;
-      const tasks = readdirSync(`/proc/${pid}/task`).map(Number);
-      const stats = new Map(tasks.map((t) => [t, readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8')]));
-      const policies = new Map([...stats].map(([t, text]) => [t, field(text, 41)]));
-      expect(policies.get(pid)).toBe(1);
-      expect(field(stats.get(pid) ?? '', 40)).toBe(3);
-      expect(tasks.length).toBeGreaterThan(1);
-      for (const [tid, p] of policies) if (tid !== pid) expect(p, `thread ${tid}`).toBe(0);
-    } finally {
-      d.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 });
