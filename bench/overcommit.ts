@@ -1,16 +1,18 @@
 // The source design's overcommit experiment (seed, section "Testing"), scaled
 // to a 2-core TCG machine: two guests in one host memcg whose limit they
 // overcommit; vm-down runs bizzy with shrinking chunk counts, vm-up with
-// growing ones, starting later. Arms: vanilla (stock virtio-balloon-pci, no
-// daemon) and our daemon with the seed's policy (+ stats / message-queue
-// guest pressure). Writes a JSON of raw results, an SVG timeline, and prints
-// the seed-style table.
+// growing ones, starting later; each guest swaps on a scratch disk, as the
+// seed's did. Arms: vanilla (stock virtio-balloon-pci, no daemon), device (our
+// device, balloon never moved), our daemon with the seed's policy (+ stats /
+// message-queue guest pressure), and our daemon's defaults (with and without
+// free page reporting). Writes a JSON of
+// raw results, an SVG timeline, and prints the seed-style table.
 //
-//   node dist/bench/overcommit.js [--arms vanilla,auto,auto-stats,auto-msgq] [--runs 3]
-//        [--seconds 15] [--delay 15] [--hysteresis 60s] [--out bench-results/overcommit]
+//   node dist/bench/overcommit.js [--arms vanilla,device,auto,auto-stats,auto-msgq,defaults,...] [--runs 3]
+//        [--seconds 15] [--delay 15] [--hysteresis 60s] [--guest-swap 256] [--out bench-results/overcommit]
 //   node dist/bench/overcommit.js --from DIR/results.json    (tables of an earlier run)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -19,31 +21,48 @@ import { parseArgs } from 'node:util';
 import { Memcg } from '../src/host/memcg.js';
 import { ensureSwap, type TempSwap } from '../src/host/swap.js';
 import {
-  type BalloonChoice, bizzyResult, type GuestImage, guestImage, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
+  type BalloonChoice, bizzyResult, type GuestImage, guestImage, guestSwap, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
 } from '../src/vm/index.js';
 import {
-  type ArmRun, type GuestRun, markdownTable, procFaults, type Sample, seedTable, summarize, timelineSvg, vmstatSwap,
+  type ArmRun, type BizzyRun, type GuestRun, markdownTable, procFaults, type Sample, seedTable, summarize, timelineSvg, vmstatSwap,
 } from './overcommit/report.js';
 
 const MiB = 2 ** 20;
 // Scaling of the seed (2 GiB host, 1.3 GiB guests, 1024..224 chunks, 60 s runs): about 1/2.
+// 672 MiB guests overcommit the memcg 1.31 times (the seed's 2.6 / 2 GiB = 1.3), and a lone
+// 512-chunk run leaves them enough free memory not to swap, as the seed's vanilla guests did
+// not (at 640 MiB the guest kernel swapped ~35 MiB out to keep its THP-raised watermarks).
 const LIMIT_MIB = 1024;
-const GUEST_MIB = 640;
+const GUEST_MIB = 672;
 const DOWN = [512, 412, 312, 212, 112];
 const UP = [...DOWN].reverse();
 const STATS_OFF = ['--stats-available-percent', '0', '--stats-swap-in', '0', '--stats-major-faults', '0',
   '--stats-stalls', '0', '--stats-direct-reclaim', '0', '--stats-oom-kills', '0'];
 
-interface Arm { name: string; daemon: boolean; daemonArgs: string[]; patched: boolean }
+/**
+ * seedPolicy: the daemon runs with SEED_POLICY; otherwise with its own defaults (and --hysteresis).
+ * stockReporting: without a daemon, QEMU's stock device with free-page-reporting=on.
+ */
+interface Arm { name: string; daemon: boolean; seedPolicy: boolean; daemonArgs: string[]; patched: boolean; stockReporting?: boolean }
 const ARMS: Record<string, Arm> = {
-  vanilla: { name: 'vanilla', daemon: false, daemonArgs: [], patched: false },
-  auto: { name: 'auto', daemon: true, daemonArgs: STATS_OFF, patched: false },
-  'auto-stats': { name: 'auto-stats', daemon: true, daemonArgs: [], patched: false },
-  'auto-msgq': { name: 'auto-msgq', daemon: true, daemonArgs: STATS_OFF, patched: true },
+  vanilla: { name: 'vanilla', daemon: false, seedPolicy: false, daemonArgs: [], patched: false },
+  // Our device with the daemon attached but never moving the balloon: what the device itself costs.
+  device: { name: 'device', daemon: true, seedPolicy: true, daemonArgs: ['--no-auto', ...STATS_OFF], patched: false },
+  auto: { name: 'auto', daemon: true, seedPolicy: true, daemonArgs: STATS_OFF, patched: false },
+  'auto-stats': { name: 'auto-stats', daemon: true, seedPolicy: true, daemonArgs: [], patched: false },
+  'auto-msgq': { name: 'auto-msgq', daemon: true, seedPolicy: true, daemonArgs: STATS_OFF, patched: true },
+  // What an operator gets out of the box: our defaults (rate limit 1 s, wait for the guest,
+  // stats-derived guest pressure, free page reporting), stock guest.
+  defaults: { name: 'defaults', daemon: true, seedPolicy: false, daemonArgs: ['--pressure', 'vmpressure'], patched: false },
+  // QEMU's own free page reporting, no daemon: the stock baseline for the defaults arm.
+  'vanilla-reporting': { name: 'vanilla-reporting', daemon: false, seedPolicy: false, daemonArgs: [], patched: false, stockReporting: true },
+  // Our defaults without free page reporting: what our policy alone does with the balloon.
+  'defaults-no-reporting': { name: 'defaults-no-reporting', daemon: true, seedPolicy: false, daemonArgs: ['--pressure', 'vmpressure', '--no-page-reporting'], patched: false },
 };
 // The seed's policy: 32M per event, no rate limit, no waiting for the guest,
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page
 // reporting off in every arm: the balloon is the only way memory goes back.
+let HYSTERESIS = '60s';
 let SEED_POLICY = ['--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
   '--pressure', 'vmpressure', '--pressure-level', 'low', '--no-page-reporting'];
 
@@ -57,9 +76,10 @@ async function cleanup(): Promise<void> {
   live.memcg = undefined;
 }
 
-function startDaemon(vm: string, memcg: string, extra: string[], runDir: string): ChildProcess {
+function startDaemon(vm: string, memcg: string, arm: Arm, runDir: string): ChildProcess {
   const js = join(repoRoot(), 'dist', 'src', 'main.js');
-  const d = spawn(process.execPath, [js, '--vm', vm, '--memcg', memcg, ...SEED_POLICY, ...extra, '--log-level', 'warn'],
+  const policy = arm.seedPolicy ? SEED_POLICY : ['--hysteresis', HYSTERESIS];
+  const d = spawn(process.execPath, [js, '--vm', vm, '--memcg', memcg, ...policy, ...arm.daemonArgs, '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, VUB_RUN_DIR: runDir } });
   live.daemons.push(d);
   return d;
@@ -77,23 +97,35 @@ async function waitFile(path: string, ms: number): Promise<void> {
 const faults = (pid: number) => procFaults(readFileSync(`/proc/${pid}/stat`, 'utf8'));
 const swapNow = () => vmstatSwap(readFileSync('/proc/vmstat', 'utf8'));
 
+/** The guest's swap counters now (pages since boot), or undefined if it reports none in time. */
+async function guestSwapNow(vm: Vm) {
+  const since = vm.serial.cursor();
+  await vm.command('report', 30_000).catch(() => undefined);
+  const e = await vm.serial.waitFor((x) => guestSwap(x) !== undefined, 5000, since).catch(() => undefined);
+  return e ? guestSwap(e) : undefined;
+}
+
 async function runGuest(vm: Vm, name: GuestRun['name'], counts: number[], seconds: number, delay: number, t0: number, log: (s: string) => void) {
   await sleep(delay * 1000);
   let totalRecs = 0, failed = 0;
+  const runs: BizzyRun[] = [];
+  const now = () => (performance.now() - t0) / 1000;
   for (const n of counts) {
     const since = vm.serial.cursor();
+    const start = now();
     // A killed bizzy makes the command fail and prints no result line: one failed run.
     await vm.command(`bizzy ${n} ${seconds}`, 600_000).catch(() => undefined);
     const e = await vm.serial.waitFor((x) => bizzyResult(x) !== undefined, 2000, since).catch(() => undefined);
     const r = e ? bizzyResult(e) : undefined;
     if (r?.ok) totalRecs += r.run.recordsPerSecond; else failed++;
+    runs.push({ chunks: n, rps: r?.ok ? r.run.recordsPerSecond : 0, ok: r?.ok === true, start, end: now() });
     log(`  ${name} ${n} chunks: ${r?.ok ? `${r.run.recordsPerSecond} rec/s (alloc ${r.run.allocMs} ms)` : `failed (${r ? r.error : 'no VUB bizzy line: killed?'})`} at ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     if (!r?.ok) log(`    last console lines of ${name}:\n${vm.serial.lastLines(8).map((l) => `      ${l}`).join('\n')}`);
   }
-  return { totalRecs, failed, elapsed: (performance.now() - t0) / 1000 };
+  return { totalRecs, failed, runs, elapsed: (performance.now() - t0) / 1000 };
 }
 
-async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number; qemu: string; stock: GuestImage; patched?: GuestImage },
+async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number; guestSwapMiB: number; qemu: string; stock: GuestImage; patched?: GuestImage },
   log: (s: string) => void): Promise<{ result: ArmRun; samples: Sample[] }> {
   const memcg = Memcg.create(`vub-overcommit-${process.pid}-${arm.name}-${run}`, LIMIT_MIB * MiB);
   live.memcg = memcg;
@@ -101,20 +133,28 @@ async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number
   const img = arm.patched ? (o.patched as GuestImage) : o.stock;
   const vms: Vm[] = [];
   for (const name of ['vm-down', 'vm-up'] as const) {
-    let balloon: BalloonChoice = { kind: 'stock' };
+    let balloon: BalloonChoice = { kind: 'stock', ...(arm.stockReporting ? { freePageReporting: true } : {}) };
     if (arm.daemon) {
-      startDaemon(name, memcg.path, arm.daemonArgs, runDir);
+      startDaemon(name, memcg.path, arm, runDir);
       await waitFile(join(runDir, `${name}.sock`), 10_000);
       balloon = { kind: 'vhost-user', socketPath: join(runDir, `${name}.sock`), reconnectSeconds: 1 };
     }
+    // A sparse scratch file as the guest's swap disk (O_DIRECT: no host page cache).
+    let swapDisk: string | undefined;
+    if (o.guestSwapMiB > 0) {
+      swapDisk = join(runDir, `${name}.swap`);
+      writeFileSync(swapDisk, '');
+      truncateSync(swapDisk, o.guestSwapMiB * MiB);
+    }
     const vm = await startVm({ qemu: o.qemu, kernel: img.kernel, initrd: img.initrd, memMiB: GUEST_MIB, balloon,
-      guest: { scenario: 'idle', reportSeconds: 5 } });
+      ...(swapDisk ? { swapDisk } : {}), guest: { scenario: 'idle', reportSeconds: 5 } });
     memcg.addProcess(vm.pid);
     live.vms.push(vm);
     vms.push(vm);
   }
   await Promise.all(vms.map((v) => v.ready(180_000)));
   await sleep(3000);
+  const g0 = await Promise.all(vms.map(guestSwapNow));
   const s0 = swapNow();
   const f0 = vms.map((v) => faults(v.pid));
   const t0 = performance.now();
@@ -134,17 +174,25 @@ async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number
   clearInterval(sampler);
   const s1 = swapNow();
   const f1 = vms.map((v) => faults(v.pid));
+  const g1 = await Promise.all(vms.map(guestSwapNow));
+  const guestSwapDelta = (i: number) => {
+    const a = g0[i], b = g1[i];
+    return o.guestSwapMiB > 0 && a && b ? { guestSwapIn: b.pswpin - a.pswpin, guestSwapOut: b.pswpout - a.pswpout } : {};
+  };
   const g = (i: number, r: typeof down): GuestRun => ({
     name: names[i] as GuestRun['name'],
     majorFaults: (f1[i]?.majflt ?? 0) - (f0[i]?.majflt ?? 0),
     minorFaults: (f1[i]?.minflt ?? 0) - (f0[i]?.minflt ?? 0),
-    totalRecs: r.totalRecs, elapsedSeconds: r.elapsed, failedRuns: r.failed,
+    totalRecs: r.totalRecs, elapsedSeconds: r.elapsed, failedRuns: r.failed, ...guestSwapDelta(i), runs: r.runs,
   });
   const result: ArmRun = { arm: arm.name, run, swapIn: s1.pswpin - s0.pswpin, swapOut: s1.pswpout - s0.pswpout, guests: [g(0, down), g(1, up)] };
   await cleanup();
   rmSync(runDir, { recursive: true, force: true });
   return { result, samples };
 }
+
+/** Bad command-line input: printed without a stack. */
+class UsageError extends Error {}
 
 const HELP = `Usage: node dist/bench/overcommit.js [options]   (npm run bench:overcommit -- [options])
 
@@ -156,6 +204,7 @@ Needs root (memcg, swap file) and the patched QEMU + guest image (npm run setup)
   --seconds S        length of one bizzy run in the guests (default 15)
   --delay S          vm-up starts this much later (default 15)
   --hysteresis T     the daemon's guest-pressure hysteresis (default 60s, the seed's)
+  --guest-swap MIB   swap disk per guest, as the seed's guests had swap (default 256; 0: none)
   --out DIR          results.json, table.md, timeline*.svg (default bench-results/overcommit)
   --from FILE        only render the tables and plots of an earlier results.json into --out
   --help             this text`;
@@ -166,13 +215,14 @@ async function main(): Promise<void> {
     return;
   }
   const { values } = parseArgs({ options: {
-    arms: { type: 'string', default: 'vanilla,auto,auto-stats,auto-msgq' },
+    arms: { type: 'string', default: Object.keys(ARMS).join(',') },
     runs: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '15' },
     delay: { type: 'string', default: '15' },
     out: { type: 'string', default: 'bench-results/overcommit' },
     // The seed's 60 s hysteresis equals one of its workload runs; scale it with --seconds if wanted.
     hysteresis: { type: 'string', default: '60s' },
+    'guest-swap': { type: 'string', default: '256' },
     // Only print the tables of an earlier (possibly partial) results.json.
     from: { type: 'string' },
   } });
@@ -184,11 +234,16 @@ async function main(): Promise<void> {
   }
   const arms = (values.arms as string).split(',').map((a) => {
     const arm = ARMS[a];
-    if (!arm) throw new Error(`unknown arm '${a}' (${Object.keys(ARMS).join(', ')})`);
+    if (!arm) throw new UsageError(`unknown arm '${a}' (${Object.keys(ARMS).join(', ')})`);
     return arm;
   });
-  SEED_POLICY = SEED_POLICY.map((a, i, all) => (all[i - 1] === '--hysteresis' ? values.hysteresis as string : a));
+  HYSTERESIS = values.hysteresis as string;
+  SEED_POLICY = SEED_POLICY.map((a, i, all) => (all[i - 1] === '--hysteresis' ? HYSTERESIS : a));
   const runs = Number(values.runs), seconds = Number(values.seconds), delay = Number(values.delay);
+  const guestSwapMiB = Number(values['guest-swap']);
+  for (const [k, v] of [['runs', runs], ['seconds', seconds], ['delay', delay], ['guest-swap', guestSwapMiB]] as const) {
+    if (!Number.isInteger(v) || v < (k === 'runs' || k === 'seconds' ? 1 : 0)) throw new UsageError(`--${k} ${String(values[k])}: expected a whole number${k === 'runs' || k === 'seconds' ? ' >= 1' : ' >= 0'}`);
+  }
   const out = values.out as string;
   mkdirSync(out, { recursive: true });
   const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -209,11 +264,11 @@ async function main(): Promise<void> {
     for (let r = 1; r <= runs; r++) {
       for (const arm of arms) {
         log(`== ${arm.name} run ${r}/${runs}`);
-        const { result, samples } = await oneRun(arm, r, { seconds, delay, qemu, stock, patched }, log);
+        const { result, samples } = await oneRun(arm, r, { seconds, delay, guestSwapMiB, qemu, stock, patched }, log);
         results.push(result);
         timelines[`${arm.name}#${r}`] = samples;
         log(`   swap in ${result.swapIn} out ${result.swapOut}; ${JSON.stringify(result.guests)}`);
-        writeFileSync(join(out, 'results.json'), JSON.stringify({ scaling: { LIMIT_MIB, GUEST_MIB, DOWN, UP, seconds, delay }, results, timelines }, null, 1));
+        writeFileSync(join(out, 'results.json'), JSON.stringify({ scaling: { LIMIT_MIB, GUEST_MIB, DOWN, UP, seconds, delay, guestSwapMiB, hysteresis: values.hysteresis }, results, timelines }, null, 1));
       }
     }
   } finally {
@@ -240,7 +295,7 @@ function stackSvgs(svgs: string[], height: number): string {
 }
 
 main().catch(async (e) => {
-  const usage = (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+  const usage = e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
   process.stderr.write(usage ? `overcommit: ${(e as Error).message} (see --help)\n` : `overcommit: ${(e as Error).stack ?? e}\n`);
   await cleanup();
   live.swap?.remove();

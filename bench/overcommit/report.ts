@@ -21,6 +21,9 @@ export function vmstatSwap(text: string): { pswpin: number; pswpout: number } {
   return { pswpin: get('pswpin'), pswpout: get('pswpout') };
 }
 
+/** One bizzy run in a guest: chunk count, records/s (0 if it failed), start and end (s since the experiment's start). */
+export interface BizzyRun { chunks: number; rps: number; ok: boolean; start: number; end: number }
+
 export interface GuestRun {
   name: 'vm-down' | 'vm-up';
   majorFaults: number;
@@ -29,6 +32,11 @@ export interface GuestRun {
   totalRecs: number;
   elapsedSeconds: number;
   failedRuns: number;
+  /** The guest's own swap traffic (pages, its /proc/vmstat), when it had a swap disk. */
+  guestSwapIn?: number;
+  guestSwapOut?: number;
+  /** Each workload run (results from before this field existed lack it). */
+  runs?: BizzyRun[];
 }
 
 export interface ArmRun {
@@ -40,13 +48,24 @@ export interface ArmRun {
 }
 
 export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+/** Sample standard deviation (n - 1); NaN for fewer than 2 values. */
+export const stdev = (xs: number[]): number => {
+  if (xs.length < 2) return NaN;
+  const m = mean(xs);
+  return Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / (xs.length - 1));
+};
+/** Mean of the values that are present; NaN when none is. */
+const meanOf = (xs: (number | undefined)[]): number => mean(xs.filter((x): x is number => x !== undefined));
+
+/** Means over runs, plus the spread of total recs from run to run. */
+export interface GuestSummary extends Omit<GuestRun, 'runs'> { totalRecsSd: number }
 
 export interface ArmSummary {
   arm: string;
   runs: number;
   swapIn: number;
   swapOut: number;
-  guests: GuestRun[];
+  guests: GuestSummary[];
 }
 
 /** Means over the runs of each arm, in first-seen arm order. */
@@ -66,8 +85,11 @@ export function summarize(runs: ArmRun[]): ArmSummary[] {
           majorFaults: mean(gs.map((g) => g.majorFaults)),
           minorFaults: mean(gs.map((g) => g.minorFaults)),
           totalRecs: mean(gs.map((g) => g.totalRecs)),
+          totalRecsSd: stdev(gs.map((g) => g.totalRecs)),
           elapsedSeconds: mean(gs.map((g) => g.elapsedSeconds)),
           failedRuns: mean(gs.map((g) => g.failedRuns)),
+          guestSwapIn: meanOf(gs.map((g) => g.guestSwapIn)),
+          guestSwapOut: meanOf(gs.map((g) => g.guestSwapOut)),
         };
       }),
     };
@@ -91,20 +113,32 @@ export function seedTable(s: ArmSummary[]): string {
       out.push(`${(g.name + ':').padEnd(9)} ${f(g.elapsedSeconds).padStart(8)} ${f(g.majorFaults).padStart(9)} ${f(g.minorFaults).padStart(11)} ${f(g.totalRecs).padStart(12)}`);
     }
     out.push('');
+    if (a.guests.some((g) => Number.isFinite(g.guestSwapOut))) {
+      out.push('Guest (bizzy run in the guest)', '------------------------------');
+      out.push('          total recs   swap in  swap out');
+      for (const g of a.guests) {
+        out.push(`${(g.name + ':').padEnd(9)} ${f(g.totalRecs).padStart(11)} ${f(g.guestSwapIn ?? NaN).padStart(9)} ${f(g.guestSwapOut ?? NaN).padStart(9)}`);
+      }
+      out.push('');
+    }
   }
   return out.join('\n');
 }
 
+const recs = (g: GuestSummary | undefined): string =>
+  (g ? `${f(g.totalRecs, 0)}${Number.isFinite(g.totalRecsSd) ? ` ± ${f(g.totalRecsSd, 0)}` : ''}` : 'NaN');
+const opt = (x: number | undefined): string => (x !== undefined && Number.isFinite(x) ? f(x, 0) : '-');
+
 /** Markdown: one row per arm, against the first arm (vanilla). */
 export function markdownTable(s: ArmSummary[]): string {
   const base = s[0];
-  const rows = ['| arm | runs | host swap in | host swap out (vs first arm) | QEMU major faults down / up | total recs down / up | killed runs down / up |',
-    '| --- | --- | --- | --- | --- | --- | --- |'];
+  const rows = ['| arm | runs | host swap in | host swap out (vs first arm) | QEMU major faults down / up | total recs down / up (± sd) | killed runs down / up | guest swap out down / up |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |'];
   for (const a of s) {
     const g = (n: string) => a.guests.find((x) => x.name === n);
     const d = g('vm-down'); const u = g('vm-up');
     const vs = base && a !== base ? ` (${f(changePercent(base.swapOut, a.swapOut), 1)} %)` : '';
-    rows.push(`| ${a.arm} | ${a.runs} | ${f(a.swapIn, 0)} | ${f(a.swapOut, 0)}${vs} | ${f(d?.majorFaults ?? NaN, 0)} / ${f(u?.majorFaults ?? NaN, 0)} | ${f(d?.totalRecs ?? NaN, 0)} / ${f(u?.totalRecs ?? NaN, 0)} | ${f(d?.failedRuns ?? NaN, 1)} / ${f(u?.failedRuns ?? NaN, 1)} |`);
+    rows.push(`| ${a.arm} | ${a.runs} | ${f(a.swapIn, 0)} | ${f(a.swapOut, 0)}${vs} | ${f(d?.majorFaults ?? NaN, 0)} / ${f(u?.majorFaults ?? NaN, 0)} | ${recs(d)} / ${recs(u)} | ${f(d?.failedRuns ?? NaN, 1)} / ${f(u?.failedRuns ?? NaN, 1)} | ${opt(d?.guestSwapOut)} / ${opt(u?.guestSwapOut)} |`);
   }
   return rows.join('\n');
 }

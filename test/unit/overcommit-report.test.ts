@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  type ArmRun, changePercent, markdownTable, mean, procFaults, seedTable, summarize, timelineSvg, vmstatSwap,
+  type ArmRun, changePercent, markdownTable, mean, procFaults, seedTable, stdev, summarize, timelineSvg, vmstatSwap,
 } from '../../bench/overcommit/report.js';
 
 describe('procFaults', () => {
@@ -23,6 +23,8 @@ describe('mean and changePercent', () => {
   it.each([[[1, 2, 3], 2], [[5], 5], [[], NaN]] as Array<[number[], number]>)('mean %j', (xs, want) => expect(mean(xs)).toBe(want));
   it.each([[100, 2, -98], [372551, 8225, (8225 - 372551) / 372551 * 100], [0, 0, 0], [0, 5, Infinity]])(
     'change %d -> %d', (a, b, want) => expect(changePercent(a, b)).toBeCloseTo(want, 6));
+  it.each([[[2, 4, 4, 4, 5, 5, 7, 9], Math.sqrt(32 / 7)], [[3, 3], 0], [[1], NaN], [[], NaN]] as Array<[number[], number]>)(
+    'stdev %j', (xs, want) => (Number.isNaN(want) ? expect(stdev(xs)).toBeNaN() : expect(stdev(xs)).toBeCloseTo(want, 9)));
 });
 
 const run = (arm: string, r: number, swapOut: number, majDown: number, recsUp: number): ArmRun => ({
@@ -44,7 +46,15 @@ describe('summarize and tables', () => {
   it('markdown compares swap-out with the first arm', () => {
     const md = markdownTable(s);
     expect(md).toContain('| vanilla | 2 | 200 | 2000 |');
-    expect(md).toContain('| auto | 2 | 2 | 20 (-99.0 %) | 2 / 1 | 500 / 400 | 0.0 / 0.5 |');
+    expect(md).toContain('| auto | 2 | 2 | 20 (-99.0 %) | 2 / 1 | 500 ± 0 / 400 ± 71 | 0.0 / 0.5 | - / - |');
+  });
+  it('guest swap: means of the runs that have it, a Guest section in the seed layout', () => {
+    const withSwap = runs.map((r) => ({ ...r, guests: r.guests.map((g, i) => ({ ...g, guestSwapIn: 10 * r.run, guestSwapOut: 100 * r.run + i })) }));
+    const sw = summarize(withSwap);
+    expect(sw[1]?.guests.map((g) => [g.guestSwapIn, g.guestSwapOut])).toEqual([[15, 150], [15, 151]]);
+    expect(markdownTable(sw)).toContain('| 150 / 151 |');
+    expect(seedTable(sw)).toMatch(/Guest \(bizzy run in the guest\)[\s\S]*vm-up: +500\.00 +15\.00 +151\.00/);
+    expect(seedTable(s)).not.toContain('Guest (bizzy');
   });
   it('seed layout names both QEMUs per arm', () => {
     const t = seedTable(s);
