@@ -9,6 +9,7 @@
 #include "vub-discard.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -76,7 +77,12 @@ static void *worker(void *arg)
      * first when the cores are busy. Nice 10 still gets ~10% of a contended
      * core, so pages are freed on a loaded host too; it measured the same
      * ack times as nice 19 and 20-25% better than nice 0 (bench/inflate.ts).
+     * Never a real-time policy, even if the daemon was started under one
+     * (chrt, systemd CPUSchedulingPolicy=): a long discard must not hold a
+     * core against the guest's vCPUs.
      */
+    struct sched_param normal = { .sched_priority = 0 };
+    pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal);
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), VUB_DISCARD_NICE);
 
     pthread_mutex_lock(&q->lock);

@@ -2,6 +2,8 @@
 // SET_MEM_TABLE path, QEMU's q35 memory layout with holes, device stop and
 // guest reboot, deflate racing a deferred discard, deflate-on-OOM, automatic
 // stats refills, the follower, and the hostile-ring helpers.
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
@@ -102,6 +104,32 @@ describe('vhost-user paths', () => {
     await guest.inflate(256);
     expect(await until(() => guest!.mem.backedBytes(top - 2 * MiB, MiB) === 0), 'second burst freed').toBe(true);
     expect(guest.lostInterrupts).toBe(0);
+  });
+
+  // A daemon started under a real-time policy (chrt, systemd
+  // CPUSchedulingPolicy=fifo): the discard thread, started from the event
+  // loop once the guest negotiates, must reset itself to SCHED_OTHER so a
+  // long discard never holds a core against the vCPUs.
+  it.runIf(process.getuid?.() === 0)('the discard thread runs SCHED_OTHER even when the event loop is SCHED_FIFO', async () => {
+    const d = await start();
+    const pid = d.child.pid as number;
+    execFileSync('chrt', ['-f', '-p', '2', String(pid)]);
+    // policy is field 41 of /proc/PID/task/TID/stat; after "(comm) " index 0 is field 3.
+    const policies = () => new Map(readdirSync(`/proc/${pid}/task`).map((t) => {
+      const text = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      return [Number(t), Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[38])] as const;
+    }));
+    const before = policies();
+    expect(before.get(pid), 'event loop thread after chrt').toBe(1);
+    guest = await SimGuest.start({ socketPath: d.socketPath, ramBytes: 64 * MiB });
+    const top = guest.mem.usableEnd;
+    guest.mem.touch(0, top);
+    await guest.inflate(256);
+    expect(await until(() => guest!.mem.backedBytes(top - MiB, MiB) === 0), 'inflated pages freed by the thread').toBe(true);
+    const after = policies();
+    const fresh = [...after.keys()].filter((t) => !before.has(t));
+    expect(fresh.length, 'a thread started for the guest').toBeGreaterThan(0);
+    for (const t of fresh) expect(after.get(t), `thread ${t}`).toBe(0);
   });
 });
 
