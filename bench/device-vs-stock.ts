@@ -68,6 +68,7 @@ Options:
   --pressure-seconds S   ... or after this long (default 180)
   --devices LIST         stock,ours (default), or one of them
   --daemon-nice N        run the daemon at this nice value (default 0; --daemon-nice=-10 shows what CPU contention adds)
+  --daemon-fifo N        run the daemon under chrt -f N, SCHED_FIFO (default 0: off; its discard thread stays normal)
   --out DIR              results.json, table.txt and daemon.log go here (default bench-results/device)
   -h, --help             this text
 `;
@@ -80,6 +81,7 @@ interface Options {
   pressureSeconds: number;
   devices: Device[];
   daemonNice: number;
+  daemonFifo: number;
   out: string;
 }
 
@@ -100,6 +102,7 @@ function parseOptions(argv: string[]): Options | 'help' {
         'pressure-seconds': { type: 'string', default: '180' },
         devices: { type: 'string', default: 'stock,ours' },
         'daemon-nice': { type: 'string', default: '0' },
+        'daemon-fifo': { type: 'string', default: '0' },
         out: { type: 'string', default: 'bench-results/device' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -126,8 +129,12 @@ function parseOptions(argv: string[]): Options | 'help' {
   }
   const nice = Number(values['daemon-nice']);
   if (!Number.isInteger(nice) || nice < -20 || nice > 19) throw new UsageError(`--daemon-nice ${values['daemon-nice']}: expected a whole number from -20 to 19`);
+  const fifo = Number(values['daemon-fifo']);
+  if (!Number.isInteger(fifo) || fifo < 0 || fifo > 99) throw new UsageError(`--daemon-fifo ${values['daemon-fifo']}: expected a priority from 1 to 99 (0: off)`);
+  if (fifo && nice) throw new UsageError('--daemon-fifo and --daemon-nice: choose one (nice does not apply under SCHED_FIFO)');
   return {
     daemonNice: nice,
+    daemonFifo: fifo,
     runs: count('runs', values.runs, 1),
     changes: count('changes', values.changes, 1),
     idleSeconds: count('idle-seconds', values['idle-seconds'], 1),
@@ -252,7 +259,7 @@ async function waitFor<T>(read: () => Promise<T>, ok: (v: T) => boolean, timeout
   }
 }
 
-async function bootOurs(qemu: string, img: GuestImage, out: string, nice: number): Promise<Subject & { ctl: ControlClient; metricsSock: string; memcg: Memcg }> {
+async function bootOurs(qemu: string, img: GuestImage, out: string, nice: number, fifo: number): Promise<Subject & { ctl: ControlClient; metricsSock: string; memcg: Memcg }> {
   const memcg = Memcg.create(`vub-bench-device-${process.pid}`, MEMCG_LIMIT_MIB * MiB);
   live.memcg = memcg;
   const runDir = mkdtempSync(join(tmpdir(), 'vub-bench-device-'));
@@ -261,8 +268,8 @@ async function bootOurs(qemu: string, img: GuestImage, out: string, nice: number
   const logFd = openSync(join(out, 'daemon.log'), 'w');
   const argv = [process.execPath, join(repoRoot(), 'dist', 'src', 'main.js'), '--vm', 'bench', '--memcg', memcg.path, ...DAEMON_ARGS,
     '--metrics-listen', `unix:${metricsSock}`, '--log-level', 'info'];
-  // nice(1) execs the daemon in place: same pid, every thread at that priority.
-  const [cmd, ...args] = nice === 0 ? argv : ['nice', '-n', String(nice), ...argv];
+  // nice(1) and chrt(1) exec the daemon in place: same pid, every thread at that priority.
+  const [cmd, ...args] = fifo ? ['chrt', '-f', String(fifo), ...argv] : nice === 0 ? argv : ['nice', '-n', String(nice), ...argv];
   const daemon = spawn(cmd as string, args, { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, VUB_RUN_DIR: runDir } });
   closeSync(logFd);
   live.daemon = daemon;
@@ -345,7 +352,7 @@ async function benchDevice(device: Device, o: Options, qemu: string, img: GuestI
       log(`  idle ${o.idleSeconds} s`);
       return { device, runs, targetChange, pressure: null, idle: await idle(s, o.idleSeconds) };
     }
-    const s = await bootOurs(qemu, img, o.out, o.daemonNice);
+    const s = await bootOurs(qemu, img, o.out, o.daemonNice, o.daemonFifo);
     const runs = await inflateRuns(s, o.runs);
     log(`  ${o.changes} target changes`);
     const targetChange = await targetChanges(s, o.changes);
@@ -385,7 +392,7 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     live.swap?.remove();
   }
-  const table = renderTable({ guestMiB: GUEST_MIB, balloonMiB: BALLOON_MIB, runs: o.runs, idleSeconds: o.idleSeconds, daemonNice: o.daemonNice,
+  const table = renderTable({ guestMiB: GUEST_MIB, balloonMiB: BALLOON_MIB, runs: o.runs, idleSeconds: o.idleSeconds, daemonNice: o.daemonNice, daemonFifo: o.daemonFifo,
     ours: results.ours ?? null, stock: results.stock ?? null });
   const config = { guestMiB: GUEST_MIB, balloonMiB: BALLOON_MIB, touchMiB: TOUCH_MIB, nudgeMiB: NUDGE_MIB, memcgLimitMiB: MEMCG_LIMIT_MIB,
     allocatorMiB: ALLOCATOR_MIB, pressureCeilingMiB: PRESSURE_CEILING_MIB, daemonArgs: DAEMON_ARGS, statsSeconds: STATS_SECONDS, ...o };

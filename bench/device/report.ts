@@ -113,6 +113,7 @@ export interface TableInput {
   idleSeconds: number;
   /** The daemon's nice value, when not 0. */
   daemonNice?: number;
+  daemonFifo?: number;
   ours: DeviceResult | null;
   stock: DeviceResult | null;
 }
@@ -131,7 +132,7 @@ export function renderTable(t: TableInput): string {
   both('  each run', (d) => runsCell(field(d, (r) => r.deflateSeconds), (x) => fixed(x, 2), 's'));
   both('host memory freed by the inflate (median)', (d) => mib(median(field(d, (r) => r.freedBytes))));
   both('  each run (guest RAM memfd blocks)', (d) => runsCell(field(d, (r) => r.freedBytes / MiB), (x) => fixed(x, 0), 'MiB'));
-  both(`host pressure -> CONFIG_CHANGE p50 / p99${t.daemonNice ? ` (daemon nice ${t.daemonNice})` : ''}`, (d) => (d.pressure
+  both(`host pressure -> CONFIG_CHANGE p50 / p99${t.daemonNice ? ` (daemon nice ${t.daemonNice})` : ''}${t.daemonFifo ? ` (daemon SCHED_FIFO ${t.daemonFifo})` : ''}`, (d) => (d.pressure
     ? `${ms(d.pressure.p50Seconds)} / ${ms(d.pressure.p99Seconds)} ms (n=${d.pressure.samples})`
     : 'n/a (no pressure source)'));
   both('operator target change round trip p50 / p99', (d) => latencyCell(d.targetChange));
