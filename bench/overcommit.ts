@@ -61,7 +61,7 @@ const ARMS: Record<string, Arm> = {
 };
 // The seed's policy: 32M per event, no rate limit, no waiting for the guest,
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page
-// reporting off in every arm: the balloon is the only way memory goes back.
+// reporting off: as in the seed, the balloon is the only way memory goes back.
 let HYSTERESIS = '60s';
 let SEED_POLICY = ['--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
   '--pressure', 'vmpressure', '--pressure-level', 'low', '--no-page-reporting'];
@@ -241,8 +241,8 @@ async function main(): Promise<void> {
   SEED_POLICY = SEED_POLICY.map((a, i, all) => (all[i - 1] === '--hysteresis' ? HYSTERESIS : a));
   const runs = Number(values.runs), seconds = Number(values.seconds), delay = Number(values.delay);
   const guestSwapMiB = Number(values['guest-swap']);
-  for (const [k, v] of [['runs', runs], ['seconds', seconds], ['delay', delay], ['guest-swap', guestSwapMiB]] as const) {
-    if (!Number.isInteger(v) || v < (k === 'runs' || k === 'seconds' ? 1 : 0)) throw new UsageError(`--${k} ${String(values[k])}: expected a whole number${k === 'runs' || k === 'seconds' ? ' >= 1' : ' >= 0'}`);
+  for (const [k, v, min] of [['runs', runs, 1], ['seconds', seconds, 1], ['delay', delay, 0], ['guest-swap', guestSwapMiB, 0]] as const) {
+    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${k} ${String(values[k])}: expected a whole number >= ${min}`);
   }
   const out = values.out as string;
   mkdirSync(out, { recursive: true });
