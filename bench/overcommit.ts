@@ -12,7 +12,7 @@
 //        [--seconds 15] [--delay 15] [--hysteresis 60s] [--guest-swap 256] [--out bench-results/overcommit]
 //   node dist/bench/overcommit.js --from DIR/results.json    (tables of an earlier run)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { Memcg } from '../src/host/memcg.js';
 import { ensureSwap, type TempSwap } from '../src/host/swap.js';
 import {
-  type BalloonChoice, bizzyResult, type GuestImage, guestImage, guestSwap, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
+  type BalloonChoice, bizzyResult, createSwapDisk, type GuestImage, guestImage, guestSwap, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
 } from '../src/vm/index.js';
 import {
   type ArmRun, type BizzyRun, type GuestRun, markdownTable, procFaults, type Sample, seedTable, summarize, timelineSvg, vmstatSwap,
@@ -140,12 +140,7 @@ async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number
       balloon = { kind: 'vhost-user', socketPath: join(runDir, `${name}.sock`), reconnectSeconds: 1 };
     }
     // A sparse scratch file as the guest's swap disk (O_DIRECT: no host page cache).
-    let swapDisk: string | undefined;
-    if (o.guestSwapMiB > 0) {
-      swapDisk = join(runDir, `${name}.swap`);
-      writeFileSync(swapDisk, '');
-      truncateSync(swapDisk, o.guestSwapMiB * MiB);
-    }
+    const swapDisk = o.guestSwapMiB > 0 ? createSwapDisk(join(runDir, `${name}.swap`), o.guestSwapMiB) : undefined;
     const vm = await startVm({ qemu: o.qemu, kernel: img.kernel, initrd: img.initrd, memMiB: GUEST_MIB, balloon,
       ...(swapDisk ? { swapDisk } : {}), guest: { scenario: 'idle', reportSeconds: 5 } });
     memcg.addProcess(vm.pid);

@@ -1,7 +1,7 @@
 // One QEMU process running the test guest: spawn, serial console, QMP,
 // host memory, and a shutdown that always ends the process.
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
@@ -181,3 +181,14 @@ export class Vm {
 }
 
 export const startVm = (o: StartVmOptions): Promise<Vm> => Vm.start(o);
+
+/** A sparse file of `mib` MiB for startVm({ swapDisk }): the guest uses it whole as swap. */
+export function createSwapDisk(path: string, mib: number): string {
+  const fd = openSync(path, 'w');
+  try {
+    ftruncateSync(fd, mib * 2 ** 20);
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}

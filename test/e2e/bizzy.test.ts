@@ -1,11 +1,11 @@
 // The ebizzy-like guest workload (native/workload/bizzy.c) in the real guest:
 // the console command runs it, it prints its records, and its chunks are real
 // anonymous memory while it runs (AnonPages grows, then falls back).
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bizzyResult, guestImage, guestSwap, memInfo, qemuBinary, startVm, type Vm } from '../../src/vm/index.js';
+import { bizzyResult, createSwapDisk, guestImage, guestSwap, memInfo, qemuBinary, startVm, type Vm } from '../../src/vm/index.js';
 
 const CHUNKS = 32;
 const SECONDS = 3;
@@ -69,9 +69,7 @@ describe('guest swap disk', () => {
   beforeAll(async () => {
     const [qemu, img] = [await qemuBinary(), await guestImage()];
     dir = mkdtempSync(join(tmpdir(), 'vub-swap-'));
-    const swapDisk = join(dir, 'swap.img');
-    writeFileSync(swapDisk, '');
-    truncateSync(swapDisk, SWAP_MIB * 2 ** 20);
+    const swapDisk = createSwapDisk(join(dir, 'swap.img'), SWAP_MIB);
     vm = await startVm({
       qemu, kernel: img.kernel, initrd: img.initrd, memMiB: GUEST_MIB, swapDisk,
       balloon: { kind: 'stock' }, guest: { scenario: 'idle', reportSeconds: 1 },
