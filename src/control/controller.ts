@@ -122,7 +122,8 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
 
   /** `wokeAt`: the host pressure wake-up behind `ev`, timed up to the CONFIG_CHANGE it causes. */
   private apply(ev: PolicyEvent, wokeAt?: bigint): Decision | null {
-    const r = step(this.state, ev, this.now());
+    const now = this.now();
+    const r = step(this.state, ev, now);
     this.state = r.state;
     if (r.setTarget !== null) {
       const before = this.device.target;
@@ -132,17 +133,20 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
       // before logging and watchers below.
       if (wokeAt !== undefined && this.device.target !== before && this.device.connected) this.pressureLatency.observeSince(wokeAt);
     }
-    if (r.decision) this.record(r.decision);
+    // Stamped with the instant the policy decided, not after the send: a
+    // send that waited for a core would shift it and shrink the gap to the
+    // next decision below the rate limit.
+    if (r.decision) this.record(r.decision, this.wallAt(now));
     return r.decision;
   }
 
-  private record(d: Decision): void {
+  private record(d: Decision, time: string): void {
     this.decisionCounts.set(d.rule, (this.decisionCounts.get(d.rule) ?? 0) + 1);
     const last = this.lastRecord;
     const fold = last !== null && this.history.decisions.peek() === last && d.ignored && last.cause !== null
       && last.rule === d.rule && last.cause === d.cause && last.newTargetBytes === pagesToBytes(d.newTargetPages) ? last : null;
     const rec: HistoryRecord = {
-      time: new Date().toISOString(), rule: d.rule, event: d.event,
+      time, rule: d.rule, event: d.event,
       oldTargetBytes: pagesToBytes(d.oldTargetPages), newTargetBytes: pagesToBytes(d.newTargetPages), reason: d.reason,
       cause: d.cause, count: fold ? fold.count + 1 : 1, ...(fold ? { firstTime: fold.firstTime ?? fold.time } : {}),
     };
