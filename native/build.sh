@@ -31,6 +31,8 @@ if [ ! -f "$out/.built" ]; then
       -o "$out.tmp/libvub-shim.so" "$here/vub-shim.c" "$here/vub-discard.c" \
       -L"$out.tmp" -lvhost-user -lpthread -Wl,-rpath,'$ORIGIN' >>"$log" 2>&1 \
     || { cat "$log" >&2; die "compiling native/vub-shim.c and vub-discard.c failed (log: $log)"; }
+  # Where libvhost-user's headers are, for our native tests.
+  echo "$lvu" >"$out.tmp/libvhost-user-src"
   touch "$out.tmp/.built"
   rm -rf "$out"; mv "$out.tmp" "$out"
 fi

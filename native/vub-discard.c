@@ -20,12 +20,18 @@
 
 void vub_discarder_init(vub_discarder *q, VuDev *vu)
 {
+    pthread_mutexattr_t pi;
+
     memset(q, 0, sizeof(*q));
     q->vu = vu;
     q->done_fd = -1;
-    pthread_mutex_init(&q->lock, NULL);
+    /* The nice-10 thread holds both: lend it the waiter's priority (see header). */
+    pthread_mutexattr_init(&pi);
+    pthread_mutexattr_setprotocol(&pi, PTHREAD_PRIO_INHERIT);
+    pthread_mutex_init(&q->lock, &pi);
+    pthread_mutex_init(&q->map_lock, &pi);
+    pthread_mutexattr_destroy(&pi);
     pthread_cond_init(&q->cond, NULL);
-    pthread_mutex_init(&q->map_lock, NULL);
 }
 
 /* Discard one chunk; the caller holds map_lock. 0 or -errno. */
@@ -88,7 +94,7 @@ static void *worker(void *arg)
     pthread_mutex_lock(&q->lock);
     for (;;) {
         advance(q);
-        while (!q->stop && q->next >= q->n) {
+        while (!q->stop && (q->suspended || q->next >= q->n)) {
             pthread_cond_wait(&q->cond, &q->lock);
             advance(q);
         }
@@ -96,31 +102,41 @@ static void *worker(void *arg)
             break;
         }
         vub_range *r = &q->job[q->next];
+        uint64_t gen = q->generation;
         q->cur_gpa = r->gpa;
         q->cur_len = r->len < VUB_DISCARD_CHUNK ? r->len : VUB_DISCARD_CHUNK;
         q->busy = 1;
         pthread_mutex_unlock(&q->lock);
 
         pthread_mutex_lock(&q->map_lock);
-        int ret = discard_chunk(q->vu, q->cur_gpa, q->cur_len);
+        /*
+         * A queue stop handled while we waited for map_lock suspended the
+         * job (under map_lock): the chunk may be the guest's again.
+         */
+        pthread_mutex_lock(&q->lock);
+        int current = q->generation == gen;
+        pthread_mutex_unlock(&q->lock);
+        int ret = current ? discard_chunk(q->vu, q->cur_gpa, q->cur_len) : 0;
         pthread_mutex_unlock(&q->map_lock);
 
         pthread_mutex_lock(&q->lock);
-        q->calls++;
-        if (ret < 0) {
-            q->failures++;
-            q->fail_gpa = q->cur_gpa;
-            q->fail_len = q->cur_len;
-            q->fail_errno = -ret;
-        } else {
-            q->bytes += q->cur_len;
+        if (current) {
+            q->calls++;
+            if (ret < 0) {
+                q->failures++;
+                q->fail_gpa = q->cur_gpa;
+                q->fail_len = q->cur_len;
+                q->fail_errno = -ret;
+            } else {
+                q->bytes += q->cur_len;
+            }
         }
         /*
          * A cancel never cuts into the chunk under way (it waits for it), so
          * the chunk is still the head of job[next] unless a drop emptied the
-         * job meanwhile.
+         * job meanwhile. A skipped chunk stays in the job.
          */
-        if (q->next < q->n && q->job[q->next].gpa == q->cur_gpa) {
+        if (current && q->next < q->n && q->job[q->next].gpa == q->cur_gpa) {
             q->job[q->next].gpa += q->cur_len;
             q->job[q->next].len -= q->cur_len;
         }
@@ -269,8 +285,48 @@ int64_t vub_discarder_drop(vub_discarder *q)
         dropped += q->job[i].len;
     }
     q->n = q->next = 0;
+    q->generation++;
+    q->suspended = 0; /* ready for the next job */
     pthread_mutex_unlock(&q->lock);
     return dropped;
+}
+
+void vub_discarder_suspend(vub_discarder *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->suspended = 1;
+    q->generation++;
+    pthread_mutex_unlock(&q->lock);
+}
+
+void vub_discarder_resume(vub_discarder *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->suspended = 0;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+}
+
+uint32_t vub_discarder_export(vub_discarder *q, uint64_t *pairs, uint32_t max)
+{
+    uint32_t k = 0;
+
+    pthread_mutex_lock(&q->lock);
+    while (q->busy) {
+        pthread_cond_wait(&q->cond, &q->lock);
+    }
+    for (uint32_t i = q->next; i < q->n; i++) {
+        if (q->job[i].len == 0) {
+            continue;
+        }
+        if (k < max) {
+            pairs[2 * k] = q->job[i].gpa;
+            pairs[2 * k + 1] = q->job[i].len;
+        }
+        k++;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return k;
 }
 
 int vub_discarder_collect(vub_discarder *q, uint64_t out[6])
@@ -294,7 +350,7 @@ int vub_discarder_collect(vub_discarder *q, uint64_t out[6])
 void vub_discarder_wait(vub_discarder *q)
 {
     pthread_mutex_lock(&q->lock);
-    while (q->running && (q->next < q->n || q->busy)) {
+    while (q->running && !q->suspended && (q->next < q->n || q->busy)) {
         pthread_cond_wait(&q->cond, &q->lock);
     }
     pthread_mutex_unlock(&q->lock);

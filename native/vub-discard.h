@@ -13,6 +13,15 @@
  * it translates and discards one chunk, the shim holds it while libvhost-user
  * handles any message that could map or unmap guest RAM.
  *
+ * A queue stop (GET_VRING_BASE: VM pause or device reset) suspends the job
+ * from inside libvhost-user's callback, before the reply goes out: a chunk
+ * the thread took earlier is re-checked against the generation under
+ * map_lock and left alone. After a reset the pages are the guest's again;
+ * the daemon then drops the job, after a pause it resumes it.
+ *
+ * Both mutexes use priority inheritance: the thread runs at nice 10, and a
+ * daemon run under SCHED_FIFO must not wait behind it at that priority.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #ifndef VUB_DISCARD_H
@@ -46,6 +55,8 @@ typedef struct vub_discarder {
     uint32_t n, next, cap;
     int busy;                  /* a chunk [cur_gpa, +cur_len) is being discarded */
     uint64_t cur_gpa, cur_len;
+    int suspended;             /* queue stopped: take no chunk until resumed */
+    uint64_t generation;       /* bumped by every suspend and drop */
     /* Totals since the last vub_discarder_collect(). */
     uint64_t bytes, calls, failures;
     uint64_t fail_gpa, fail_len;
@@ -58,6 +69,11 @@ void vub_discarder_stop(vub_discarder *q);          /* drops the job, joins */
 int vub_discarder_submit(vub_discarder *q, const uint64_t *pairs, uint32_t n);
 int64_t vub_discarder_cancel(vub_discarder *q, uint64_t gpa, uint64_t len);
 int64_t vub_discarder_drop(vub_discarder *q);
+/* Called with map_lock held (queue-stop callback): no chunk starts or finishes after it. */
+void vub_discarder_suspend(vub_discarder *q);
+void vub_discarder_resume(vub_discarder *q);
+/* Copy what is left of the job as {gpa, len} pairs (at most max); returns the count it needs. */
+uint32_t vub_discarder_export(vub_discarder *q, uint64_t *pairs, uint32_t max);
 int vub_discarder_collect(vub_discarder *q, uint64_t out[6]);
 void vub_discarder_wait(vub_discarder *q);
 

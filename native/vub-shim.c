@@ -9,12 +9,14 @@
 #endif
 #include "vub-shim.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -25,6 +27,8 @@
 
 #define VUB_MAX_EVENTS 1024
 #define VUB_CONFIG_MAX 256
+/* libvhost-user numbers the inflate queue 0 whatever else is negotiated. */
+#define VUB_INFLATE_QUEUE 0
 
 struct vub_dev {
     VuDev vu;                 /* first: callbacks get a VuDev * */
@@ -41,6 +45,14 @@ struct vub_dev {
     vub_discarder bg;         /* background discards (deferred mode) */
     int in_dispatch;          /* inside vu_dispatch() on the main thread */
     int map_locked;           /* bg.map_lock held for the message in dispatch */
+    int epfd;                 /* the daemon's epoll set, or -1 */
+    /* CONFIG_CHANGE_MSG waiting for room on the backend channel. */
+    int cc_queued;            /* a change is owed to the frontend */
+    uint32_t cc_off;          /* bytes of the header already sent */
+    int cc_fd;                /* channel cc_off refers to */
+    int cc_watch_fd;          /* backend channel watched for POLLOUT, or -1 */
+    uint64_t cc_sent;         /* whole messages sent */
+    uint64_t cc_waits;        /* sends that found the channel full */
 };
 
 static vub_dev *to_vub(VuDev *vu)
@@ -115,11 +127,24 @@ static void cb_set_watch(VuDev *vu, int fd, int condition, vu_watch_cb cb,
     push_event(d, VUB_EV_SET_WATCH, fd, condition, 0);
 }
 
+/*
+ * Out of the epoll set now: libvhost-user closes the fd right after this
+ * call, and the frontend still holds the same open file (a kick eventfd), so
+ * a registration left for later would outlive the fd and keep firing.
+ */
+static void epoll_forget(vub_dev *d, int fd)
+{
+    if (d->epfd >= 0 && fd >= 0) {
+        epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, NULL);
+    }
+}
+
 static void cb_remove_watch(VuDev *vu, int fd)
 {
     vub_dev *d = to_vub(vu);
     vub_watches *w = watches_of(d);
 
+    epoll_forget(d, fd);
     for (int i = 0; i < VUB_MAX_WATCHES; i++) {
         if (w->slot[i].cb && w->slot[i].fd == fd) {
             w->slot[i].cb = NULL;
@@ -150,14 +175,30 @@ static void cb_queue_handler(VuDev *vu, int qidx)
 
 static void cb_queue_set_started(VuDev *vu, int qidx, bool started)
 {
-    push_event(to_vub(vu), VUB_EV_QUEUE_STARTED, qidx, started ? 1 : 0, 0);
+    vub_dev *d = to_vub(vu);
+
+    /*
+     * GET_VRING_BASE: the reply goes out when we return, and after a reset
+     * the guest owns its pages again. Stop discarding here, not later.
+     */
+    if (!started && qidx == VUB_INFLATE_QUEUE) {
+        vub_discarder_suspend(&d->bg);
+    }
+    push_event(d, VUB_EV_QUEUE_STARTED, qidx, started ? 1 : 0, 0);
 }
 
+/*
+ * len is the frontend's payload.config.size, unchecked by libvhost-user 7.2;
+ * config is the 256-byte region inside the VhostUserMsg on its stack.
+ */
 static int cb_get_config(VuDev *vu, uint8_t *config, uint32_t len)
 {
     vub_dev *d = to_vub(vu);
     uint32_t n = len < d->config_len ? len : d->config_len;
 
+    if (len > VHOST_USER_MAX_CONFIG_SIZE) {
+        return -1; /* libvhost-user answers with an empty payload: refused */
+    }
     memset(config, 0, len);
     memcpy(config, d->config, n);
     return 0;
@@ -228,6 +269,12 @@ static bool cb_read_msg(VuDev *vu, int sock, VhostUserMsg *vmsg)
         }
         got += (size_t)rc;
     }
+    /* libvhost-user closes the old backend channel when a new one comes. */
+    if (vmsg->request == VHOST_USER_SET_SLAVE_REQ_FD && d->cc_watch_fd >= 0) {
+        epoll_forget(d, d->cc_watch_fd);
+        push_event(d, VUB_EV_REMOVE_WATCH, d->cc_watch_fd, 0, 0);
+        d->cc_watch_fd = -1;
+    }
     /*
      * Any message but the config ones may change the memory table: hold the
      * discard thread off the mappings until libvhost-user has handled it.
@@ -264,6 +311,9 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
     d->device_features = device_features;
     d->extra_protocol_features = extra_protocol_features;
     d->config_len = config_len;
+    d->epfd = -1;
+    d->cc_fd = -1;
+    d->cc_watch_fd = -1;
     d->iface = (VuDevIface){
         .get_features = cb_get_features,
         .set_features = cb_set_features,
@@ -311,9 +361,22 @@ int vub_dispatch(vub_dev *d)
     return d->vu.broken ? 0 : 1;
 }
 
+void vub_set_epoll_fd(vub_dev *d, int epfd)
+{
+    d->epfd = epfd;
+}
+
+static int config_change_flush(vub_dev *d);
+
 void vub_fire_watch(vub_dev *d, int fd, int condition)
 {
     vub_watches *w = watches_of(d);
+
+    if (fd >= 0 && fd == d->cc_watch_fd) {
+        (void)condition;
+        config_change_flush(d);
+        return;
+    }
 
     for (int i = 0; i < VUB_MAX_WATCHES; i++) {
         if (w->slot[i].cb && w->slot[i].fd == fd) {
@@ -375,37 +438,102 @@ void vub_config_read(vub_dev *d, uint32_t off, void *dst, uint32_t len)
     }
 }
 
-int vub_config_change(vub_dev *d)
+/*
+ * VHOST_USER_SLAVE_CONFIG_CHANGE_MSG: header {request, flags, size}, no
+ * payload, no NEED_REPLY (QEMU may be waiting on us: never block). A full
+ * channel must neither lose the change nor leave half a header in the
+ * stream: the unsent rest waits for POLLOUT. One message covers any number
+ * of changes, since QEMU re-reads the whole config when it gets it.
+ */
+static const struct {
+    uint32_t request;
+    uint32_t flags;
+    uint32_t size;
+} __attribute__((packed)) config_change_hdr = {
+    .request = VHOST_USER_SLAVE_CONFIG_CHANGE_MSG,
+    .flags = 1, /* VHOST_USER_VERSION */
+    .size = 0,
+};
+
+static void watch_channel(vub_dev *d, int want)
 {
-    /* VhostUserMsg header: request, flags, size; no payload. */
-    struct {
-        uint32_t request;
-        uint32_t flags;
-        uint32_t size;
-    } __attribute__((packed)) hdr = {
-        .request = VHOST_USER_SLAVE_CONFIG_CHANGE_MSG,
-        .flags = 1, /* VHOST_USER_VERSION; no NEED_REPLY: never block */
-        .size = 0,
-    };
-    ssize_t n;
-    int ret = 0;
+    int fd = d->vu.slave_fd;
+
+    if (want && d->cc_watch_fd < 0 && fd >= 0) {
+        d->cc_watch_fd = fd;
+        push_event(d, VUB_EV_SET_WATCH, fd, VU_WATCH_OUT, 0);
+    } else if (!want && d->cc_watch_fd >= 0) {
+        epoll_forget(d, d->cc_watch_fd);
+        push_event(d, VUB_EV_REMOVE_WATCH, d->cc_watch_fd, 0, 0);
+        d->cc_watch_fd = -1;
+    }
+}
+
+/* 0 sent (or nothing owed), 1 still queued, -errno. slave_mutex held. */
+static int config_change_send(vub_dev *d)
+{
+    int fd = d->vu.slave_fd;
+
+    if (!d->cc_queued) {
+        return 0;
+    }
+    if (fd < 0) {
+        return -ENOTCONN;
+    }
+    if (fd != d->cc_fd) {
+        /* A new channel: whatever was half sent went with the old one. */
+        d->cc_fd = fd;
+        d->cc_off = 0;
+    }
+    while (d->cc_off < sizeof(config_change_hdr)) {
+        ssize_t n = send(fd, (const char *)&config_change_hdr + d->cc_off,
+                         sizeof(config_change_hdr) - d->cc_off,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (d->cc_watch_fd < 0) {
+                d->cc_waits++;
+            }
+            return 1;
+        }
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            d->cc_off = 0;
+            d->cc_queued = 0;
+            return -err;
+        }
+        d->cc_off += (uint32_t)n;
+    }
+    d->cc_off = 0;
+    d->cc_queued = 0;
+    d->cc_sent++;
+    return 0;
+}
+
+static int config_change_flush(vub_dev *d)
+{
+    int ret;
 
     pthread_mutex_lock(&d->vu.slave_mutex);
-    if (d->vu.slave_fd < 0) {
-        ret = -ENOTCONN;
-    } else {
-        do {
-            n = send(d->vu.slave_fd, &hdr, sizeof(hdr),
-                     MSG_DONTWAIT | MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            ret = -errno;
-        } else if (n != sizeof(hdr)) {
-            ret = -EIO;
-        }
-    }
+    ret = config_change_send(d);
     pthread_mutex_unlock(&d->vu.slave_mutex);
+    watch_channel(d, ret == 1);
     return ret;
+}
+
+int vub_config_change(vub_dev *d)
+{
+    d->cc_queued = 1;
+    return config_change_flush(d);
+}
+
+int vub_config_change_pending(vub_dev *d, uint64_t out[2])
+{
+    out[0] = d->cc_sent;
+    out[1] = d->cc_waits;
+    return d->cc_queued;
 }
 
 /* --- queues --- */
@@ -434,8 +562,26 @@ void *vub_pop(vub_dev *d, int qidx, uint32_t hdr[3], uint64_t *iov,
     VuVirtqElement *elem;
     uint32_t k = 0;
 
-    if (!vq || !vu_queue_started(&d->vu, vq)) {
+    if (!vq || !vu_queue_started(&d->vu, vq) || d->vu.broken) {
         return NULL;
+    }
+    /*
+     * libvhost-user 7.2 pops while avail->idx differs from its own index,
+     * without bounding the distance: a guest that moves avail->idx by more
+     * than the ring (or one step back) would make us replay stale entries
+     * up to 65535 times. QEMU's virtio calls that a broken device.
+     */
+    if (vq->vring.avail && vq->vring.num) {
+        uint16_t avail = le16toh(((volatile struct vring_avail *)vq->vring.avail)->idx);
+        uint16_t ahead = (uint16_t)(avail - vq->last_avail_idx);
+        if (ahead > vq->vring.num) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "Guest moved avail index from %u to %u (queue %d, size %u)",
+                     vq->last_avail_idx, avail, qidx, vq->vring.num);
+            d->vu.broken = true;
+            cb_panic(&d->vu, msg);
+            return NULL;
+        }
     }
     elem = vu_queue_pop(&d->vu, vq, sizeof(VuVirtqElement));
     if (!elem) {
@@ -609,6 +755,16 @@ int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len)
 int64_t vub_bg_drop(vub_dev *d)
 {
     return vub_discarder_drop(&d->bg);
+}
+
+void vub_bg_resume(vub_dev *d)
+{
+    vub_discarder_resume(&d->bg);
+}
+
+uint32_t vub_bg_export(vub_dev *d, uint64_t *pairs, uint32_t max)
+{
+    return vub_discarder_export(&d->bg, pairs, max);
 }
 
 int vub_bg_collect(vub_dev *d, uint64_t out[6])

@@ -43,6 +43,11 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
 void vub_free(vub_dev *d);               /* vu_deinit + free; closes sock */
 int vub_dispatch(vub_dev *d);            /* 1 ok, 0: peer gone or broken */
 void vub_fire_watch(vub_dev *d, int fd, int condition);
+/*
+ * The daemon's epoll set: a watch libvhost-user removes leaves it at once,
+ * before libvhost-user closes the fd (-1: the caller removes watches itself).
+ */
+void vub_set_epoll_fd(vub_dev *d, int epfd);
 int vub_next_events(vub_dev *d, vub_event *out, int max);  /* drains */
 const char *vub_last_panic(vub_dev *d);
 
@@ -54,9 +59,16 @@ int vub_broken(vub_dev *d);
 /* Config space (device-side copy). */
 void vub_config_write(vub_dev *d, uint32_t off, const void *src, uint32_t len);
 void vub_config_read(vub_dev *d, uint32_t off, void *dst, uint32_t len);
-/* Send VHOST_USER_SLAVE_CONFIG_CHANGE_MSG on the backend channel without
- * waiting for a reply. 0 ok, -errno on failure, -ENOTCONN if no channel. */
+/*
+ * Send VHOST_USER_SLAVE_CONFIG_CHANGE_MSG on the backend channel without
+ * waiting for a reply. 0 sent; 1 queued: the channel is full, the shim asks
+ * for a POLLOUT watch on it (a VUB_EV_SET_WATCH event) and sends the rest
+ * from vub_fire_watch(), never leaving half a message; -ENOTCONN without a
+ * channel, -errno if it failed. Changes while one is queued fold into it.
+ */
 int vub_config_change(vub_dev *d);
+/* 1 while a change is queued; out = {messages sent, sends that had to wait}. */
+int vub_config_change_pending(vub_dev *d, uint64_t out[2]);
 
 /* Queues. */
 void vub_queue_enable_handler(vub_dev *d, int qidx, int enable);
@@ -115,6 +127,14 @@ int vub_bg_submit(vub_dev *d, const uint64_t *pairs, uint32_t n);
 int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len);
 int64_t vub_bg_drop(vub_dev *d);
 int vub_bg_collect(vub_dev *d, uint64_t out[6]);
+/*
+ * The inflate queue's stop suspends the thread (inside libvhost-user's
+ * callback, before the reply); vub_bg_resume lets it go on (a VM pause is
+ * over), vub_bg_drop forgets the job (a reset). vub_bg_export copies what is
+ * left of the job as {gpa, len} pairs (at most max) and returns the count.
+ */
+void vub_bg_resume(vub_dev *d);
+uint32_t vub_bg_export(vub_dev *d, uint64_t *pairs, uint32_t max);
 void vub_bg_wait(vub_dev *d);
 
 /* Sockets and fds for the daemon and the test frontend. */
