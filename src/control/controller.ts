@@ -68,8 +68,16 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
       this.publish({ type: 'actual', bytes: pagesToBytes(pages) });
     });
     device.on('memory', (bytes) => this.guestRamKnown(bytes));
+    // A new frontend may be another guest: its own target, hold and
+    // hysteresis come back only if it reports the balloon (recovered).
+    device.on('attached', () => this.apply({ type: 'frontend-attached' }));
     device.on('recovered', (pages) => {
-      if (this.state.targetPages === 0) this.apply({ type: 'recover', pages });
+      if (this.state.targetPages === 0 || this.state.previousGuest) this.apply({ type: 'recover', pages });
+    });
+    device.on('newGuest', () => this.apply({ type: 'new-guest' }));
+    device.on('balloonChanged', () => {
+      this.balloonSize('queues');
+      this.sample();
     });
     device.on('connected', () => this.publish({ type: 'connected', features: featureNames(device.features, device.choice.messageVqBit) }));
     device.on('disconnected', (reason) => this.publish({ type: 'disconnected', reason }));
@@ -83,8 +91,10 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
       this.apply({ type: 'guest-pressure', source, count });
     });
     device.on('frontendTarget', (pages) => {
-      // QMP `balloon` through our QEMU device: a manual target.
-      this.setManual(pages, 'qemu-monitor');
+      // QMP `balloon` through our QEMU device: a manual target. QMP has
+      // already said yes, so a target above the ceiling is lowered to it
+      // (cause `ceiling` in the history), never refused.
+      this.apply({ type: 'manual-target', pages, owner: 'qemu-monitor' });
     });
     device.on('inflated', () => {
       this.balloonSize('queues');
@@ -258,6 +268,7 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
       params: { ...s.params, autoEnabled: s.autoEnabled, pageSize: PAGE },
       decisions: this.history.decisions.last(20),
       counters: dev.counters,
+      configChange: dev.configChangeState(),
     };
   }
 }

@@ -45,4 +45,6 @@ export interface DaemonStatus {
   params: Record<string, unknown>;
   decisions: DecisionRecord[];
   counters: DeviceCounters;
+  /** VHOST_USER_SLAVE_CONFIG_CHANGE_MSG: sent whole, sends that waited for room, one waiting now. */
+  configChange: { sent: number; waits: number; pending: boolean };
 }

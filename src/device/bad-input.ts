@@ -5,6 +5,8 @@ import type { Logger } from '../log.js';
 export type BadInputKind =
   | 'pfn_outside_ram'       // inflate/deflate PFN not in guest RAM
   | 'pfn_buffer_odd_length' // PFN buffer length not a multiple of 4
+  | 'pfn_already_ballooned' // inflate of a page already in the balloon (counted once)
+  | 'pfn_not_ballooned'     // deflate of a page that was never inflated
   | 'wrong_direction'       // descriptor writable where readable expected (or reverse)
   | 'empty_buffer'          // element with no usable bytes
   | 'oversized_buffer'      // more data than the driver may send
@@ -13,6 +15,8 @@ export type BadInputKind =
   | 'unknown_message'       // message other than MSG_PRESSURE
   | 'message_odd_length'    // message buffer length not a multiple of 4
   | 'reporting_outside_ram' // reported range not wholly in guest RAM
+  | 'reporting_unaligned'   // reported range not page-aligned, or empty
+  | 'oversized_report'      // report with more entries than the device reads
   | 'discard_failed'        // madvise(MADV_REMOVE) refused a range
   | 'device_error'          // libvhost-user marked the device broken
   | 'second_frontend';      // another frontend tried to connect

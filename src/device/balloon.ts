@@ -15,8 +15,11 @@ import { BadInputCounter, BadInputKind } from './bad-input.js';
 import { DeviceCounters, newCounters } from './counters.js';
 import { BackgroundDiscard, DiscardResult, discardRanges, DiscardWorker } from './discard.js';
 import { readOut } from './element-io.js';
+import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
-import { countPages, decodePfns, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
+import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
+import { discardReport } from './reporting.js';
+import { QueueStop, reconnectVerdict, restartVerdict } from './restart.js';
 import { GuestStats, parseStats } from './stats.js';
 import { StatsBuffer } from './stats-queue.js';
 
@@ -46,6 +49,8 @@ export interface StatsSample {
 export type GuestPressureSource = 'message' | 'deflate-on-oom';
 
 export interface DeviceEvents {
+  /** A frontend took the device after another one: the last guest's balloon is not this one's until it says so. */
+  attached: [];
   connected: [info: { features: bigint; roles: QueueRole[] }];
   disconnected: [reason: string];
   inflated: [pages: number];
@@ -56,8 +61,12 @@ export interface DeviceEvents {
   actual: [pages: number];
   /** Guest RAM from the memory table (bytes), when it changes. */
   memory: [bytes: number];
-  /** `actual` as a new connection first reports it (daemon or QEMU restart). */
+  /** A new connection reported a non-zero `actual` before starting its queues: the same guest, reconnected. */
   recovered: [pages: number];
+  /** A new connection started its queues without reporting a balloon: a new (or reset) guest. */
+  newGuest: [];
+  /** The balloon count changed outside inflate/deflate (reset, reconnect verdict). */
+  balloonChanged: [pages: number];
   /** The frontend wrote num_pages (QMP `balloon` through our QEMU device). */
   frontendTarget: [pages: number];
 }
@@ -66,6 +75,7 @@ export interface DeviceEvents {
 const MAX_PFN_BYTES = 1 << 20;
 /** Most bytes read from one stats or message element. */
 const MAX_SMALL_BYTES = 64 << 10;
+const ENOTCONN = 107;
 
 export class BalloonDevice extends EventEmitter<DeviceEvents> {
   readonly choice: FeatureChoice;
@@ -75,18 +85,21 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private roles: QueueRole[] = [];
   private ram: RamRegion[] = [];
   private negotiated = 0n;
-  /** No inflate/deflate seen on this connection yet. */
-  private fresh = true;
-  /**
-   * The inflate queue stopped (device reset, VM stop): the next `actual` the
-   * guest writes is the balloon's size, whatever the queues counted before
-   * (after a reset the guest's balloon is empty).
-   */
-  private resync = false;
   private targetPages = 0;
   private actualPages = 0;
-  /** Balloon size counted from the inflate/deflate queues. */
-  private queuePages = 0;
+  /** Pages in the balloon, by PFN (see ledger.ts). */
+  private readonly ledger = new BalloonLedger();
+  /** The inflate queue stopped and has not started again: pause or reset? */
+  private stopped: QueueStop | null = null;
+  /** This connection has started no queue yet: is it the guest of the last one? */
+  private awaitingFirstStart = false;
+  /** `actual` the frontend wrote before its first queue start (QEMU re-sends it on reconnect). */
+  private reportedActual: number | null = null;
+  /** Pages acknowledged on an earlier connection and not discarded yet (see restart.ts). */
+  private carried: PfnRange[] = [];
+  private hadFrontend = false;
+  /** CONFIG_CHANGE_MSG totals of closed connections. */
+  private readonly configChangeBase = { sent: 0, waits: 0 };
   private readonly statsBuffer: StatsBuffer;
   private deferred: BackgroundDiscard | null = null;
   private readonly discardMode: 'deferred' | 'immediate';
@@ -132,7 +145,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
 
   /** Balloon size as counted from the queues (pages). */
   get balloonPages(): number {
-    return this.queuePages;
+    return this.awaitingFirstStart ? this.reportedActual ?? 0 : this.ledger.size;
   }
 
   get features(): bigint {
@@ -166,8 +179,16 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.writeConfig();
     if (this.conn?.open) {
       const ret = this.conn.configChanged();
-      if (ret < 0) this.log.warn({ errno: -ret }, 'could not send CONFIG_CHANGE_MSG; the guest sees the new target at its next config read');
+      if (ret === 1) this.log.debug('backend channel full: CONFIG_CHANGE_MSG goes out when it drains');
+      else if (ret === -ENOTCONN) this.log.debug('no backend channel yet: the frontend reads the target when it sets up');
+      else if (ret < 0) this.log.warn({ errno: -ret }, 'could not send CONFIG_CHANGE_MSG; the guest sees the new target at its next config read');
     }
+  }
+
+  /** CONFIG_CHANGE_MSGs sent whole and sends that waited for room, over all connections; one waiting now. */
+  configChangeState(): { sent: number; waits: number; pending: boolean } {
+    const cur = this.conn?.open ? this.conn.configChangeState() : { sent: 0, waits: 0, pending: false };
+    return { sent: this.configChangeBase.sent + cur.sent, waits: this.configChangeBase.waits + cur.waits, pending: cur.pending };
   }
 
   /** Take over a new frontend connection (one at a time). */
@@ -176,11 +197,20 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.conn = conn;
     this.roles = [];
     this.negotiated = 0n;
-    this.fresh = true;
-    this.resync = false;
     this.busy.clear();
+    this.deferred = null;
+    this.stopped = null;
+    this.actualPages = 0;
+    this.awaitingFirstStart = true;
+    this.reportedActual = null;
+    // Before the frontend reads the config: the controller sets the last
+    // guest's target aside. A target set before any frontend came is for
+    // this one.
+    if (this.hadFrontend) this.emit('attached');
+    this.hadFrontend = true;
     this.writeConfig();
     conn.on('features', (f) => this.onFeatures(f));
+    conn.on('closing', () => this.onClosing());
     conn.on('queueStarted', (q, started) => this.onQueueStarted(q, started));
     conn.on('kick', (q) => this.service(q));
     conn.on('setConfig', (off, size) => this.onSetConfig(off, size));
@@ -215,12 +245,17 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       this.log.warn({ protocolFeatures: proto.toString(16) },
         'frontend did not negotiate CONFIG and SLAVE_REQ: target changes cannot reach the guest');
     }
-    this.deferred?.drop();
-    this.deferred = null;
+    // Features come again on every start (after a pause or a reset): the
+    // thread and its pending pages stay; the queue start decides about them.
     if (this.discardMode === 'deferred' && has(f, VIRTIO_BALLOON_F_MUST_TELL_HOST)) {
-      const bg = new BackgroundDiscard(discardThread(conn), (r) => this.accountDiscard(r));
-      conn.startDiscardThread(() => bg.onJobDone());
-      this.deferred = bg;
+      if (!this.deferred) {
+        const bg = new BackgroundDiscard(discardThread(conn), (r) => this.accountDiscard(r));
+        conn.startDiscardThread(() => bg.onJobDone());
+        this.deferred = bg;
+      }
+    } else if (this.deferred) {
+      this.dropPending('MUST_TELL_HOST no longer negotiated');
+      this.deferred = null;
     }
     this.log.info({ features: featureNames(f, this.choice.messageVqBit), queues: this.roles, deferredDiscard: this.deferred !== null },
       'features negotiated');
@@ -238,12 +273,53 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (this.guestRamBytes !== before) this.emit('memory', this.guestRamBytes);
     conn.enableQueue(qidx, started);
     if (!started && role === 'stats') this.statsBuffer.release(conn);
-    // After a stop the guest may own the ballooned pages again.
-    if (!started && role === 'inflate') {
-      this.dropPending('inflate queue stopped');
-      this.resync = true;
+    if (started && this.awaitingFirstStart) this.firstStart();
+    if (role === 'inflate' || qidx === 0) {
+      if (!started) {
+        // The shim suspended the discard thread before QEMU got its reply.
+        this.deferred?.suspend();
+        this.stopped = { base: conn.queueLastAvail(qidx), resetSeen: false };
+      } else if (this.stopped) {
+        const verdict = restartVerdict(this.stopped, conn.queueLastAvail(qidx));
+        this.stopped = null;
+        if (verdict === 'resume') this.deferred?.resume();
+        else this.resetBalloon('the device was reset (the inflate queue restarted from another index)');
+      }
     }
     if (started) this.service(qidx);
+  }
+
+  /**
+   * A new connection's first queue start: QEMU re-sends the guest's actual
+   * before this when it reconnects to a running guest, so its absence means
+   * a new (or reset) guest: nothing of the last connection's balloon is its.
+   */
+  private firstStart(): void {
+    this.awaitingFirstStart = false;
+    const carried = this.carried;
+    this.carried = [];
+    if (reconnectVerdict(this.reportedActual) === 'same-guest') {
+      this.ledger.recover(this.reportedActual!);
+      if (carried.length && this.deferred) {
+        this.log.info({ pages: carried.reduce((n, r) => n + r.count, 0) }, 'discarding pages the guest ballooned before it reconnected');
+        this.deferred.add(carried);
+      }
+      return;
+    }
+    const had = this.ledger.size;
+    this.ledger.clear();
+    if (had || carried.length) this.log.info({ pages: had }, 'a new guest: the last frontend\'s balloon is forgotten');
+    this.emit('newGuest');
+    this.emit('balloonChanged', 0);
+  }
+
+  /** After a reset every page is the guest's: forget the balloon and what was to be discarded. */
+  private resetBalloon(why: string): void {
+    this.dropPending(why);
+    this.carried = [];
+    if (this.ledger.size === 0) return;
+    this.ledger.clear();
+    this.emit('balloonChanged', 0);
   }
 
   private onSetConfig(offset: number, size: number): void {
@@ -251,18 +327,16 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (!conn) return;
     const c = decodeConfig(conn.configRead(0, CONFIG_SIZE));
     if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL)) {
-      if (this.resync) {
-        this.resync = false;
-        this.queuePages = c.actual;
+      if (this.awaitingFirstStart) {
+        this.reportedActual = c.actual;
+        if (c.actual > 0) this.emit('recovered', c.actual);
+      } else if (this.stopped && c.actual === 0 && !this.stopped.resetSeen) {
+        // Our QEMU device's reset handler: the guest's balloon is empty.
+        this.stopped.resetSeen = true;
+        this.resetBalloon('the device was reset (actual = 0 after the queues stopped)');
       }
       if (c.actual !== this.actualPages) {
         this.actualPages = c.actual;
-        // A fresh connection learns the balloon size from `actual`.
-        if (this.fresh) {
-          this.fresh = false;
-          this.queuePages = c.actual;
-          if (c.actual > 0) this.emit('recovered', c.actual);
-        }
         this.emit('actual', c.actual);
       }
     }
@@ -281,9 +355,28 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.conn?.close(`device error: ${message}`);
   }
 
+  /**
+   * Still mapped: take out what was acknowledged but not discarded. Not
+   * discarded now (the guest may be reset before it reconnects); the next
+   * connection discards it if it is the same guest (restart.ts).
+   */
+  private onClosing(): void {
+    const cc = this.conn?.configChangeState();
+    if (cc) {
+      this.configChangeBase.sent += cc.sent;
+      this.configChangeBase.waits += cc.waits;
+    }
+    const runs = this.deferred?.exportPending() ?? [];
+    if (runs.length) {
+      this.carried.push(...runs);
+      this.log.info({ pages: runs.reduce((n, r) => n + r.count, 0) },
+        'frontend gone with pages not yet discarded: kept for its reconnection');
+    }
+    this.deferred = null;
+  }
+
   private onClosed(reason: string): void {
     this.statsBuffer.release(this.conn);
-    this.dropPending('frontend disconnected');
     this.conn = null;
     this.roles = [];
     this.busy.clear();
@@ -354,21 +447,22 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     const { pfns, trailingBytes } = decodePfns(buf);
     if (trailingBytes) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
     const { ranges, rejected } = pfnsToRanges(pfns, this.ram);
-    this.fresh = false;
     if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: pfns.length }, rejected);
-    const pages = countPages(ranges);
     if (role === 'inflate') {
+      const { added, duplicate } = this.ledger.inflate(ranges);
+      if (duplicate) this.record('pfn_already_ballooned', { index: elem.index, pages: duplicate }, duplicate);
       if (this.deferred) this.deferred.add(ranges);
       else this.accountDiscard(discardRanges(ranges, (gpa, len) => conn.discard(gpa, len)));
-      this.queuePages += pages;
-      this.counters.inflatedPages += pages;
-      if (pages) this.emit('inflated', pages);
+      this.counters.inflatedPages += added;
+      if (added) this.emit('inflated', added);
     } else {
       // Pages fault back in on use: deflate needs no host work, but a page
       // still waiting for its discard must not be discarded any more.
       this.deferred?.remove(ranges);
-      const before = this.queuePages;
-      this.queuePages = Math.max(0, before - pages);
+      const before = this.ledger.size;
+      const { removed, unnamed, unknown } = this.ledger.deflate(ranges);
+      if (unknown) this.record('pfn_not_ballooned', { index: elem.index, pages: unknown }, unknown);
+      const pages = removed + unnamed;
       this.counters.deflatedPages += pages;
       // The guest deflating below our target on its own is deflate-on-OOM.
       const requested = this.targetPages < before;
@@ -434,20 +528,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private handleReporting(elem: Element): void {
     const conn = this.conn;
     if (!conn) return;
-    if (elem.out.length > 0) this.record('wrong_direction', { queue: 'reporting', readableDescriptors: elem.out.length });
-    let pages = 0;
-    for (const sg of elem.in) {
-      const ret = conn.discardHostRange(sg.addr, sg.len);
-      if (ret < 0) {
-        this.record(ret === -14 ? 'reporting_outside_ram' : 'discard_failed', { len: sg.len, errno: -ret });
-        continue;
-      }
-      this.counters.discardedBytes += ret;
-      this.counters.discardCalls++;
-      pages += ret / 4096;
-    }
-    this.counters.reportedPages += pages;
-    if (pages) this.emit('reported', pages);
+    const r = discardReport(elem, this.recorder, (addr, len) => conn.discardHostRange(addr, len));
+    this.counters.discardedBytes += r.bytes;
+    this.counters.discardCalls += r.calls;
+    this.counters.reportedPages += r.pages;
+    if (r.pages) this.emit('reported', r.pages);
   }
 }
 
@@ -471,6 +556,8 @@ function discardThread(conn: VhostUserConnection): DiscardWorker {
     },
     drop: () => conn.discardDrop() / PAGE,
     waitIdle: () => conn.discardWait(),
+    resume: () => conn.discardResume(),
+    exportJob: () => conn.discardExport().map(({ gpa, len }) => ({ pfn: gpa / PAGE, count: len / PAGE })),
     collect() {
       const rep = conn.discardCollect();
       const failures = rep.lastFailure ? [{ ...rep.lastFailure, count: rep.failures }] : [];

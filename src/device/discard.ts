@@ -17,8 +17,11 @@
 // runs: one madvise per 4 KiB page costs ~10x more than per 1 MiB run. Fewer,
 // longer jobs also save wake-ups (two per job). Deflated pages leave
 // the set and are cut out of the job under way before the deflate is
-// acknowledged, so nothing the guest uses again is ever discarded; a queue
-// stop or disconnect drops both (after a reset the pages are the guest's).
+// acknowledged, so nothing the guest uses again is ever discarded.
+// A queue stop suspends both (the shim stops the thread before QEMU gets
+// its reply); the device then resumes them after a VM pause or drops them
+// after a reset. On a disconnect the device takes them out (exportPending)
+// to hand to the next connection of the same guest.
 import { PageSet } from './page-set.js';
 import { PfnRange, rangeBytes } from './pfn.js';
 
@@ -61,8 +64,12 @@ export interface DiscardWorker {
   cancel(r: PfnRange): number;
   /** Forget the job; pages left undone. */
   drop(): number;
-  /** Block until the job is done. */
+  /** Block until the job is done (returns at once while suspended). */
   waitIdle(): void;
+  /** Let a job suspended by a queue stop go on. */
+  resume(): void;
+  /** What is left of the job, as page runs (the job stays). */
+  exportJob(): PfnRange[];
   /** Totals since the last call, and whether a job is still pending. */
   collect(): { result: DiscardResult; pending: boolean };
 }
@@ -105,6 +112,7 @@ export class BackgroundDiscard {
   private firstWaitAt = 0;
   private lastAddAt = 0;
   private cancelTimer: (() => void) | null = null;
+  private suspended = false;
 
   constructor(
     private readonly worker: DiscardWorker,
@@ -120,6 +128,38 @@ export class BackgroundDiscard {
 
   get busy(): boolean {
     return this.job !== null;
+  }
+
+  get isSuspended(): boolean {
+    return this.suspended;
+  }
+
+  /** The inflate queue stopped (the shim already holds the thread): hand nothing over. */
+  suspend(): void {
+    this.stopTimer();
+    this.suspended = true;
+  }
+
+  /** The queue runs again with the same guest (a VM pause ended). */
+  resume(): void {
+    if (!this.suspended) return;
+    this.suspended = false;
+    this.worker.resume();
+    this.maybeHandOver();
+  }
+
+  /** Everything not yet discarded, as page runs; this object keeps nothing. */
+  exportPending(): PfnRange[] {
+    this.stopTimer();
+    const out = this.waiting.take();
+    if (this.job) {
+      for (const r of this.worker.exportJob()) out.push(r);
+      this.worker.drop();
+      this.settle();
+      this.job = null;
+    }
+    this.suspended = false;
+    return out;
   }
 
   add(ranges: readonly PfnRange[]): void {
@@ -151,8 +191,9 @@ export class BackgroundDiscard {
     return n;
   }
 
-  /** Discard everything pending before returning (shutdown, tests). */
+  /** Discard everything pending before returning (shutdown, tests); not while suspended. */
   flush(): void {
+    if (this.suspended) return;
     this.stopTimer();
     while (this.job || this.waiting.size > 0) {
       if (this.job) {
@@ -163,13 +204,15 @@ export class BackgroundDiscard {
     }
   }
 
-  /** Forget pending pages without discarding them (reset, disconnect). */
+  /** Forget pending pages without discarding them (a reset); the thread takes new jobs again. */
   drop(): number {
     this.stopTimer();
+    const wasSuspended = this.suspended;
+    this.suspended = false;
     let n = this.waiting.size;
     this.waiting.clear();
-    if (this.job) {
-      n += this.worker.drop();
+    if (this.job || wasSuspended) {
+      n += this.worker.drop(); // also lifts the shim's suspension
       this.settle();
       this.job = null;
     }
@@ -191,7 +234,7 @@ export class BackgroundDiscard {
   }
 
   private maybeHandOver(): void {
-    if (this.job || this.waiting.size === 0) return; // onJobDone() comes back here
+    if (this.suspended || this.job || this.waiting.size === 0) return; // onJobDone() comes back here
     const now = this.clock.now();
     if (this.due(now)) {
       this.stopTimer();

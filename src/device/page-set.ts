@@ -30,15 +30,26 @@ export class PageSet {
     return (words[off >>> 5]! & ((1 << (off & 31)) >>> 0)) !== 0;
   }
 
-  add(r: PfnRange): void {
+  /** Add pages; returns how many were not in the set yet. */
+  add(r: PfnRange): number {
+    let added = 0;
     this.forEachPage(r, (words, w, mask, pfn) => {
       if ((words[w]! & mask) === 0) {
         // A new page starts a run, extends one, or joins two.
         this.runCount += 1 - (this.near(words, pfn, -1) ? 1 : 0) - (this.near(words, pfn, 1) ? 1 : 0);
         words[w]! |= mask;
-        this.count++;
+        added++;
       }
     }, true);
+    this.count += added;
+    return added;
+  }
+
+  /** All pages as ascending merged runs, leaving the set as it is. */
+  runsOf(): PfnRange[] {
+    const out = this.take();
+    for (const r of out) this.add(r);
+    return out;
   }
 
   /** Remove pages; returns how many were present. */

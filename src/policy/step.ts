@@ -40,7 +40,7 @@ export function initialState(params: PolicyParams, autoEnabled = params.enabled)
   return {
     params: { ...params, enabled: autoEnabled }, targetPages: 0, balloonPages: 0, guestRamBytes: 0, autoEnabled, hold: null,
     lastGuestPressureAt: null, lastGuestPressureSource: null, lastHostStepAt: null, prevStats: null, prevStatsAt: null,
-    clockMs: Number.NEGATIVE_INFINITY,
+    clockMs: Number.NEGATIVE_INFINITY, previousGuest: null,
   };
 }
 
@@ -94,12 +94,12 @@ export function step(prev: PolicyState, ev: PolicyEvent, nowIn: number): StepRes
       return statsSample(s, ev.stats, now);
     case 'balloon-size':
       return quiet({ ...s, balloonPages: pagesOf(ev.pages) });
-    case 'recover': {
-      const pages = pagesOf(ev.pages);
-      const next = { ...s, balloonPages: pages, targetPages: Math.min(pages, ceilingPages(s)) };
-      return decide(next, s, now, 'recover', null, `frontend reconnected with ${mib(pages)} ballooned`,
-        'keep the balloon the guest already has instead of assuming it is empty');
-    }
+    case 'frontend-attached':
+      return frontendAttached(s, now);
+    case 'recover':
+      return recover(s, pagesOf(ev.pages), now);
+    case 'new-guest':
+      return quiet({ ...s, previousGuest: null, balloonPages: 0 });
     case 'guest-ram':
       return clampTarget({ ...s, guestRamBytes: Math.max(0, ev.bytes) }, s, now, `guest RAM ${mib(ev.bytes / PAGE)}`);
     case 'manual-target': {
@@ -120,6 +120,43 @@ export function step(prev: PolicyState, ev: PolicyEvent, nowIn: number): StepRes
     case 'tune':
       return tune(s, ev.params, now);
   }
+}
+
+/**
+ * A new frontend: nothing of the last guest (target, hold, hysteresis)
+ * applies to it unless it proves to be the same guest (recover).
+ */
+function frontendAttached(s: PolicyState, now: number): StepResult {
+  const previousGuest = s.previousGuest ?? {
+    targetPages: s.targetPages, hold: s.hold, lastGuestPressureAt: s.lastGuestPressureAt, lastGuestPressureSource: s.lastGuestPressureSource,
+  };
+  const next: PolicyState = {
+    ...s, previousGuest, targetPages: 0, balloonPages: 0, hold: null, lastGuestPressureAt: null, lastGuestPressureSource: null,
+    lastHostStepAt: null, prevStats: null, prevStatsAt: null,
+  };
+  if (s.targetPages === 0 && !s.hold) return quiet(next);
+  return decide(next, s, now, 'new-frontend', null, 'a new frontend attached',
+    'target and hold of the last guest set aside until this one reports a balloon of its own');
+}
+
+/** The frontend reported `pages` ballooned before it started: the same guest, reconnected. */
+function recover(s: PolicyState, pages: number, now: number): StepResult {
+  const prev = s.previousGuest;
+  const max = ceilingPages(s);
+  if (prev?.hold) {
+    const next = {
+      ...s, previousGuest: null, balloonPages: pages, hold: prev.hold, targetPages: Math.min(prev.targetPages, max),
+      lastGuestPressureAt: prev.lastGuestPressureAt, lastGuestPressureSource: prev.lastGuestPressureSource,
+    };
+    return decide(next, s, now, 'recover', null, `frontend reconnected with ${mib(pages)} ballooned`,
+      `the same guest: its manual target ${mib(next.targetPages)} held by ${prev.hold.owner} applies again`);
+  }
+  const next = {
+    ...s, previousGuest: null, balloonPages: pages, targetPages: Math.min(pages, max),
+    lastGuestPressureAt: prev?.lastGuestPressureAt ?? s.lastGuestPressureAt, lastGuestPressureSource: prev?.lastGuestPressureSource ?? s.lastGuestPressureSource,
+  };
+  return decide(next, s, now, 'recover', null, `frontend reconnected with ${mib(pages)} ballooned`,
+    'keep the balloon the guest already has instead of assuming it is empty');
 }
 
 function autoReason(s: PolicyState, enabled: boolean): string {

@@ -30,6 +30,19 @@ export interface PolicyState {
   prevStatsAt: number | null;
   /** Latest time seen: a `now` that goes backwards is read as this. */
   clockMs: number;
+  /**
+   * What belonged to the guest of the last frontend, set aside when a new
+   * one attached: restored if it turns out to be the same guest (it reports
+   * its balloon), forgotten if a new guest starts its queues.
+   */
+  previousGuest: PreviousGuest | null;
+}
+
+export interface PreviousGuest {
+  targetPages: number;
+  hold: { owner: string; since: number } | null;
+  lastGuestPressureAt: number | null;
+  lastGuestPressureSource: GuestPressureSource | null;
 }
 
 export type PolicyEvent =
@@ -41,8 +54,12 @@ export type PolicyEvent =
   | { type: 'stats'; stats: GuestStats }
   /** The balloon size changed: pages counted from the queues or the guest's `actual`. */
   | { type: 'balloon-size'; pages: number; from?: 'queues' | 'actual' }
+  /** A new frontend attached: until it reports a balloon, its guest is not the last one's. */
+  | { type: 'frontend-attached' }
   /** A new connection reported a balloon we did not see being filled. */
   | { type: 'recover'; pages: number }
+  /** The new frontend started its queues without reporting a balloon: a new guest. */
+  | { type: 'new-guest' }
   | { type: 'guest-ram'; bytes: number }
   | { type: 'manual-target'; pages: number; owner: string }
   | { type: 'release' }
@@ -55,7 +72,7 @@ export type Rule =
   | 'guest-pressure-cancel' | 'guest-pressure-deflate' | 'guest-pressure-ignored'
   /** deflate-on-OOM during a manual hold or with auto off: the inflation is still cancelled. */
   | 'oom-cancel'
-  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover';
+  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover' | 'new-frontend';
 
 /** Machine-readable why, for ignored events and limits (the CLI groups on it). */
 export type Cause =

@@ -25,6 +25,8 @@ const epollToPoll = (e: number): number =>
 
 export interface ConnectionEvents {
   features: [features: bigint];
+  /** About to free the device: guest RAM is still mapped, the discard thread still there. */
+  closing: [reason: string];
   queueStarted: [qidx: number, started: boolean];
   kick: [qidx: number];
   setConfig: [offset: number, size: number];
@@ -67,6 +69,10 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
   private discardFd = -1;
   private discardDone: () => void = () => undefined;
   private readonly bgOut = Buffer.alloc(48);
+  /** A listener threw while an event of a batch was applied: the rest of the batch still runs. */
+  onListenerError: (err: unknown, event: string) => void = (err) => {
+    process.nextTick(() => { throw err; });
+  };
 
   constructor(
     private readonly loop: FdWatcher,
@@ -77,6 +83,9 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
     const dev = this.shim.vub_new(sock, opts.maxQueues, opts.deviceFeatures, opts.protocolFeatures, opts.configLen);
     if (!dev) throw new Error('vu_init failed');
     this.dev = dev;
+    // Watches libvhost-user removes leave the epoll set inside the shim,
+    // before libvhost-user closes their fds (see vub_set_epoll_fd).
+    if (loop.epollFd !== undefined) this.shim.vub_set_epoll_fd(dev, loop.epollFd);
     this.loop.watch(sock, EPOLLIN, (revents) => this.onSocket(revents));
   }
 
@@ -102,9 +111,22 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
     return b;
   }
 
-  /** Tell the frontend the config changed; returns 0 or -errno. */
+  /**
+   * Tell the frontend the config changed: 0 sent, 1 queued until the backend
+   * channel has room (the shim sends it from a POLLOUT watch), or -errno.
+   */
   configChanged(): number {
-    return Number(this.shim.vub_config_change(this.dev));
+    if (this.dev === null) return -ENOTCONN;
+    const ret = Number(this.shim.vub_config_change(this.dev));
+    this.drain(); // the shim may have asked for a POLLOUT watch
+    return ret;
+  }
+
+  /** CONFIG_CHANGE_MSGs sent whole, sends that found the channel full, and whether one waits now. */
+  configChangeState(): { sent: number; waits: number; pending: boolean } {
+    if (this.dev === null) return { sent: 0, waits: 0, pending: false };
+    const pending = this.shim.vub_config_change_pending(this.dev, this.u64) === 1;
+    return { sent: Number(this.u64.readBigUInt64LE(0)), waits: Number(this.u64.readBigUInt64LE(8)), pending };
   }
 
   enableQueue(qidx: number, enable: boolean): void {
@@ -113,6 +135,11 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
 
   queueStarted(qidx: number): boolean {
     return this.shim.vub_queue_started(this.dev, qidx) === 1;
+  }
+
+  /** The queue's avail index as libvhost-user keeps it (GET/SET_VRING_BASE). */
+  queueLastAvail(qidx: number): number {
+    return this.dev === null ? 0 : Number(this.shim.vub_queue_last_avail(this.dev, qidx));
   }
 
   pop(qidx: number): Element | null {
@@ -209,6 +236,23 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
     return Number(this.shim.vub_bg_drop(this.dev));
   }
 
+  /** Let a job the inflate queue's stop suspended go on (a VM pause ended). */
+  discardResume(): void {
+    if (this.dev !== null) this.shim.vub_bg_resume(this.dev);
+  }
+
+  /** What is left of the thread's job, as {gpa, len} byte pairs. */
+  discardExport(): Array<{ gpa: number; len: number }> {
+    if (this.dev === null) return [];
+    let pairs = new BigUint64Array(64);
+    let n = Number(this.shim.vub_bg_export(this.dev, pairs, pairs.length / 2));
+    if (n > pairs.length / 2) {
+      pairs = new BigUint64Array(2 * n);
+      n = Number(this.shim.vub_bg_export(this.dev, pairs, n));
+    }
+    return Array.from({ length: n }, (_, i) => ({ gpa: Number(pairs[2 * i]), len: Number(pairs[2 * i + 1]) }));
+  }
+
   /** Block until the job is done (shutdown, tests). */
   discardWait(): void {
     if (this.dev === null) return;
@@ -230,6 +274,11 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
   close(reason: string): void {
     if (this.dev === null || this.closing) return;
     this.closing = true;
+    try {
+      this.emit('closing', reason);
+    } catch (err) {
+      this.onListenerError(err, 'closing');
+    }
     for (const fd of this.watched) this.loop.unwatch(fd);
     this.watched.clear();
     this.loop.unwatch(this.sock);
@@ -269,7 +318,12 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
         const a = this.evBuf.readInt32LE(off + 4);
         const b = this.evBuf.readInt32LE(off + 8);
         const u = this.evBuf.readBigUInt64LE(off + 16);
-        this.apply(kind, a, b, u);
+        try {
+          this.apply(kind, a, b, u);
+        } catch (err) {
+          // One listener's bug must not lose the rest of what libvhost-user did.
+          this.onListenerError(err, `event ${kind}`);
+        }
         if (this.dev === null) return;
       }
     }
@@ -282,8 +336,9 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
         this.loop.watch(a, pollToEpoll(b), (revents) => this.onWatch(a, revents));
         break;
       case VUB_EV_REMOVE_WATCH:
+        // The shim has taken it out of the epoll set already.
         this.watched.delete(a);
-        this.loop.unwatch(a);
+        this.loop.forget(a);
         break;
       case VUB_EV_QUEUE_STARTED:
         this.emit('queueStarted', a, b === 1);

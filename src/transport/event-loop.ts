@@ -42,14 +42,23 @@ export type WaitMode = 'uv' | 'threadpool';
 export interface FdWatcher {
   /** Watch fd for `events` (EPOLLIN, EPOLLPRI, ...); replaces a previous watch. */
   watch(fd: number, events: number, onReady: ReadyHandler): void;
-  /** Stop watching fd. Unknown or already-closed fds are ignored. */
+  /**
+   * Stop watching fd; call it before closing the fd. An fd closed first may
+   * leave its registration behind (when another process holds the same open
+   * file, as QEMU does with kick eventfds): that is reported as an error.
+   */
   unwatch(fd: number): void;
+  /** Drop the handler of an fd someone else already took out of the epoll set. */
+  forget(fd: number): void;
+  /** The epoll fd, for native code that removes registrations itself. */
+  readonly epollFd?: number;
 }
 
 export class EpollLoop implements FdWatcher {
   private readonly epfd: number;
   private readonly wakeFd: number;
   private readonly handlers = new Map<number, ReadyHandler>();
+  private readonly reportedStale = new Set<number>();
   private readonly events = Buffer.alloc(EVENT_SIZE * MAX_EVENTS);
   private readonly ctlBuf = Buffer.alloc(EVENT_SIZE);
   private waiting = false;
@@ -74,6 +83,10 @@ export class EpollLoop implements FdWatcher {
     return this.handlers.size;
   }
 
+  get epollFd(): number {
+    return this.epfd;
+  }
+
   watch(fd: number, events: number, onReady: ReadyHandler): void {
     if (this.closed) throw new Error('event loop is closed');
     const known = this.handlers.has(fd);
@@ -92,7 +105,33 @@ export class EpollLoop implements FdWatcher {
   unwatch(fd: number): void {
     if (!this.handlers.delete(fd)) return;
     const ret = this.ctl(EPOLL_CTL_DEL, fd, 0);
-    if (ret < 0 && koffi.errno() !== ENOENT && koffi.errno() !== EBADF) check(`epoll_ctl(unwatch fd ${fd})`, ret);
+    const err = ret < 0 ? koffi.errno() : 0;
+    this.released();
+    if (err === EBADF) {
+      // Closed before unwatch: epoll may still hold it (the open file lives
+      // on in another process) and keep reporting it. A bug in the caller.
+      this.onHandlerError(new Error(`fd ${fd} was closed before it was unwatched: its epoll registration may outlive it`), fd);
+    } else if (err !== 0 && err !== ENOENT) {
+      check(`epoll_ctl(unwatch fd ${fd})`, ret);
+    }
+  }
+
+  forget(fd: number): void {
+    if (this.handlers.delete(fd)) this.released();
+  }
+
+  /**
+   * A ready fd nobody watches: take it out if it is still the same open
+   * file; if epoll cannot (the fd was closed while another process holds the
+   * file), say so once, since it will keep waking the loop.
+   */
+  private stale(fd: number): void {
+    if (this.ctl(EPOLL_CTL_DEL, fd, 0) === 0 || this.reportedStale.has(fd)) return;
+    this.reportedStale.add(fd);
+    this.onHandlerError(new Error(`epoll reports fd ${fd}, which nobody watches and which cannot be removed (closed before unwatch)`), fd);
+  }
+
+  private released(): void {
     if (this.handlers.size === 0) {
       this.wake();
       this.arm();
@@ -176,7 +215,10 @@ export class EpollLoop implements FdWatcher {
         continue;
       }
       const handler = this.handlers.get(fd);
-      if (!handler) continue;
+      if (!handler) {
+        this.stale(fd);
+        continue;
+      }
       try {
         handler(revents);
       } catch (err) {

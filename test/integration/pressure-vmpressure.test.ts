@@ -172,7 +172,7 @@ describe.skipIf(!isRoot || !haveV1Memory)('cgroup v1 vmpressure on a real memcg'
     cgroups.push(cg);
     // A watcher that lets the test fire the handler with EPOLLERR.
     let handler: ReadyHandler | null = null;
-    const fake: FdWatcher = { watch: (_fd, _ev, h) => { handler = h; }, unwatch: () => { handler = null; } };
+    const fake: FdWatcher = { watch: (_fd, _ev, h) => { handler = h; }, unwatch: () => { handler = null; }, forget: () => { handler = null; } };
     const errors: Error[] = [];
     const src = new VmpressureSource(fake, cg.v1, 'low');
     src.start(() => {}, (err) => errors.push(err));

@@ -54,8 +54,8 @@ export interface SimGuestOptions {
 
 export class SimGuest {
   readonly mem: GuestMemory;
-  readonly fe: Frontend;
-  readonly backend: BackendChannel;
+  fe: Frontend;
+  backend: BackendChannel;
   readonly pages: BalloonPages;
   offered = 0n;
   negotiated = 0n;
@@ -72,6 +72,8 @@ export class SimGuest {
   private lock: Promise<unknown> = Promise.resolve();
   private stopped = false;
   private theirEnd: number | null;
+  /** `actual` as the guest last wrote it: QEMU's copy in its device config. */
+  lastActual = 0;
 
   private constructor(readonly opts: SimGuestOptions) {
     this.mem = new GuestMemory(opts.ramBytes ?? 256 << 20, opts.reservedBytes ?? 8 << 20, opts.layout ?? 'flat');
@@ -176,6 +178,7 @@ export class SimGuest {
 
   /** SET_CONFIG {offset, size, flags = VHOST_SET_CONFIG_TYPE_MASTER, data}. */
   setConfig(offset: number, data: Buffer): void {
+    if (offset === CONFIG_OFFSET_ACTUAL && data.length >= 4) this.lastActual = data.readUInt32LE(0);
     const p = Buffer.alloc(12 + data.length);
     p.writeUInt32LE(offset, 0);
     p.writeUInt32LE(data.length, 4);
@@ -386,14 +389,57 @@ export class SimGuest {
     return devStop(this.fe, { offered: this.offered, rings: [...this.rings.values()] });
   }
 
-  /** A guest reboot: stop, fresh rings, an empty balloon, probe again. Pages come back to the guest. */
-  async reboot(): Promise<void> {
+  /**
+   * A guest reboot: stop, QEMU's reset (our device forwards actual = 0 if
+   * the guest had a balloon: vhost_user_balloon_reset()), fresh rings, an
+   * empty balloon, probe again. Pages come back to the guest.
+   */
+  async reboot(opts: { forwardActual?: boolean } = {}): Promise<void> {
     await this.serial(async () => {
       this.stop();
+      if (this.lastActual !== 0 && (opts.forwardActual ?? true)) this.writeActual(0);
       for (const r of this.rings.values()) r.close();
       this.pages.clear();
       this.probe();
     });
+  }
+
+  /** A VM pause (QEMU `stop`): vhost_dev_stop(). Returns the ring bases for resume(). */
+  pause(): number[] {
+    return this.stop();
+  }
+
+  /** `cont`: vhost_dev_start() with the rings where they were. */
+  resume(bases: number[]): void {
+    devStart(this.fe, { features: this.negotiated, offered: this.offered, memTable: this.memTable, mem: this.mem, rings: [...this.rings.values()], bases });
+    this.fe.getU64(VHOST_USER.GET_FEATURES);
+  }
+
+  /**
+   * The vhost-user connection breaks and QEMU (reconnect=) connects again to
+   * the running guest: realize again, re-send the guest's `actual` (our QEMU
+   * device does, if non-zero), start the rings where the device left them
+   * (QEMU restores a lost backend's base from used->idx), so buffers the old
+   * connection never acknowledged are handed out again.
+   */
+  reconnect(opts: { sendActual?: boolean; dropOld?: boolean } = {}): void {
+    if (opts.dropOld ?? true) this.dropConnection();
+    this.fe = Frontend.connect(this.opts.socketPath);
+    const { channel, theirEnd } = BackendChannel.pair();
+    this.backend = channel;
+    this.theirEnd = theirEnd;
+    this.realize();
+    if ((opts.sendActual ?? true) && this.lastActual !== 0) this.writeActual(this.lastActual);
+    const rings = [...this.rings.values()];
+    devStart(this.fe, { features: this.negotiated, offered: this.offered, memTable: this.memTable, mem: this.mem, rings, bases: rings.map((r) => r.deviceUsedIdx) });
+    this.fe.getU64(VHOST_USER.GET_FEATURES);
+  }
+
+  /** Close the vhost-user socket only: the guest, its RAM and rings stay (QEMU's side of a broken connection). */
+  dropConnection(): void {
+    this.fe.close();
+    this.backend.close();
+    this.closeTheirEnd();
   }
 
   /** virtballoon_remove(): leak everything, update_balloon_size(), reset the device. */

@@ -207,6 +207,16 @@ export class SplitRing {
     return out;
   }
 
+  /** used->idx as the device last wrote it (QEMU restores a lost backend's base from it). */
+  get deviceUsedIdx(): number {
+    return this.u.readUInt16LE(2);
+  }
+
+  /** avail->idx as published. */
+  get publishedAvailIdx(): number {
+    return this.availIdx;
+  }
+
   /** Has the device used buffers we have not reaped? */
   get pending(): boolean {
     return this.u.readUInt16LE(2) !== this.lastUsed;

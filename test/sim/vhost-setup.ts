@@ -115,12 +115,14 @@ export function enableVring(fe: Frontend, index: number, enable: boolean): void 
   fe.send(VHOST_USER.SET_VRING_ENABLE, state(index, enable ? 1 : 0));
 }
 
-/** vhost_dev_start(): features, memory, every queue, enable. */
-export function devStart(fe: Frontend, opts: { features: bigint; offered: bigint; memTable: MemTable; mem: GuestMemory; rings: SplitRing[] }): void {
+/** vhost_dev_start(): features, memory, every queue (at `bases`, default 0), enable. */
+export function devStart(fe: Frontend, opts: {
+  features: bigint; offered: bigint; memTable: MemTable; mem: GuestMemory; rings: SplitRing[]; bases?: number[];
+}): void {
   const protocolBit = opts.offered & bit(VHOST_USER_F_PROTOCOL_FEATURES);
   fe.setU64(VHOST_USER.SET_FEATURES, opts.features | protocolBit);
   opts.memTable.sync();
-  for (const r of opts.rings) startVring(fe, opts.mem, r);
+  opts.rings.forEach((r, i) => startVring(fe, opts.mem, r, opts.bases?.[i] ?? 0));
   if (protocolBit) for (const r of opts.rings) enableVring(fe, r.index, true);
 }
 

@@ -125,7 +125,17 @@ class FakeWorker implements DiscardWorker {
     this.job = [];
   }
   waitIdle(): void {
-    this.finish();
+    if (!this.suspended) this.finish();
+  }
+  /** The shim's thread is suspended by the queue stop itself; the fake by the test. */
+  suspended = false;
+  resumes = 0;
+  resume(): void {
+    this.suspended = false;
+    this.resumes++;
+  }
+  exportJob(): PfnRange[] {
+    return this.job.map((r) => ({ ...r }));
   }
   collect(): { result: DiscardResult; pending: boolean } {
     const result = this.done;
@@ -270,6 +280,58 @@ describe('BackgroundDiscard', () => {
     bg.flush();
     expect(w.discarded).toEqual([run(0, 1), run(1, 1)]);
     expect(bg.pendingPages).toBe(0);
+  });
+});
+
+describe('BackgroundDiscard across queue stops and disconnects', () => {
+  it('suspended: waiting pages stay, nothing is handed over until resume', () => {
+    const { w, bg, clock } = setup();
+    bg.add([run(0, 4)]);            // job 1 to the thread
+    w.suspended = true;             // the shim's queue-stop callback
+    bg.suspend();
+    bg.add([run(10, 4)]);           // cannot happen with stopped queues, but must not leak through
+    w.finish();
+    bg.onJobDone();
+    clock.advance(5000);
+    expect(w.submitted).toEqual([[run(0, 4)]]);
+    expect(bg.pendingPages).toBe(4);
+    bg.resume();
+    expect(w.resumes).toBe(1);
+    expect(w.submitted).toEqual([[run(0, 4)], [run(10, 4)]]);
+  });
+
+  it('flush does nothing while suspended (the thread would never finish)', () => {
+    const { w, bg } = setup();
+    bg.add([run(0, 4)]);
+    w.suspended = true;
+    bg.suspend();
+    bg.flush();
+    expect(w.discarded).toEqual([]);
+    expect(bg.pendingPages).toBe(4);
+  });
+
+  it('drop after a suspend lifts the suspension even with no job of ours under way', () => {
+    const { w, bg } = setup();
+    bg.suspend();
+    let dropped = 0;
+    const origDrop = w.drop.bind(w);
+    w.drop = () => { dropped++; w.suspended = false; return origDrop(); };
+    bg.drop();
+    expect(dropped).toBe(1);
+    bg.add([run(3, 1)]);
+    expect(w.submitted).toEqual([[run(3, 1)]]);
+  });
+
+  it('exportPending returns the job remainder and the waiting pages, and forgets both', () => {
+    const { w, bg } = setup();
+    bg.add([run(0, 8)]);
+    bg.add([run(100, 2)]);          // waits: the thread is busy
+    bg.remove([run(2, 2)]);         // a deflate cut into the job
+    const out = bg.exportPending();
+    expect(out).toEqual(expect.arrayContaining([run(0, 2), run(4, 4), run(100, 2)]));
+    expect(out.reduce((n, r) => n + r.count, 0)).toBe(8);
+    expect(bg.pendingPages).toBe(0);
+    expect(w.job).toEqual([]);
   });
 });
 

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { EPOLLIN, EpollLoop } from '../../src/transport/event-loop.js';
-import { close, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, eventfdRead, eventfdWrite } from '../../src/transport/libc.js';
+import { close, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, eventfdRead, eventfdWrite, libc } from '../../src/transport/libc.js';
+
+const dup = libc().func('int dup(int fd)');
 
 describe('EpollLoop (real epoll, real eventfds)', () => {
   it('runs the handler on the main thread when an fd becomes readable', async () => {
@@ -14,7 +16,7 @@ describe('EpollLoop (real epoll, real eventfds)', () => {
     close(efd);
   });
 
-  it('stops calling a handler after unwatch and survives closed fds', async () => {
+  it('stops calling a handler after unwatch', async () => {
     const loop = new EpollLoop();
     const a = Number(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     const b = Number(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -30,6 +32,42 @@ describe('EpollLoop (real epoll, real eventfds)', () => {
     expect(aCalls).toBe(0);
     loop.close();
     close(b);
+  });
+
+  it('an fd closed before unwatch, whose file lives on elsewhere (a kick eventfd QEMU holds), is reported, not ignored', async () => {
+    const loop = new EpollLoop();
+    const errors: string[] = [];
+    loop.onHandlerError = (e) => errors.push((e as Error).message);
+    const kick = Number(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    const peer = Number(dup(kick)); // the frontend's copy of the same open file
+    const b = Number(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); // before the close: no fd number reuse
+    loop.watch(kick, EPOLLIN, () => eventfdRead(kick));
+    close(kick); // closed first, as libvhost-user did before the deferred remove
+    loop.unwatch(kick);
+    expect(errors).toEqual([`fd ${kick} was closed before it was unwatched: its epoll registration may outlive it`]);
+    // The registration outlives the fd: a kick on the peer's copy still
+    // wakes the loop, which says so once instead of spinning silently.
+    const bSeen = new Promise<void>((resolve) => loop.watch(b, EPOLLIN, () => { eventfdRead(b); resolve(); }));
+    eventfdWrite(peer);
+    eventfdWrite(b);
+    await bSeen;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(errors.filter((m) => m.includes('nobody watches'))).toHaveLength(1);
+    loop.close();
+    close(peer);
+    close(b);
+  });
+
+  it('forget drops a handler whose registration someone else removed', async () => {
+    const loop = new EpollLoop();
+    const a = Number(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    let calls = 0;
+    loop.watch(a, EPOLLIN, () => { calls++; eventfdRead(a); });
+    loop.forget(a);
+    expect(loop.watchedCount).toBe(0);
+    loop.close();
+    close(a);
+    expect(calls).toBe(0);
   });
 
   it('a handler that throws does not stop the loop', async () => {

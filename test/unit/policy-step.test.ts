@@ -271,6 +271,33 @@ describe('tune, guest RAM, recover', () => {
     expect(r.decision!.rule).toBe('recover');
   });
 
+  it('a new frontend sets the last guest aside: target 0, no hold, no hysteresis', () => {
+    const s = run(ready(), [[0, manual(P(512))], [10, guest()]]).state;
+    const r = step(s, { type: 'frontend-attached' }, 20);
+    expect(r.state).toMatchObject({ targetPages: 0, hold: null, lastGuestPressureAt: null });
+    expect(r.setTarget).toBe(0);
+    expect(r.decision!.rule).toBe('new-frontend');
+    expect(r.state.previousGuest).toMatchObject({ targetPages: P(512), hold: { owner: 'ops' } });
+  });
+
+  it('the same guest reconnecting gets its manual hold back', () => {
+    const s = run(ready(), [[0, manual(P(512))], [20, { type: 'frontend-attached' }]]).state;
+    const r = step(s, { type: 'recover', pages: P(400) }, 30);
+    expect(r.state).toMatchObject({ targetPages: P(512), balloonPages: P(400), hold: { owner: 'ops' }, previousGuest: null });
+  });
+
+  it('a new guest forgets the last one: the hold does not come back', () => {
+    const s = run(ready(), [[0, manual(P(512))], [20, { type: 'frontend-attached' }], [30, { type: 'new-guest' }]]).state;
+    expect(s).toMatchObject({ targetPages: 0, hold: null, previousGuest: null });
+    const r = step(s, { type: 'recover', pages: P(100) }, 40);
+    expect(r.state.hold).toBeNull();
+    expect(r.state.targetPages).toBe(P(100));
+  });
+
+  it('a frontend attaching with nothing to set aside is quiet', () => {
+    expect(step(ready(), { type: 'frontend-attached' }, 0).decision).toBeNull();
+  });
+
   it('balloon-size is quiet and clamps nonsense to the u32 page range', () => {
     const r = run(ready(), [[0, size(-5)]]);
     expect(r.actions).toEqual([]);
