@@ -13,63 +13,19 @@ import { decodeConfig, encodeConfig, touchesField } from '../virtio/config.js';
 import { DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
 import { BadInputCounter, BadInputKind } from './bad-input.js';
 import { DeviceCounters, newCounters } from './counters.js';
-import { BackgroundDiscard, DiscardResult, discardRanges, DiscardWorker } from './discard.js';
+import { BackgroundDiscard, DiscardResult, discardRanges } from './discard.js';
+import { discardThread } from './discard-thread.js';
+import type { BalloonDeviceOptions, DeviceEvents, StatsSample } from './device-types.js';
 import { readOut } from './element-io.js';
 import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
-import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
+import { decodePfns, pfnsToRanges, RamRegion } from './pfn.js';
 import { discardReport } from './reporting.js';
-import { QueueStop, reconnectVerdict, restartVerdict } from './restart.js';
-import { GuestStats, parseStats } from './stats.js';
+import { ContinuityAction, GuestContinuity } from './restart.js';
+import { parseStats } from './stats.js';
 import { StatsBuffer } from './stats-queue.js';
 
-export interface BalloonDeviceOptions {
-  features?: FeatureChoice;
-  /** How often to ask the guest for fresh stats; 0 disables. */
-  statsIntervalMs?: number;
-  /** Elements handled per queue before yielding to other fds. */
-  maxElementsPerTurn?: number;
-  /**
-   * 'deferred' (default): with MUST_TELL_HOST, acknowledge inflations at once
-   * and discard on the shim's thread; 'immediate': discard before every
-   * acknowledgement, on the event loop.
-   */
-  discard?: 'deferred' | 'immediate';
-  log: Logger;
-}
-
-export interface StatsSample {
-  stats: GuestStats;
-  /** performance.now() when the sample arrived. */
-  at: number;
-  /** Wall-clock time of the sample, for operators. */
-  wallTime: string;
-}
-
-export type GuestPressureSource = 'message' | 'deflate-on-oom';
-
-export interface DeviceEvents {
-  /** A frontend took the device after another one: the last guest's balloon is not this one's until it says so. */
-  attached: [];
-  connected: [info: { features: bigint; roles: QueueRole[] }];
-  disconnected: [reason: string];
-  inflated: [pages: number];
-  deflated: [pages: number, requested: boolean];
-  reported: [pages: number];
-  stats: [sample: StatsSample];
-  guestPressure: [info: { source: GuestPressureSource; count: number }];
-  actual: [pages: number];
-  /** Guest RAM from the memory table (bytes), when it changes. */
-  memory: [bytes: number];
-  /** A new connection reported a non-zero `actual` before starting its queues: the same guest, reconnected. */
-  recovered: [pages: number];
-  /** A new connection started its queues without reporting a balloon: a new (or reset) guest. */
-  newGuest: [];
-  /** The balloon count changed outside inflate/deflate (reset, reconnect verdict). */
-  balloonChanged: [pages: number];
-  /** The frontend wrote num_pages (QMP `balloon` through our QEMU device). */
-  frontendTarget: [pages: number];
-}
+export type { BalloonDeviceOptions, DeviceEvents, GuestPressureSource, StatsSample } from './device-types.js';
 
 /** Most PFN bytes one inflate/deflate element may carry (1 GiB of pages). */
 const MAX_PFN_BYTES = 1 << 20;
@@ -89,14 +45,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private actualPages = 0;
   /** Pages in the balloon, by PFN (see ledger.ts). */
   private readonly ledger = new BalloonLedger();
-  /** The inflate queue stopped and has not started again: pause or reset? */
-  private stopped: QueueStop | null = null;
-  /** This connection has started no queue yet: is it the guest of the last one? */
-  private awaitingFirstStart = false;
-  /** `actual` the frontend wrote before its first queue start (QEMU re-sends it on reconnect). */
-  private reportedActual: number | null = null;
-  /** Pages acknowledged on an earlier connection and not discarded yet (see restart.ts). */
-  private carried: PfnRange[] = [];
+  /** Pause, reset, reconnect: what becomes of the balloon and of pending discards (restart.ts). */
+  private readonly continuity = new GuestContinuity();
   private hadFrontend = false;
   /** CONFIG_CHANGE_MSG totals of closed connections. */
   private readonly configChangeBase = { sent: 0, waits: 0 };
@@ -145,7 +95,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
 
   /** Balloon size as counted from the queues (pages). */
   get balloonPages(): number {
-    return this.awaitingFirstStart ? this.reportedActual ?? 0 : this.ledger.size;
+    return this.continuity.provisionalBalloon ?? this.ledger.size;
   }
 
   get features(): bigint {
@@ -199,10 +149,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.negotiated = 0n;
     this.busy.clear();
     this.deferred = null;
-    this.stopped = null;
     this.actualPages = 0;
-    this.awaitingFirstStart = true;
-    this.reportedActual = null;
+    this.continuity.attached();
     // Before the frontend reads the config: the controller sets the last
     // guest's target aside. A target set before any frontend came is for
     // this one.
@@ -273,53 +221,46 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (this.guestRamBytes !== before) this.emit('memory', this.guestRamBytes);
     conn.enableQueue(qidx, started);
     if (!started && role === 'stats') this.statsBuffer.release(conn);
-    if (started && this.awaitingFirstStart) this.firstStart();
-    if (role === 'inflate' || qidx === 0) {
-      if (!started) {
-        // The shim suspended the discard thread before QEMU got its reply.
-        this.deferred?.suspend();
-        this.stopped = { base: conn.queueLastAvail(qidx), resetSeen: false };
-      } else if (this.stopped) {
-        const verdict = restartVerdict(this.stopped, conn.queueLastAvail(qidx));
-        this.stopped = null;
-        if (verdict === 'resume') this.deferred?.resume();
-        else this.resetBalloon('the device was reset (the inflate queue restarted from another index)');
-      }
+    const isInflate = role === 'inflate' || qidx === 0;
+    if (!started) {
+      // The shim suspended the discard thread before QEMU got its reply.
+      if (isInflate) this.deferred?.suspend();
+      this.continuity.queueStopped(isInflate, conn.queueLastAvail(qidx));
+    } else {
+      for (const a of this.continuity.queueStarted(isInflate, conn.queueLastAvail(qidx))) this.act(a);
     }
     if (started) this.service(qidx);
   }
 
-  /**
-   * A new connection's first queue start: QEMU re-sends the guest's actual
-   * before this when it reconnects to a running guest, so its absence means
-   * a new (or reset) guest: nothing of the last connection's balloon is its.
-   */
-  private firstStart(): void {
-    this.awaitingFirstStart = false;
-    const carried = this.carried;
-    this.carried = [];
-    if (reconnectVerdict(this.reportedActual) === 'same-guest') {
-      this.ledger.recover(this.reportedActual!);
-      if (carried.length && this.deferred) {
-        this.log.info({ pages: carried.reduce((n, r) => n + r.count, 0) }, 'discarding pages the guest ballooned before it reconnected');
-        this.deferred.add(carried);
+  private act(a: ContinuityAction): void {
+    switch (a.kind) {
+      case 'resume':
+        this.deferred?.resume();
+        break;
+      case 'reset':
+        this.dropPending(a.why);
+        if (this.ledger.size === 0) break;
+        this.ledger.clear();
+        this.emit('balloonChanged', 0);
+        break;
+      case 'same-guest': {
+        this.ledger.recover(a.actual);
+        const pages = a.carried.reduce((n, r) => n + r.count, 0);
+        if (pages && this.deferred) {
+          this.log.info({ pages }, 'discarding pages the guest ballooned before it reconnected');
+          this.deferred.add(a.carried);
+        }
+        break;
       }
-      return;
+      case 'new-guest': {
+        const had = this.ledger.size;
+        this.ledger.clear();
+        if (had || a.carried.length) this.log.info({ pages: had }, 'a new guest: the last frontend\'s balloon is forgotten');
+        this.emit('newGuest');
+        this.emit('balloonChanged', 0);
+        break;
+      }
     }
-    const had = this.ledger.size;
-    this.ledger.clear();
-    if (had || carried.length) this.log.info({ pages: had }, 'a new guest: the last frontend\'s balloon is forgotten');
-    this.emit('newGuest');
-    this.emit('balloonChanged', 0);
-  }
-
-  /** After a reset every page is the guest's: forget the balloon and what was to be discarded. */
-  private resetBalloon(why: string): void {
-    this.dropPending(why);
-    this.carried = [];
-    if (this.ledger.size === 0) return;
-    this.ledger.clear();
-    this.emit('balloonChanged', 0);
   }
 
   private onSetConfig(offset: number, size: number): void {
@@ -327,14 +268,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (!conn) return;
     const c = decodeConfig(conn.configRead(0, CONFIG_SIZE));
     if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL)) {
-      if (this.awaitingFirstStart) {
-        this.reportedActual = c.actual;
-        if (c.actual > 0) this.emit('recovered', c.actual);
-      } else if (this.stopped && c.actual === 0 && !this.stopped.resetSeen) {
-        // Our QEMU device's reset handler: the guest's balloon is empty.
-        this.stopped.resetSeen = true;
-        this.resetBalloon('the device was reset (actual = 0 after the queues stopped)');
-      }
+      const r = this.continuity.actualWritten(c.actual);
+      if (r === 'reported' && c.actual > 0) this.emit('recovered', c.actual);
+      else if (r && r !== 'reported') this.act(r);
       if (c.actual !== this.actualPages) {
         this.actualPages = c.actual;
         this.emit('actual', c.actual);
@@ -367,8 +303,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       this.configChangeBase.waits += cc.waits;
     }
     const runs = this.deferred?.exportPending() ?? [];
+    this.continuity.closing(runs);
     if (runs.length) {
-      this.carried.push(...runs);
       this.log.info({ pages: runs.reduce((n, r) => n + r.count, 0) },
         'frontend gone with pages not yet discarded: kept for its reconnection');
     }
@@ -534,34 +470,4 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.counters.reportedPages += r.pages;
     if (r.pages) this.emit('reported', r.pages);
   }
-}
-
-/** The connection's discard thread, in pages and ranges. */
-function discardThread(conn: VhostUserConnection): DiscardWorker {
-  const PAGE = rangeBytes({ pfn: 0, count: 1 }).len;
-  let pairs = new BigUint64Array(512);
-  return {
-    submit(ranges) {
-      if (pairs.length < 2 * ranges.length) pairs = new BigUint64Array(2 * ranges.length);
-      ranges.forEach((r, i) => {
-        const { gpa, len } = rangeBytes(r);
-        pairs[2 * i] = BigInt(gpa);
-        pairs[2 * i + 1] = BigInt(len);
-      });
-      return conn.discardSubmit(pairs.subarray(0, 2 * ranges.length));
-    },
-    cancel(r) {
-      const { gpa, len } = rangeBytes(r);
-      return conn.discardCancel(gpa, len) / PAGE;
-    },
-    drop: () => conn.discardDrop() / PAGE,
-    waitIdle: () => conn.discardWait(),
-    resume: () => conn.discardResume(),
-    exportJob: () => conn.discardExport().map(({ gpa, len }) => ({ pfn: gpa / PAGE, count: len / PAGE })),
-    collect() {
-      const rep = conn.discardCollect();
-      const failures = rep.lastFailure ? [{ ...rep.lastFailure, count: rep.failures }] : [];
-      return { result: { bytes: rep.bytes, calls: rep.calls, failures }, pending: rep.pending };
-    },
-  };
 }

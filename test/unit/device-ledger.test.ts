@@ -2,7 +2,7 @@
 // inflated; and the restart verdicts that decide about pending discards.
 import { describe, expect, it } from 'vitest';
 import { BalloonLedger } from '../../src/device/ledger.js';
-import { reconnectVerdict, restartVerdict } from '../../src/device/restart.js';
+import { GuestContinuity, reconnectVerdict, restartVerdict } from '../../src/device/restart.js';
 
 const r = (pfn: number, count = 1) => ({ pfn, count });
 type Op = ['inflate' | 'deflate', number, number] | ['recover', number];
@@ -78,5 +78,49 @@ describe('restart verdicts', () => {
     [262144, 'same-guest'],
   ] as const)('reconnect with actual %s: %s', (actual, verdict) => {
     expect(reconnectVerdict(actual)).toBe(verdict);
+  });
+});
+
+describe('GuestContinuity', () => {
+  const pend = [{ pfn: 10, count: 4 }];
+  type Step = ['attach'] | ['actual', number] | ['stop', number] | ['start', number] | ['close'];
+  const kinds = (c: GuestContinuity, steps: Step[]) => {
+    const out: string[] = [];
+    for (const st of steps) {
+      if (st[0] === 'attach') c.attached();
+      else if (st[0] === 'close') c.closing(pend);
+      else if (st[0] === 'stop') c.queueStopped(true, st[1]);
+      else if (st[0] === 'start') out.push(...c.queueStarted(true, st[1]).map((a) => a.kind));
+      else {
+        const r = c.actualWritten(st[1]);
+        if (r) out.push(typeof r === 'string' ? r : r.kind);
+      }
+    }
+    return out;
+  };
+
+  it.each<[string, Step[], string[]]>([
+    ['a first connection without a report: a new guest', [['attach'], ['start', 0]], ['new-guest']],
+    ['a reconnect reporting its balloon: the same guest', [['attach'], ['start', 0], ['close'], ['attach'], ['actual', 500], ['start', 37]], ['new-guest', 'reported', 'same-guest']],
+    ['a reconnect reporting 0: a new guest', [['attach'], ['start', 0], ['close'], ['attach'], ['actual', 0], ['start', 0]], ['new-guest', 'reported', 'new-guest']],
+    ['a pause: resume', [['attach'], ['start', 0], ['actual', 5], ['stop', 40], ['start', 40]], ['new-guest', 'resume']],
+    ['a reset announced by actual = 0: reset at once, nothing more at the start', [['attach'], ['start', 0], ['actual', 5], ['stop', 40], ['actual', 0], ['start', 0]], ['new-guest', 'reset']],
+    ['a reset without actual (the guest never wrote one): reset at the start', [['attach'], ['start', 0], ['stop', 40], ['start', 0]], ['new-guest', 'reset']],
+    ['a write of actual while running changes nothing', [['attach'], ['start', 0], ['actual', 9]], ['new-guest']],
+  ])('%s', (_n, steps, expected) => {
+    expect(kinds(new GuestContinuity(), steps)).toEqual(expected);
+  });
+
+  it('carried pages go to the same guest, and nowhere after a reset', () => {
+    const c = new GuestContinuity();
+    kinds(c, [['attach'], ['start', 0], ['close'], ['attach'], ['actual', 50]]);
+    expect(c.provisionalBalloon).toBe(50);
+    expect(c.carriedPages).toBe(4);
+    expect(c.queueStarted(true, 12)).toEqual([{ kind: 'same-guest', actual: 50, carried: pend }]);
+    expect(c.provisionalBalloon).toBeNull();
+    const d = new GuestContinuity();
+    kinds(d, [['attach'], ['start', 0], ['close'], ['attach']]);
+    expect(d.queueStarted(true, 0)).toEqual([{ kind: 'new-guest', carried: pend }]);
+    expect(d.carriedPages).toBe(0);
   });
 });

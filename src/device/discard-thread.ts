@@ -1,0 +1,35 @@
+// The connection's discard thread (native/vub-discard.c) as BackgroundDiscard
+// needs it: page runs in, page counts out.
+import type { VhostUserConnection } from '../transport/connection.js';
+import type { DiscardWorker } from './discard.js';
+import { rangeBytes } from './pfn.js';
+
+/** The connection's discard thread, in pages and ranges. */
+export function discardThread(conn: VhostUserConnection): DiscardWorker {
+  const PAGE = rangeBytes({ pfn: 0, count: 1 }).len;
+  let pairs = new BigUint64Array(512);
+  return {
+    submit(ranges) {
+      if (pairs.length < 2 * ranges.length) pairs = new BigUint64Array(2 * ranges.length);
+      ranges.forEach((r, i) => {
+        const { gpa, len } = rangeBytes(r);
+        pairs[2 * i] = BigInt(gpa);
+        pairs[2 * i + 1] = BigInt(len);
+      });
+      return conn.discardSubmit(pairs.subarray(0, 2 * ranges.length));
+    },
+    cancel(r) {
+      const { gpa, len } = rangeBytes(r);
+      return conn.discardCancel(gpa, len) / PAGE;
+    },
+    drop: () => conn.discardDrop() / PAGE,
+    waitIdle: () => conn.discardWait(),
+    resume: () => conn.discardResume(),
+    exportJob: () => conn.discardExport().map(({ gpa, len }) => ({ pfn: gpa / PAGE, count: len / PAGE })),
+    collect() {
+      const rep = conn.discardCollect();
+      const failures = rep.lastFailure ? [{ ...rep.lastFailure, count: rep.failures }] : [];
+      return { result: { bytes: rep.bytes, calls: rep.calls, failures }, pending: rep.pending };
+    },
+  };
+}
