@@ -61,7 +61,7 @@ export function openError(path: string, err: number, what: 'memcg' | 'psi'): Pre
 function permissionError(path: string, err: number, why: string, what: 'memcg' | 'psi'): PressureError {
   const user = selfName();
   const access = path.endsWith('/memory.pressure_level') ? 'read' : 'write';
-  const message = `${why} (the daemon runs as ${selfDescription()} and needs ${access} access to it)`;
+  const message = `${why}; the daemon runs as ${selfDescription()} and needs ${access} access to it`;
   if (what === 'psi' && err === EPERM) {
     return new PressureError('EBALLOON_PRESSURE_PERMISSION', path, message,
       'this kernel lets only CAP_SYS_RESOURCE create PSI triggers here (Linux before 6.4 for /proc/pressure, 6.4 to 6.6 for cgroup files): '
