@@ -12,7 +12,7 @@ lvu="$src/subprojects/libvhost-user"
 [ -f "$lvu/libvhost-user.c" ] || die "no libvhost-user in $src"
 
 ver=$(cat "$src/.extracted" 2>/dev/null || echo custom)
-hash=$(cat "$here/vub-shim.c" "$here/vub-shim.h" "$here/vub-discard.c" "$here/vub-discard.h" "$here/build.sh" | sha256sum | cut -c1-12)
+hash=$(cat "$here/vub-shim.c" "$here/vub-shim.h" "$here/vub-discard.c" "$here/vub-discard.h" "$here/vub-seccomp.c" "$here/build.sh" | sha256sum | cut -c1-12)
 out="$VUB_CACHE/native/${ver//:/_}-$hash"
 if [ -n "${QEMU_SRC:-}" ]; then
   out="$VUB_CACHE/native/custom-$(echo "$QEMU_SRC" | sha256sum | cut -c1-8)-$hash"
@@ -28,7 +28,7 @@ if [ ! -f "$out/.built" ]; then
       -o "$out.tmp/libvhost-user.so" "$lvu/libvhost-user.c" -lpthread >"$log" 2>&1 \
     || { cat "$log" >&2; die "compiling libvhost-user failed (log: $log)"; }
   gcc "${cflags[@]}" -Werror -shared -I"$lvu" -I"$lvu/include" \
-      -o "$out.tmp/libvub-shim.so" "$here/vub-shim.c" "$here/vub-discard.c" \
+      -o "$out.tmp/libvub-shim.so" "$here/vub-shim.c" "$here/vub-discard.c" "$here/vub-seccomp.c" \
       -L"$out.tmp" -lvhost-user -lpthread -Wl,-rpath,'$ORIGIN' >>"$log" 2>&1 \
     || { cat "$log" >&2; die "compiling native/vub-shim.c and vub-discard.c failed (log: $log)"; }
   # Where libvhost-user's headers are, for our native tests.

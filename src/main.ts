@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 // vhost-user-balloon: the daemon's command line.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { basename, dirname, join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Daemon } from './daemon.js';
 import { parseSize } from './control/units.js';
 import { BalloonError } from './errors.js';
-import { createLogger, LOG_LEVELS, LogLevel } from './log.js';
-import { controlSocketPath, runDir, vhostSocketPath, validVmName } from './paths.js';
+import { applyGrants, Grant, hasAccess, lookupUser, pressureGrants, selfDescription, selfName } from './host/privileges.js';
+import { installSeccomp, seccompProbe } from './host/seccomp.js';
+import { createLogger, LOG_LEVELS, Logger, LogLevel } from './log.js';
+import { controlSocketPath, DAEMON_USER, runDir, vhostSocketPath, validVmName } from './paths.js';
 import { DEFAULT_PARAMS, mergeParams, PARAM_SPECS } from './policy/params.js';
-import { planPressure } from './pressure/detect.js';
+import { planPressure, Plan } from './pressure/detect.js';
 import { parsePsiTrigger, psiTriggerText, DEFAULT_PSI_TRIGGER } from './pressure/psi.js';
 import { VMPRESSURE_LEVELS, VMPRESSURE_MODES } from './pressure/types.js';
 import { DEFAULT_MESSAGE_VQ_BIT, MESSAGE_VQ_BIT_MAX, MESSAGE_VQ_BIT_MIN } from './virtio/constants.js';
@@ -48,6 +51,10 @@ function readConfigFile(path: string): Record<string, unknown> {
   try {
     value = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EACCES') {
+      throw new BalloonError('EBALLOON_CONFIG', `config file ${path}: not readable by ${selfDescription()}`,
+        `make it readable by the daemon's user, e.g. chgrp ${selfName()} ${path} && chmod 0640 ${path}`);
+    }
     throw new BalloonError('EBALLOON_CONFIG', `config file ${path}: ${(err as Error).message}`,
       'it must be a JSON object whose keys are the long option names, e.g. {"step": "32M", "memcg": "/sys/fs/cgroup/memory/machine.slice"}');
   }
@@ -99,7 +106,7 @@ function parseArgs(argv: string[]) {
       + '  -chardev socket,id=vb,path=PATH,reconnect=1 -device vhost-user-balloon,chardev=vb')
     .config('config', 'JSON file of options (keys are the long option names); command-line flags win',
       (path: string) => readConfigFile(path))
-    .group(['vm', 'socket-path', 'fd', 'control-socket', 'metrics-listen', 'print-capabilities', 'log-level'], 'Daemon:')
+    .group(['vm', 'socket-path', 'fd', 'control-socket', 'metrics-listen', 'print-capabilities', 'log-level', 'seccomp', 'grant'], 'Daemon:')
     .option('vm', { type: 'string', describe: 'VM name: sockets go to /run/vhost-user-balloon/NAME.sock and NAME.ctl (VUB_RUN_DIR overrides the directory)' })
     .option('socket-path', { type: 'string', describe: 'Listen on this unix socket for QEMU (a stale socket file is replaced)' })
     .option('fd', { type: 'number', describe: 'Serve this already-connected vhost-user socket fd instead (exits when it closes)' })
@@ -107,6 +114,18 @@ function parseArgs(argv: string[]) {
     .option('metrics-listen', { type: 'string', describe: 'Serve Prometheus metrics: 127.0.0.1:PORT or unix:/PATH (loopback only)' })
     .option('print-capabilities', { type: 'boolean', describe: 'Print the backend capabilities as JSON and exit' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log verbosity (JSON lines on stderr)' })
+    .option('seccomp', {
+      type: 'boolean', default: true,
+      describe: 'Once started, deny on every thread (seccomp, EPERM) the system calls the daemon never needs: execve, ptrace, '
+        + 'process_vm_*, mount, setns/unshare and namespace clones, modules, kexec, bpf, perf, keyrings, userfaultfd, swap, reboot, '
+        + 'clock setting, setuid and friends, other ABIs; --no-seccomp leaves it off (docs/privileges.md)',
+    })
+    .option('grant', {
+      type: 'string',
+      describe: `As root: give USER (e.g. ${DAEMON_USER}) what the daemon needs with these options, print it and exit: `
+        + 'chown the memcg\'s cgroup.event_control (v1) or the cgroup v2 memory.pressure file, and the run directory; '
+        + 'the systemd unit runs it as ExecStartPre=+, the libvirt hook before each start',
+    })
     .group(['auto', 'step', 'hysteresis', 'floor', 'max-balloon', 'rate-limit', 'wait-for-guest'], 'Policy (docs/policy.md explains each default):')
     .option('auto', { type: 'boolean', default: true, describe: 'Automatic ballooning; --no-auto starts with only manual targets (balloonctl auto VM on turns it on)' })
     .option('step', { type: 'string', default: '32M', describe: 'Balloon change per host-pressure event and per guest-pressure deflate; the source design\'s value, about 85 ms of inflation under TCG' })
@@ -146,7 +165,7 @@ function parseArgs(argv: string[]) {
     .option('page-reporting', { type: 'boolean', default: true, describe: 'Offer VIRTIO_BALLOON_F_PAGE_REPORTING (free page reporting)' })
     .conflicts('socket-path', 'fd')
     .check((a) => {
-      if (a['print-capabilities']) return true;
+      if (a['print-capabilities'] || a.grant !== undefined) return true;
       if (a['socket-path'] === undefined && a.fd === undefined && a.vm === undefined) throw new Error('give --vm NAME or --socket-path PATH (or --fd N for a connected socket)');
       if (a.vm !== undefined && !validVmName(a.vm)) throw new Error(`--vm ${a.vm}: use letters, digits, ".", "_", "+", "-" (it becomes a file name)`);
       if (a.fd !== undefined && (!Number.isInteger(a.fd) || a.fd < 0)) throw new Error(`--fd ${a.fd}: expected a non-negative integer`);
@@ -182,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
     : a['control-socket'] ?? (a.vm ? controlSocketPath(a.vm) : socketPath ? join(dirname(socketPath), `${vm}.ctl`) : null);
   // The run directory is ours to create (it is a tmpfs on most hosts); other
   // directories an operator names must exist.
-  if ([socketPath, controlSocket].some((p) => p && dirname(p) === runDir())) mkdirSync(runDir(), { recursive: true, mode: 0o755 });
+  const inRunDir = [socketPath, controlSocket].some((p) => p && dirname(p) === runDir());
   const params = withOptionNames(() => mergeParams(DEFAULT_PARAMS, {
     stepBytes: bytesOption('step', a.step),
     hysteresisMs: durationMs('hysteresis', a.hysteresis),
@@ -206,6 +225,8 @@ async function main(argv: string[]): Promise<number> {
     kind: a.pressure, level: a['pressure-level'], psiTrigger: parsePsiTrigger(a['psi-trigger']),
     ...(a.memcg ? { memcg: a.memcg } : {}), ...(a['pressure-mode'] ? { mode: a['pressure-mode'] } : {}),
   });
+  if (a.grant !== undefined) return grant(a.grant, pressure, inRunDir);
+  if (inRunDir) makeRunDir();
   const bit = a['message-vq-bit'];
   const daemon = new Daemon({
     vm, version: VERSION, socketPath, fd: a.fd, controlSocket, metricsListen: a['metrics-listen'] ?? null,
@@ -231,8 +252,73 @@ async function main(argv: string[]): Promise<number> {
     daemon.stop(1);
     throw err;
   }
+  seccomp(a.seccomp, log);
   log.info({ version: VERSION, step: `${params.stepBytes / MiB} MiB`, hysteresisMs: params.hysteresisMs, auto: a.auto }, 'vhost-user-balloon running');
   return daemon.done;
+}
+
+/** The run directory, when the sockets go there; a clear error when this user may not create it. */
+function makeRunDir(): void {
+  try {
+    mkdirSync(runDir(), { recursive: true, mode: 0o755 });
+  } catch (err) {
+    throw new BalloonError('EBALLOON_SOCKET', `cannot create the run directory ${runDir()}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+      `create it for the daemon's user, as root: install -d -o ${selfName()} -m 0755 ${runDir()} (the systemd unit's RuntimeDirectory= does); `
+      + 'or point VUB_RUN_DIR or --socket-path at a directory this user owns');
+  }
+}
+
+/** --grant USER: what the daemon needs on this host with these options, given by root. */
+function grant(userSpec: string, plan: Plan, inRunDir: boolean): number {
+  if (process.getuid?.() !== 0) throw new BalloonError('EBALLOON_CONFIG', '--grant changes file owners: run it as root');
+  const user = lookupUser(userSpec);
+  if (!user) {
+    throw new BalloonError('EBALLOON_CONFIG', `--grant ${userSpec}: no such user`,
+      `create it: useradd --system --no-create-home --shell /usr/sbin/nologin ${userSpec} (examples/install-user.sh)`);
+  }
+  const grants: Grant[] = pressureGrants(plan);
+  const lines: string[] = [];
+  if (inRunDir) {
+    mkdirSync(runDir(), { recursive: true, mode: 0o755 });
+    const st = statSync(runDir());
+    if (!hasAccess(st, user, 'write')) {
+      chownSync(runDir(), user.uid, user.gid);
+      lines.push(`chowned ${runDir()} to ${user.name} (its sockets go there)`);
+    } else {
+      lines.push(`ok ${runDir()}: ${user.name} may create its sockets there`);
+    }
+  }
+  for (const r of applyGrants(grants, user)) {
+    const g = grants.find((x) => x.path === r.path)!;
+    if (r.action === 'chowned') lines.push(`chowned ${r.path} to ${user.name} (${r.access}: ${g.why})`);
+    else if (r.action === 'already') lines.push(`ok ${r.path}: ${user.name} has ${r.access} access`);
+    else lines.push(`warning: ${r.note}`);
+  }
+  if (grants.length === 0) lines.push('no host pressure source: no cgroup file needed');
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}
+
+/** The seccomp denylist, after everything is set up (sockets, pressure source, libraries). */
+function seccomp(on: boolean, log: Logger): void {
+  if (!on) {
+    log.info('seccomp filter off (--no-seccomp)');
+  } else {
+    const r = installSeccomp();
+    if (r.installed) log.info({ deniedSyscalls: r.denied, threads: r.threads, action: 'EPERM' }, 'seccomp filter installed on every thread');
+    else log.warn({ err: r.error, threads: r.threads }, 'seccomp filter not installed; running without it');
+  }
+  // Test aid, never set in production: show what denied calls give from inside the daemon.
+  if (process.env.VUB_TEST_SECCOMP_PROBE === '1') {
+    let spawnResult: string;
+    try {
+      const r = spawnSync('/bin/true');
+      spawnResult = r.error ? String((r.error as NodeJS.ErrnoException).code) : `exit ${r.status}`;
+    } catch (err) {
+      spawnResult = String((err as NodeJS.ErrnoException).code ?? err);
+    }
+    log.warn({ probe: { ...seccompProbe(), spawn: spawnResult } }, 'seccomp probe (VUB_TEST_SECCOMP_PROBE)');
+  }
 }
 
 main(hideBin(process.argv)).then(

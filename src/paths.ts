@@ -15,3 +15,15 @@ export const controlSocketPath = (name: string): string => join(runDir(), `${nam
 export function validVmName(name: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$/.test(name);
 }
+
+/** The system user the daemon runs as (the systemd unit's User=, the hook's spawn). */
+export const DAEMON_USER = 'vhost-user-balloon';
+
+/**
+ * The libvirt hook's own state (pidfiles, daemon logs): root's, apart from the
+ * run directory, which belongs to the daemon's user. A daemon could otherwise
+ * rewrite the pidfile that root later signals. VUB_HOOK_STATE_DIR overrides.
+ */
+export function hookStateDir(): string {
+  return process.env.VUB_HOOK_STATE_DIR ?? '/run/vhost-user-balloon-hook';
+}

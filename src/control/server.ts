@@ -2,7 +2,9 @@
 // the daemon's own user), newline-delimited JSON requests (protocol.ts).
 import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, Server, Socket } from 'node:net';
+import { dirname } from 'node:path';
 import { BalloonError } from '../errors.js';
+import { socketDirHint } from '../host/privileges.js';
 import type { Logger } from '../log.js';
 import { peerAllowed, peerCred, PeerCred } from './peercred.js';
 import { Envelope, errorLine, eventLine, MAX_REQUEST_BYTES, okLine, parseRequest, Request } from './protocol.js';
@@ -33,7 +35,7 @@ export class ControlServer {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw new BalloonError('EBALLOON_SOCKET', `cannot listen on control socket ${path}: ${code ?? err}`,
-        code === 'EADDRINUSE' ? 'another daemon uses this control socket; stop it or pass another --control-socket' : 'check that the directory exists and is writable by this user');
+        code === 'EADDRINUSE' ? 'another daemon uses this control socket; stop it or pass another --control-socket' : socketDirHint(dirname(path)));
     } finally {
       process.umask(oldMask);
     }

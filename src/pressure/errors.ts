@@ -3,6 +3,7 @@
 // `pressureCode` that scripts and tests can match on. The message names the
 // path; the hint says what to do.
 import { BalloonError } from '../errors.js';
+import { chownCommand, selfDescription, selfName } from '../host/privileges.js';
 import { strerror } from '../transport/libc.js';
 
 export type PressureErrorCode =
@@ -44,10 +45,31 @@ export function openError(path: string, err: number, what: 'memcg' | 'psi'): Pre
       ? 'the memcg does not exist: check --memcg (a cgroup v1 memory directory such as /sys/fs/cgroup/memory/machine.slice) or create it'
       : 'the pressure file does not exist: check --memcg (a cgroup v2 directory) or leave it out for /proc/pressure/memory', err);
   }
-  if (err === EACCES || err === EPERM || err === EROFS) {
+  if (err === EROFS) {
     return new PressureError('EBALLOON_PRESSURE_PERMISSION', path, why,
-      err === EROFS ? 'the cgroup filesystem is mounted read-only: remount it read-write or choose another --memcg'
-        : 'run the daemon as root, or give its user read access to memory.pressure_level and write access to cgroup.event_control (PSI: write access to memory.pressure)', err);
+      'the cgroup filesystem is mounted read-only: remount it read-write or choose another --memcg', err);
   }
+  if (err === EACCES || err === EPERM) return permissionError(path, err, why, what);
   return new PressureError('EBALLOON_PRESSURE_REGISTER', path, why, 'check --memcg and that the memory controller is mounted', err);
+}
+
+/**
+ * A right the daemon's user lacks: name the file, the user, and the command
+ * that grants it (docs/privileges.md). EPERM on a PSI file is the kernel's
+ * capability rule, not the file mode.
+ */
+function permissionError(path: string, err: number, why: string, what: 'memcg' | 'psi'): PressureError {
+  const user = selfName();
+  const access = path.endsWith('/memory.pressure_level') ? 'read' : 'write';
+  const message = `${why}; the daemon runs as ${selfDescription()} and needs ${access} access to it`;
+  if (what === 'psi' && err === EPERM) {
+    return new PressureError('EBALLOON_PRESSURE_PERMISSION', path, message,
+      'this kernel lets only CAP_SYS_RESOURCE create PSI triggers here (Linux before 6.4 for /proc/pressure, 6.4 to 6.6 for cgroup files): '
+      + 'give the daemon CAP_SYS_RESOURCE (systemd: AmbientCapabilities=CAP_SYS_RESOURCE), or use cgroup v1 vmpressure; see docs/privileges.md', err);
+  }
+  const grant = path.startsWith('/proc/')
+    ? `PSI triggers in /proc/pressure need Linux 6.4 or later without CAP_SYS_RESOURCE (systemd: AmbientCapabilities=CAP_SYS_RESOURCE); or watch a cgroup v2 group with --memcg and, as root: ${chownCommand(user, '<group>/memory.pressure')}`
+    : `as root: ${chownCommand(user, path)}`
+      + ` (or run "vhost-user-balloon --grant ${user}" as root with the daemon's options, which the systemd unit and the libvirt hook do); see docs/privileges.md`;
+  return new PressureError('EBALLOON_PRESSURE_PERMISSION', path, message, `give ${user} ${access} access to ${path}, ${grant}`, err);
 }

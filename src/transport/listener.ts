@@ -2,7 +2,9 @@
 // refused (closed at once) while the first is attached. A stale socket file
 // from a dead daemon is replaced; a live one is an error.
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { BalloonError } from '../errors.js';
+import { socketDirHint } from '../host/privileges.js';
 import { EPOLLIN, FdWatcher } from './event-loop.js';
 import { close, errno, libc, strerror } from './libc.js';
 import { native } from './native.js';
@@ -11,6 +13,7 @@ const accept4 = libc().func('int accept4(int fd, void *addr, void *addrlen, int 
 const SOCK_CLOEXEC = 0o2000000;
 const EAGAIN = 11;
 const EADDRINUSE = 98;
+const ECONNREFUSED = 111;
 
 export class UnixListener {
   private fd: number;
@@ -29,7 +32,7 @@ export class UnixListener {
     if (fd < 0) {
       const hint = fd === -EADDRINUSE
         ? 'another daemon is listening there; stop it or choose another --socket-path'
-        : 'check that the directory exists and is writable';
+        : socketDirHint(dirname(path));
       throw new BalloonError('EBALLOON_SOCKET', `cannot listen on ${path}: ${strerror(-fd)}`, hint);
     }
     return new UnixListener(loop, path, fd);
@@ -62,7 +65,12 @@ export class UnixListener {
   }
 }
 
-/** A socket file nobody accepts on (its daemon died without cleaning up). */
+/**
+ * A socket file nobody accepts on (its daemon died without cleaning up).
+ * Only ECONNREFUSED says so: EACCES (the libvirt hook gives the socket to
+ * QEMU's user, whom an unprivileged daemon cannot connect as) is a live
+ * socket we may not touch.
+ */
 function isStaleSocket(path: string): boolean {
   if (!existsSync(path) || !lstatSync(path).isSocket()) return false;
   const fd = Number(native().vub_connect_unix(path));
@@ -70,5 +78,5 @@ function isStaleSocket(path: string): boolean {
     close(fd);
     return false;
   }
-  return true;
+  return fd === -ECONNREFUSED;
 }

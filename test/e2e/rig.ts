@@ -51,6 +51,8 @@ export interface RigOptions {
   patchedDriver?: boolean;
   /** Forward the guest kernel log as `VUB kmsg` lines. */
   kmsg?: boolean;
+  /** Run the daemon as this uid:gid instead of root (test/sim/daemon.ts). */
+  daemonAs?: { uid: number; gid: number };
 }
 
 export class Rig {
@@ -65,7 +67,7 @@ export class Rig {
     const { qemu, img: stock } = await buildArtefacts();
     const img = o.patchedDriver ? (await buildPatchedGuest()).img : stock;
     const memMiB = o.memMiB ?? 1024;
-    const daemon = await DaemonProcess.start(o.daemonArgs ?? []);
+    const daemon = await DaemonProcess.start(o.daemonArgs ?? [], {}, undefined, o.daemonAs);
     const balloon: BalloonChoice = {
       kind: 'vhost-user', socketPath: daemon.socketPath, reconnectSeconds: o.reconnectSeconds, pci: o.pci,
     };

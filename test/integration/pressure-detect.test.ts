@@ -171,8 +171,8 @@ describe.skipIf(!isRoot || !haveV1Memory)('sources starting on bad paths', () =>
   });
 
   it.each<[number, PressureErrorCode, RegExp]>([
-    [13, 'EBALLOON_PRESSURE_PERMISSION', /run the daemon as root/],
-    [1, 'EBALLOON_PRESSURE_PERMISSION', /run the daemon as root/],
+    [13, 'EBALLOON_PRESSURE_PERMISSION', /write access to \/x\/cgroup.event_control, as root: chown \S+ \/x\/cgroup.event_control/],
+    [1, 'EBALLOON_PRESSURE_PERMISSION', /chown \S+ \/x\/cgroup.event_control/],
     [2, 'EBALLOON_PRESSURE_NOENT', /the memcg does not exist/],
     [5, 'EBALLOON_PRESSURE_REGISTER', /memory controller is mounted/],
   ])('errno %i maps to %s', (errno, code, hint) => {

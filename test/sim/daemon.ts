@@ -1,7 +1,7 @@
 // Run the real daemon (dist/src/main.js) for a test: a unique socket, its
 // JSON log lines collected, a clean stop that reports the exit code.
 import { ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -40,8 +40,12 @@ export class DaemonProcess {
     this.exited = new Promise((res) => child.once('exit', (code) => { this.exitCode = code; res(code); }));
   }
 
-  /** `dir` reuses a directory (and so the socket path), e.g. to restart a daemon for a running QEMU. */
-  static async start(args: string[] = [], env: Record<string, string> = {}, dir = mkdtempSync(join(tmpdir(), 'vub-'))): Promise<DaemonProcess> {
+  /**
+   * `dir` reuses a directory (and so the socket path), e.g. to restart a daemon for a running QEMU.
+   * `as` runs the daemon as that uid:gid (no supplementary groups); the directory is given to it.
+   */
+  static async start(args: string[] = [], env: Record<string, string> = {}, dir = mkdtempSync(join(tmpdir(), 'vub-')),
+    as?: { uid: number; gid: number }): Promise<DaemonProcess> {
     if (!existsSync(DAEMON_JS)) throw new Error(`${DAEMON_JS} missing: run npm run build (or npm test, which builds)`);
     const socketPath = join(dir, 'vhost.sock');
     const stale = existsSync(socketPath);
@@ -49,8 +53,9 @@ export class DaemonProcess {
     const pressure = args.includes('--pressure') ? [] : ['--pressure', 'none'];
     // VUB_DAEMON_NODE_ARGS: node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (process.env.VUB_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    if (as) chownSync(dir, as.uid, as.gid);
     const child = spawn(process.execPath, [...nodeArgs, DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...pressure, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...(as ? { uid: as.uid, gid: as.gid } : {}),
     });
     const d = new DaemonProcess(child, socketPath, dir);
     const deadline = Date.now() + 10_000;
