@@ -81,6 +81,32 @@ describe('vhost-user-balloon with a real guest (no page reporting)', () => {
     await rig.vm.command('free');
   }, 300_000);
 
+  it('a VM pause during inflation: nothing is discarded while stopped, all of it after cont', async () => {
+    await rig.touchAndFree(800);
+    const before = await rig.vm.rssShmemKiB();
+    await rig.setTarget(`${BALLOON_MIB}M`);
+    await rig.waitStatus((x) => x.balloonBytes >= 96 * MiB, 30_000, 'inflation under way');
+    await rig.vm.qmp.execute('stop'); // vhost_dev_stop(): GET_VRING_BASE on every queue
+    await new Promise((r) => setTimeout(r, 300));
+    const paused = await rig.status();
+    const rss1 = await rig.vm.rssShmemKiB();
+    await new Promise((r) => setTimeout(r, 1500)); // beyond the 1 s hand-over limit
+    const rss2 = await rig.vm.rssShmemKiB();
+    expect(Math.abs(rss2 - rss1), 'no discard while the VM is stopped').toBeLessThan(1024);
+    expect((await rig.status()).balloonBytes).toBe(paused.balloonBytes);
+    await rig.vm.qmp.execute('cont');
+    await rig.vm.waitBalloonActual((rig.memMiB - BALLOON_MIB) * MiB, 120_000);
+    // The same guest resumed: the pages pending at the pause are freed too,
+    // and the count went on from where it was.
+    const s = await rig.waitStatus((x) => x.balloonBytes === BALLOON_MIB * MiB && x.counters.discardedBytes >= 2 * BALLOON_MIB * MiB, 20_000, 'balloon and discards after cont');
+    const after = await rig.vm.rssShmemKiB();
+    timings.pauseRssShmem = `${Math.round(before / 1024)} -> paused ${Math.round(rss1 / 1024)} -> ${Math.round(after / 1024)} MiB (balloon ${paused.balloonBytes / MiB} MiB at the pause)`;
+    expect(s.actualBytes).toBe(BALLOON_MIB * MiB);
+    expect((before - after) * 1024).toBeGreaterThanOrEqual(0.9 * BALLOON_MIB * MiB);
+    await rig.setTarget('0M');
+    await rig.vm.waitBalloonActual(rig.memMiB * MiB, 120_000);
+  }, 300_000);
+
   it('QMP balloon sets the target through our daemon; query-balloon reports actual', async () => {
     await rig.vm.qmp.balloon((rig.memMiB - 256) * MiB);
     const s = await rig.waitStatus((x) => x.targetBytes === 256 * MiB, 10_000, 'QMP target');
