@@ -6,12 +6,13 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { pidFile } from '../../src/hook/daemon-control.js';
 import { controlSocketPath, vhostSocketPath } from '../../src/paths.js';
 import { buildArtefacts } from '../e2e/rig.js';
+import { SKIP, skipUnless } from '../skip.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const NAME = `vub-lv-${process.pid}`;
@@ -60,7 +61,7 @@ function domainXml(qemu: string, kernel: string, initrd: string): string {
     .replace(/ config='[^']*'/, ''); // no config file: daemon defaults
 }
 
-describe.runIf(process.getuid?.() === 0)('libvirt hook with a real libvirtd', () => {
+skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('libvirt hook with a real libvirtd', () => {
   beforeAll(async () => {
     sh('bash', ['-c', `source ${ROOT}/native/lib.sh && apt_ensure libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu`]);
     const { qemu, img } = await buildArtefacts();
