@@ -99,9 +99,11 @@ export function cgroupLayout(mountinfo?: string): CgroupLayout {
 }
 
 /** Where a memory cgroup with a limit can be made, and which pressure source watches it. */
-export type MemoryCgroupRoot =
-  | { version: 1; root: string }
-  | { version: 2; root: string };
+export interface MemoryCgroupRoot {
+  /** 1: a v1 memcg, memory.limit_in_bytes, vmpressure. 2: a cgroup2 group, memory.max, PSI. */
+  version: 1 | 2;
+  root: string;
+}
 
 /**
  * The hierarchy to make a limited memory cgroup in: the v1 memory mount when
