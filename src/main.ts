@@ -146,7 +146,7 @@ function parseArgs(argv: string[]) {
     .option('stats-max-sample-gap', { type: 'string', default: '120s', describe: 'Growth is not compared with a sample older than this (a paused guest is no pressure)' })
     .group(['pressure', 'memcg', 'pressure-level', 'pressure-mode', 'psi-trigger'], 'Host pressure:')
     .option('pressure', { choices: ['auto', 'vmpressure', 'psi', 'none'] as const, default: 'auto' as const, describe: 'Source: cgroup v1 vmpressure, cgroup v2 / system PSI, or none (auto: v1 if mounted, else PSI)' })
-    .option('memcg', { type: 'string', describe: 'Memory cgroup to watch (default: the root memcg /sys/fs/cgroup/memory as in the source design; in production the VM\'s own or its parent\'s, e.g. machine.slice)' })
+    .option('memcg', { type: 'string', describe: 'Memory cgroup to watch (default: the root v1 memcg, /sys/fs/cgroup/memory, as in the source design; on cgroup v2-only hosts system-wide PSI; in production the VM\'s own or its parent\'s, e.g. machine.slice)' })
     .option('pressure-level', { choices: VMPRESSURE_LEVELS, default: 'low' as const, describe: 'vmpressure level: low = reclaim started, medium = swapping, critical = about to OOM' })
     .option('pressure-mode', { choices: VMPRESSURE_MODES, describe: 'vmpressure propagation mode (unset: the kernel\'s "default"); on a parent memcg use hierarchy, or listeners below it take the events' })
     .option('psi-trigger', { type: 'string', default: psiTriggerText(DEFAULT_PSI_TRIGGER), describe: 'PSI trigger "<some|full> <stall us> <window us>": 100 ms of memory stall in 2 s; the window must be a multiple of 2 s without CAP_SYS_RESOURCE' })

@@ -34,8 +34,9 @@ async function main(): Promise<void> {
     .scriptName('npm run demo --')
     .usage('$0 [options]\n\nBoots a 1 GiB Debian guest under the patched QEMU with vhost-user-balloon, in a host\n'
       + 'memory cgroup with a limit. A neighbour process then squeezes that cgroup: vmpressure events\n'
-      + 'inflate the balloon in 32 MiB steps. Then the guest needs memory: guest pressure deflates it.\n'
-      + 'Needs root and cgroup v1 memory (vmpressure). While it runs: balloonctl status demo')
+      + '(cgroup v1 memory) or PSI events (cgroup v2 memory.max, on v2-only hosts) inflate the balloon\n'
+      + 'in 32 MiB steps. Then the guest needs memory: guest pressure deflates it.\n'
+      + 'Needs root and a memory cgroup (v1 memory, or the cgroup2 memory controller). While it runs: balloonctl status demo')
     .option('vm', { type: 'string', default: 'demo', describe: 'VM name (balloonctl finds the daemon by it)' })
     .option('mem', { type: 'number', default: 1024, describe: 'Guest RAM, MiB' })
     .option('limit', { type: 'number', default: 1400, describe: 'Host memcg limit for QEMU + neighbour, MiB' })

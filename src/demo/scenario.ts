@@ -80,10 +80,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const [qemu, img] = [await qemuBinary(), await guestImage()];
     p.swap = ensureSwap(join('/var/tmp', `vub-demo-${process.pid}.swap`), 1024);
     if (p.swap.path) say(`no swap on this host: turned on a temporary 1 GiB swap file ${p.swap.path}`);
-    p.memcg = Memcg.create(`vub-demo-${process.pid}`, o.limitMiB * MiB);
-    say(`host memcg ${p.memcg.path}, limit ${o.limitMiB} MiB, for QEMU and a neighbour`);
+    // cgroup v1 memory (vmpressure) where it is mounted, else cgroup2 with memory.max (PSI).
+    p.memcg = Memcg.createAny(`vub-demo-${process.pid}`, o.limitMiB * MiB);
+    say(`host memcg ${p.memcg.path} (cgroup v${p.memcg.version}, ${p.memcg.version === 1 ? 'vmpressure' : 'PSI'}), limit ${o.limitMiB} MiB, for QEMU and a neighbour`);
 
-    p.daemon = startDaemon(o, p.memcg.path);
+    p.daemon = startDaemon(o, p.memcg);
     const ctlPath = controlSocketPath(o.vm);
     p.ctl = await connectWhenUp(ctlPath, p.daemon);
     p.vm = await startVm({
@@ -108,7 +109,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     await p.vm.command('free');
 
     phase = 'neighbour';
-    say(`a neighbour grows to ${o.neighbourMiB} MiB in the same memcg (64 MiB/s): vmpressure events, the balloon grows`);
+    say(`a neighbour grows to ${o.neighbourMiB} MiB in the same memcg (64 MiB/s): ${memcg.version === 1 ? 'vmpressure' : 'PSI'} events, the balloon grows`);
     p.neighbour = startAllocator(memcg.path, o.neighbourMiB, { stepMiB: 16, pauseMs: 250 });
     await settle(ctl, o.phaseSeconds, (s) => s.targetBytes > 0 && quietFor(s, 5));
     const peakTargetBytes = Math.max(0, ...ticks.map((t) => t.targetBytes));
@@ -126,9 +127,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   }
 }
 
-function startDaemon(o: DemoOptions, memcgPath: string): ChildProcess {
+function startDaemon(o: DemoOptions, memcg: Memcg): ChildProcess {
   const args = [
-    o.daemonJs, '--vm', o.vm, '--pressure', 'vmpressure', '--memcg', memcgPath,
+    o.daemonJs, '--vm', o.vm, ...memcg.pressureArgs(),
     // Free page reporting would hand the guest's freed memory back by itself;
     // off, the balloon is the only way back, as in the source design.
     '--no-page-reporting', '--stats-interval', '1', '--log-level', 'warn', ...o.daemonArgs,

@@ -244,7 +244,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         this.emit('balloonChanged', 0);
         break;
       case 'same-guest': {
-        this.ledger.recover(a.actual);
+        // `actual` is the frontend's word: never more than the RAM it mapped.
+        const ramPages = Math.floor(this.guestRamBytes / 4096);
+        this.ledger.recover(ramPages > 0 ? Math.min(a.actual, ramPages) : a.actual);
         const pages = a.carried.reduce((n, r) => n + r.count, 0);
         if (pages && this.deferred) {
           this.log.info({ pages }, 'discarding pages the guest ballooned before it reconnected');

@@ -2,9 +2,10 @@
 // controller is mounted as v1, PSI otherwise. An explicit choice is checked,
 // never silently replaced; what cannot work is a startup error naming the
 // path and what to do (PressureError, EBALLOON_PRESSURE_*).
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { BalloonError } from '../errors.js';
+import { cgroupLayout } from '../host/cgroups.js';
 import type { FdWatcher } from '../transport/event-loop.js';
 import { PressureError } from './errors.js';
 import { DEFAULT_PSI_TRIGGER, PsiSource, PsiTrigger, psiTriggerText } from './psi.js';
@@ -30,10 +31,11 @@ export type Plan =
   | { kind: 'psi'; file: string; trigger: PsiTrigger }
   | { kind: 'none' };
 
+/** What detection needs of the mounts (from /proc/self/mountinfo: src/host/cgroups.ts). */
 export interface CgroupMounts {
   /** Mount point of the cgroup v1 hierarchy holding the memory controller. */
   v1Memory: string | null;
-  /** Mount point of the cgroup2 (unified) hierarchy. */
+  /** Mount point of the cgroup2 hierarchy (/sys/fs/cgroup on v2-only hosts, .../unified on hybrid ones). */
   unified: string | null;
 }
 
@@ -42,21 +44,6 @@ export interface Probe {
   exists(path: string): boolean;
   isDir(path: string): boolean;
   mounts(): CgroupMounts;
-}
-
-/** Find the cgroup mounts in /proc/self/mounts text. */
-export function parseMounts(text: string): CgroupMounts {
-  let v1Memory: string | null = null;
-  let unified: string | null = null;
-  for (const line of text.split('\n')) {
-    const [, dir, type, opts] = line.split(' ');
-    if (!dir || !type) continue;
-    // Mount points escape spaces as \040.
-    const path = dir.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (type === 'cgroup' && (opts ?? '').split(',').includes('memory')) v1Memory ??= path;
-    if (type === 'cgroup2') unified ??= path;
-  }
-  return { v1Memory, unified };
 }
 
 export const systemProbe: Probe = {
@@ -69,11 +56,8 @@ export const systemProbe: Probe = {
     }
   },
   mounts: () => {
-    try {
-      return parseMounts(readFileSync('/proc/self/mounts', 'utf8'));
-    } catch {
-      return { v1Memory: null, unified: null };
-    }
+    const l = cgroupLayout();
+    return { v1Memory: l.v1Memory, unified: l.v2 };
   },
 };
 

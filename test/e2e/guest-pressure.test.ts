@@ -15,6 +15,7 @@ import {
 } from '../integration/pressure-helpers.js';
 import type { LogLine } from '../sim/daemon.js';
 import { buildArtefacts, buildPatchedGuest, MiB, Rig } from './rig.js';
+import { SKIP, skipUnlessAll } from '../skip.js';
 
 const MEM_MIB = 512;
 const EDGE_MS = 100;
@@ -45,7 +46,7 @@ async function squeezeGuest(vm: Vm): Promise<{ mib: number; done: Promise<unknow
   return { mib, done: vm.command(`alloc ${mib}`, 120_000).catch(() => null) };
 }
 
-describe.runIf(isRoot && haveV1Memory)('a guest that reports pressure on the message queue (patched virtio_balloon)', () => {
+skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('a guest that reports pressure on the message queue (patched virtio_balloon)', () => {
   let rig: Rig;
   let memcg: TestCgroup | undefined;
   let swap: TempSwap | undefined;

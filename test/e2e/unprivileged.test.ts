@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SKIP, skipUnless, skipUnlessAll } from '../skip.js';
 import type { UserIdentity } from '../../src/host/privileges.js';
 import { DAEMON_JS } from '../sim/daemon.js';
 import {
@@ -20,7 +21,7 @@ import { MiB, PAGES_PER_MIB, Rig } from './rig.js';
 const TARGET_MIB = 256;
 const figures: Record<string, string> = {};
 
-describe.runIf(isRoot && haveV1Memory)('an unprivileged daemon with a real guest', () => {
+skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('an unprivileged daemon with a real guest', () => {
   let user: UserIdentity;
   let cg: TestCgroup;
   let swap: TempSwap | undefined;

@@ -4,18 +4,19 @@
 // steps, and the simulated guest gets CONFIG_CHANGE and inflates. The rate
 // limit collapses the storm; with the source design's settings the same
 // storm runs the target to the ceiling.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { HistoryRecord } from '../../src/control/controller.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
 import { haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, waitUntil } from './pressure-helpers.js';
+import { SKIP, skipUnlessAll } from '../skip.js';
 
 const STEP = 32 * MiB;
 const GUEST_RAM = 512 * MiB;
 
-describe.skipIf(!isRoot || !haveV1Memory)('automatic ballooning: real vmpressure, real daemon, simulated guest', () => {
+skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('automatic ballooning: real vmpressure, real daemon, simulated guest', () => {
   const rig = useCgroupRig();
   let daemon: DaemonProcess | undefined;
   let guest: SimGuest | undefined;

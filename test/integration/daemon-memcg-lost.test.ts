@@ -3,15 +3,16 @@
 // daemon logs EBALLOON_PRESSURE_LOST, does not take the kernel's removal
 // signal for pressure, keeps serving, retries with backoff, and reacts to
 // pressure in the new memcg.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess, type LogLine } from '../sim/daemon.js';
 import { haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, uniqueName, useCgroupRig } from './pressure-helpers.js';
+import { SKIP, skipUnlessAll } from '../skip.js';
 
 const WARN = 40;
 
-describe.skipIf(!isRoot || !haveV1Memory)('daemon: the watched memcg vanishes and comes back', () => {
+skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('daemon: the watched memcg vanishes and comes back', () => {
   const rig = useCgroupRig();
   let daemon: DaemonProcess | undefined;
   let ctl: ControlClient | undefined;

@@ -4,13 +4,14 @@
 // size; host events inside the hysteresis (2 s here) are ignored and the
 // first one after it inflates again; MSG_PRESSURE with no inflation in
 // progress deflates one step.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { HistoryRecord } from '../../src/control/controller.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
 import { haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, waitUntil } from './pressure-helpers.js';
+import { SKIP, skipUnlessAll } from '../skip.js';
 
 const STEP_PAGES = (32 * MiB) / 4096;
 const HYSTERESIS_MS = 2000;
@@ -22,7 +23,7 @@ function lastOf(h: HistoryRecord[], rule: string): HistoryRecord {
   return d;
 }
 
-describe.skipIf(!isRoot || !haveV1Memory)('MSG_PRESSURE and hysteresis against real vmpressure', () => {
+skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('MSG_PRESSURE and hysteresis against real vmpressure', () => {
   const rig = useCgroupRig();
   let daemon: DaemonProcess | undefined;
   let guest: SimGuest | undefined;

@@ -4,11 +4,12 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DAEMON_JS, DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
+import { SKIP, skipUnless } from '../skip.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const BALLOONCTL = join(DAEMON_JS, '..', 'cli', 'balloonctl.js');
@@ -24,7 +25,7 @@ const MEASURE = `<script>
   document.body.insertAdjacentHTML('beforeend', '<pre id=m>' + JSON.stringify(out) + '</pre>');
 </script>`;
 
-describe.runIf(process.getuid?.() === 0)('balloonctl plot renders in headless Chromium', () => {
+skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('balloonctl plot renders in headless Chromium', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vub-plot-'));
   let daemon: DaemonProcess;
   let guest: SimGuest;

@@ -1,6 +1,9 @@
 // Real cgroups for the host-pressure tests: a child memcg with a small limit
-// (cgroup v1), optionally a cgroup2 group for PSI, a temporary swap file when
-// the machine has none, and an allocator process inside. Everything made here
+// (cgroup v1, for vmpressure), a cgroup2 group for PSI (squeezed through a v1
+// memcg on hybrid hosts, through its own memory.max on v2-only hosts), a
+// temporary swap file when the machine has none, and an allocator process
+// inside. The mounts come from /proc/self/mountinfo (src/host/cgroups.ts),
+// never from fixed paths. Everything made here
 // carries this process's pid in its name, so a later run can tell a crashed
 // run's leftovers (dead pid) from a concurrent run's (live pid) and remove
 // only the former.
@@ -10,11 +13,17 @@ import { tmpdir } from 'node:os';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { EpollLoop } from '../../src/transport/event-loop.js';
 import { join } from 'node:path';
-import { removeCgroupTree } from '../../src/host/memcg.js';
+import { cgroupLayout } from '../../src/host/cgroups.js';
+import { Memcg, removeCgroupTree } from '../../src/host/memcg.js';
 import { ensureSwap as ensureSwapFile, removeSwapFile, type TempSwap } from '../../src/host/swap.js';
 
-export const V1_MEMORY = '/sys/fs/cgroup/memory';
-export const UNIFIED = '/sys/fs/cgroup/unified';
+/** This machine's cgroup mounts, as the daemon sees them. */
+export const layout = cgroupLayout();
+/** The cgroup v1 memory hierarchy (vmpressure), or null on a v2-only host. */
+export const V1_MEMORY = layout.v1Memory;
+/** The cgroup2 hierarchy: /sys/fs/cgroup on v2-only hosts, /sys/fs/cgroup/unified on hybrid ones; null on v1-only hosts. */
+export const V2 = layout.v2;
+export const SYSTEM_PSI = '/proc/pressure/memory';
 export const PREFIX = 'vub-pressure-';
 const SWAP_DIR = '/var/tmp';
 const SWAP_PREFIX = 'vub-pressure-swap.';
@@ -23,8 +32,14 @@ export const RO_PREFIX = 'vub-pressure-ro.';
 export const MiB = 2 ** 20;
 
 export const isRoot = process.getuid?.() === 0;
-export const haveV1Memory = existsSync(join(V1_MEMORY, 'memory.pressure_level'));
-export const haveUnifiedPsi = existsSync(join(UNIFIED, 'memory.pressure'));
+/** vmpressure can be watched: a v1 memory hierarchy with memory.pressure_level. */
+export const haveV1Memory = V1_MEMORY !== null && existsSync(join(V1_MEMORY, 'memory.pressure_level'));
+/** PSI triggers on cgroup2 groups: a cgroup2 mount and PSI in the kernel. */
+export const haveV2Psi = V2 !== null && existsSync(SYSTEM_PSI);
+/** The cgroup2 root offers the memory controller (memory.max): v2-only hosts. */
+export const haveV2Memory = V2 !== null && layout.v2Controllers.includes('memory');
+/** A PSI group can be squeezed: by a v1 memcg beside it (hybrid) or by its own memory.max (v2-only). */
+export const canSqueezePsiGroup = haveV2Psi && (haveV1Memory || haveV2Memory);
 
 const alive = (pid: number) => {
   try {
@@ -62,8 +77,8 @@ export async function cleanupLeftovers(): Promise<string[]> {
     rmdirSync(dir);
     removed.push(dir);
   }
-  for (const root of [V1_MEMORY, UNIFIED]) {
-    if (!existsSync(root)) continue;
+  for (const root of [V1_MEMORY, V2]) {
+    if (root === null || !existsSync(root)) continue;
     for (const name of readdirSync(root)) {
       const pid = ownerPid(name, PREFIX);
       if (pid === null || alive(pid)) continue;
@@ -93,28 +108,57 @@ export function ensureSwap(sizeMiB = 512): TempSwap {
 export interface TestCgroup {
   /** The cgroup v1 memcg directory. */
   v1: string;
-  /** The cgroup2 directory, when asked for. */
-  v2: string | null;
-  /** Kill what runs inside and remove both directories. */
+  /** Kill what runs inside and remove it. */
   remove(): Promise<void>;
 }
 
-/** A memcg under the v1 memory root (or under `parent`), with a limit; optionally a cgroup2 group too. */
-export function makeCgroup(opts: { limitBytes?: number; v2?: boolean; parent?: string; name?: string } = {}): TestCgroup {
+/** A memcg under the v1 memory root (or under `parent`), with a limit: what vmpressure watches. */
+export function makeCgroup(opts: { limitBytes?: number; parent?: string; name?: string } = {}): TestCgroup {
   const name = opts.name ?? uniqueName('memcg');
-  const v1 = join(opts.parent ?? V1_MEMORY, name);
+  const root = opts.parent ?? V1_MEMORY;
+  if (root === null) throw new Error('makeCgroup: no cgroup v1 memory hierarchy here (gate the test on haveV1Memory)');
+  const v1 = join(root, name);
   mkdirSync(v1);
   if (opts.limitBytes) writeFileSync(join(v1, 'memory.limit_in_bytes'), String(opts.limitBytes));
-  let v2: string | null = null;
-  if (opts.v2) {
-    v2 = join(UNIFIED, name);
-    mkdirSync(v2);
+  return { v1, remove: () => removeCgroup(v1) };
+}
+
+export interface PsiGroup {
+  /** The cgroup2 group whose memory.pressure is watched. */
+  dir: string;
+  psiFile: string;
+  /** Where a process joins (each cgroup.procs): the v1 memcg too on hybrid hosts. */
+  members: string[];
+  /** The limited v1 memcg beside it (hybrid hosts with a limit), else null. */
+  v1: string | null;
+  remove(): Promise<void>;
+}
+
+/**
+ * A cgroup2 group for PSI. With `limitBytes` it is squeezable: on a hybrid
+ * host through a v1 memcg with that limit that the allocator joins as well
+ * (PSI accounts stalls by cgroup2 membership, whatever hierarchy reclaims);
+ * on a v2-only host through its own memory.max (Memcg.createV2, as the demo).
+ */
+export function makePsiGroup(opts: { limitBytes?: number; name?: string } = {}): PsiGroup {
+  if (V2 === null) throw new Error('makePsiGroup: no cgroup2 mount here (gate the test on haveV2Psi)');
+  const name = opts.name ?? uniqueName('psi');
+  const dir = join(V2, name);
+  let v1: string | null = null;
+  if (opts.limitBytes && haveV1Memory) {
+    v1 = makeCgroup({ limitBytes: opts.limitBytes, name }).v1;
+    mkdirSync(dir);
+  } else if (opts.limitBytes) {
+    if (!haveV2Memory) throw new Error('makePsiGroup: nothing can limit the group (gate the test on canSqueezePsiGroup)');
+    Memcg.createV2(name, opts.limitBytes, V2);
+  } else {
+    mkdirSync(dir);
   }
   return {
-    v1, v2,
+    dir, v1, psiFile: join(dir, 'memory.pressure'), members: v1 ? [v1, dir] : [dir],
     remove: async () => {
-      await removeCgroup(v1);
-      if (v2) await removeCgroup(v2);
+      if (v1) await removeCgroup(v1);
+      await removeCgroup(dir);
     },
   };
 }
@@ -189,7 +233,7 @@ export { sleep };
 
 export interface CgroupRig {
   /** Removed (children first) after each test. */
-  cgroups: TestCgroup[];
+  cgroups: Array<TestCgroup | PsiGroup>;
   /** Killed after each test. */
   allocators: Allocator[];
   /** Called after each test (sources to stop). */

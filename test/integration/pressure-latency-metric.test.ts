@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { parseSummary, scrapeUnix } from '../../bench/device/prom.js';
 import { ControlClient } from '../../src/control/client.js';
 import { PRESSURE_TO_CONFIG_CHANGE_METRIC } from '../../src/control/latency.js';
@@ -13,8 +13,9 @@ import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
 import { haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, waitUntil } from './pressure-helpers.js';
+import { SKIP, skipUnlessAll } from '../skip.js';
 
-describe.skipIf(!isRoot || !haveV1Memory)('host pressure to CONFIG_CHANGE latency metric', () => {
+skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('host pressure to CONFIG_CHANGE latency metric', () => {
   const rig = useCgroupRig();
   const cleanups: Array<() => Promise<void> | void> = [];
 

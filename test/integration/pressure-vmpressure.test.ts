@@ -2,7 +2,7 @@
 // memcg (swap on) makes the kernel reclaim, and its events must reach our
 // source through the daemon's epoll loop; fed to the policy they raise the
 // target in steps; a removed memcg is retried, not a crash.
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { DecisionHistory } from '../../src/policy/history.js';
 import { DEFAULT_PARAMS, SEED_PARAMS } from '../../src/policy/params.js';
@@ -16,11 +16,12 @@ import { EPOLLERR, FdWatcher, ReadyHandler } from '../../src/transport/event-loo
 import {
   haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, uniqueName, waitUntil,
 } from './pressure-helpers.js';
+import { SKIP, skipUnlessAll } from '../skip.js';
 
 interface Seen { t: number; ev: HostPressureEvent }
 const total = (seen: Seen[]) => seen.reduce((n, s) => n + s.ev.count, 0);
 
-describe.skipIf(!isRoot || !haveV1Memory)('cgroup v1 vmpressure on a real memcg', () => {
+skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('cgroup v1 vmpressure on a real memcg', () => {
   const rig = useCgroupRig();
   const { cgroups, allocators, stops } = rig;
 

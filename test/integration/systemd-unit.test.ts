@@ -9,6 +9,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { SKIP, skipUnless } from '../skip.js';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DAEMON_JS } from '../sim/daemon.js';
@@ -49,7 +50,7 @@ function syscallGroups(): Map<string, Set<string>> {
   return new Map([...raw.keys()].map((g) => [g, expand(g)]));
 }
 
-describe.skipIf(!haveAnalyze)('systemd unit', () => {
+skipUnless(haveAnalyze, SKIP.noSystemdAnalyze).describe('systemd unit', () => {
   const text = readFileSync(UNIT, 'utf8');
 
   it('systemd-analyze verify is clean', () => {
@@ -87,7 +88,7 @@ describe.skipIf(!haveAnalyze)('systemd unit', () => {
     expect(passwd).toMatch(/^vhost-user-balloon:x:\d+:\d+:vhost-user-balloon daemon:\/nonexistent:\/usr\/sbin\/nologin$/m);
   });
 
-  it.runIf(isRoot)('every system call the daemon makes in a run passes the unit\'s SystemCallFilter=', async () => {
+  skipUnless(isRoot, SKIP.notRoot).it('every system call the daemon makes in a run passes the unit\'s SystemCallFilter=', async () => {
     execFileSync('bash', ['-c', `source ${ROOT}/native/lib.sh && apt_ensure strace`]);
     const groups = syscallGroups();
     const names = (spec: string) => spec.split(/\s+/).filter(Boolean).flatMap((n) => (n.startsWith('@') ? [...(groups.get(n) ?? [])] : [n]));

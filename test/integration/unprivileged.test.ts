@@ -16,8 +16,9 @@ import { threadSeccompModes } from '../../src/host/seccomp.js';
 import { DAEMON_JS, DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
 import { PAGE } from '../sim/guest-memory.js';
+import { SKIP, skipUnless } from '../skip.js';
 import {
-  haveUnifiedPsi, haveV1Memory, isRoot, makeCgroup, MiB, startAllocator, useCgroupRig,
+  haveV1Memory, haveV2Psi, isRoot, makeCgroup, makePsiGroup, MiB, type PsiGroup, startAllocator, useCgroupRig,
 } from './pressure-helpers.js';
 import { ensureDaemonUser, procIdentity } from './privilege-helpers.js';
 
@@ -40,11 +41,12 @@ function runAs(user: UserIdentity, args: string[], env: Record<string, string> =
   }
 }
 
-describe.skipIf(!isRoot)('the daemon as the unprivileged vhost-user-balloon user', () => {
+skipUnless(isRoot, SKIP.notRoot).describe('the daemon as the unprivileged vhost-user-balloon user', () => {
   let user: UserIdentity;
   const daemons: DaemonProcess[] = [];
   const guests: SimGuest[] = [];
   const rig = useCgroupRig();
+  const psiGroups: PsiGroup[] = [];
 
   beforeAll(() => {
     user = ensureDaemonUser();
@@ -52,6 +54,7 @@ describe.skipIf(!isRoot)('the daemon as the unprivileged vhost-user-balloon user
   afterEach(async () => {
     for (const g of guests.splice(0)) g.close();
     for (const d of daemons.splice(0)) await d.stop();
+    for (const p of psiGroups.splice(0)) await p.remove();
   });
 
   const start = async (args: string[], env: Record<string, string> = {}) => {
@@ -117,7 +120,7 @@ describe.skipIf(!isRoot)('the daemon as the unprivileged vhost-user-balloon user
     expect(r.stdout).toMatch(/--grant .*cgroup\.event_control/s);
   });
 
-  it.skipIf(!haveV1Memory)('a memcg whose cgroup.event_control was not granted: exit 1, naming the file and the chown that grants it', () => {
+  skipUnless(haveV1Memory, SKIP.noV1Memory).it('a memcg whose cgroup.event_control was not granted: exit 1, naming the file and the chown that grants it', () => {
     const cg = makeCgroup({ limitBytes: 64 * MiB });
     rig.cgroups.push(cg);
     const r = runAs(user, ['--pressure', 'vmpressure', '--memcg', cg.v1]);
@@ -129,7 +132,7 @@ describe.skipIf(!isRoot)('the daemon as the unprivileged vhost-user-balloon user
     console.log(`missing right, as the operator sees it:\n${r.stderr.split('\n').filter((l) => !l.startsWith('{')).join('\n')}`);
   });
 
-  it.skipIf(!haveV1Memory)('--grant chowns the memcg\'s cgroup.event_control (idempotently); the unprivileged daemon then gets real vmpressure events', async () => {
+  skipUnless(haveV1Memory, SKIP.noV1Memory).it('--grant chowns the memcg\'s cgroup.event_control (idempotently); the unprivileged daemon then gets real vmpressure events', async () => {
     const cg = makeCgroup({ limitBytes: 64 * MiB });
     rig.cgroups.push(cg);
     const file = `${cg.v1}/cgroup.event_control`;
@@ -162,13 +165,12 @@ describe.skipIf(!isRoot)('the daemon as the unprivileged vhost-user-balloon user
     }
   }, 60_000);
 
-  it('PSI: /proc/pressure/memory takes an unprivileged trigger (2 s window); a cgroup v2 group\'s memory.pressure needs --grant', async () => {
+  skipUnless(haveV2Psi, SKIP.noPsi).it('PSI: /proc/pressure/memory takes an unprivileged trigger (2 s window); a cgroup v2 group\'s memory.pressure needs --grant', async () => {
     const sys = await start(['--pressure', 'psi']);
     await sys.waitForLog((l) => l.msg === 'watching host memory pressure' && String(l.source).includes('/proc/pressure/memory'));
-    if (!haveUnifiedPsi || !haveV1Memory) return;
-    const cg = makeCgroup({ v2: true });
-    rig.cgroups.push(cg);
-    const dir = cg.v2!;
+    const group: PsiGroup = makePsiGroup();
+    psiGroups.push(group);
+    const dir = group.dir;
     const denied = runAs(user, ['--pressure', 'psi', '--memcg', dir]);
     expect(denied.status).toBe(1);
     expect(denied.stderr).toContain(`chown vhost-user-balloon ${dir}/memory.pressure`);

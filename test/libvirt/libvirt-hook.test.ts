@@ -8,7 +8,7 @@ import { chownSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { pidFile, processStartTime } from '../../src/hook/daemon-control.js';
@@ -16,6 +16,7 @@ import { lookupUser } from '../../src/host/privileges.js';
 import { controlSocketPath, DAEMON_USER, runDir, vhostSocketPath } from '../../src/paths.js';
 import { buildArtefacts } from '../e2e/rig.js';
 import { procIdentity } from '../integration/privilege-helpers.js';
+import { SKIP, skipUnless } from '../skip.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const NAME = `vub-lv-${process.pid}`;
@@ -69,7 +70,7 @@ function domainXml(qemu: string, kernel: string, initrd: string): string {
     .replace(/ config='[^']*'/, ''); // no config file: daemon defaults
 }
 
-describe.runIf(process.getuid?.() === 0)('libvirt hook with a real libvirtd', () => {
+skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('libvirt hook with a real libvirtd', () => {
   beforeAll(async () => {
     sh('bash', ['-c', `source ${ROOT}/native/lib.sh && apt_ensure libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu`]);
     const { qemu, img } = await buildArtefacts();

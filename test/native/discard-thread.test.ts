@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SKIP, skipUnless } from '../skip.js';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const NATIVE = realpathSync(join(ROOT, 'native', 'build'));
@@ -50,7 +51,7 @@ describe('discard thread across a queue stop', () => {
 });
 
 describe('priority inheritance on the thread\'s mutexes', () => {
-  it.runIf(process.getuid?.() === 0)('a SCHED_FIFO waiter boosts the nice-10 holder of map_lock and of lock', () => {
+  skipUnless(process.getuid?.() === 0, SKIP.notRoot).it('a SCHED_FIFO waiter boosts the nice-10 holder of map_lock and of lock', () => {
     const r = check('pi');
     console.log(`priority inheritance: ${r.out}`);
     expect(r.status, r.out).toBe(0);

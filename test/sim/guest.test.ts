@@ -13,6 +13,7 @@ import { QEMU_7_2_PROTOCOL_MASK, VHOST_USER, VHOST_USER_PROTOCOL_F } from './fro
 import { PAGE } from './guest-memory.js';
 import { bit } from './linux.js';
 import * as raw from './raw.js';
+import { SKIP, skipUnless } from '../skip.js';
 
 const MiB = 1 << 20;
 const GiB = 1024 * MiB;
@@ -110,7 +111,7 @@ describe('vhost-user paths', () => {
   // CPUSchedulingPolicy=fifo): the discard thread, started from the event
   // loop once the guest negotiates, must reset itself to SCHED_OTHER so a
   // long discard never holds a core against the vCPUs.
-  it.runIf(process.getuid?.() === 0)('the discard thread runs SCHED_OTHER even when the event loop is SCHED_FIFO', async () => {
+  skipUnless(process.getuid?.() === 0, SKIP.notRoot).it('the discard thread runs SCHED_OTHER even when the event loop is SCHED_FIFO', async () => {
     const d = await start();
     const pid = d.child.pid as number;
     execFileSync('chrt', ['-f', '-p', '2', String(pid)]);

@@ -7,6 +7,7 @@ import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SKIP, skipUnless } from '../skip.js';
 import { pidFile, pidFileText, processStartTime, stopDaemon } from '../../src/hook/daemon-control.js';
 
 const alive = (pid: number) => {
@@ -82,7 +83,7 @@ describe('hook pidfiles and pid reuse', () => {
     expect(alive(c.pid!)).toBe(true);
   });
 
-  it.runIf(process.getuid?.() === 0)('a pidfile the hook did not write (another owner): ignored', async () => {
+  skipUnless(process.getuid?.() === 0, SKIP.notRoot).it('a pidfile the hook did not write (another owner): ignored', async () => {
     const c = sleeper();
     writeFileSync(pidFile('vm-foreign'), pidFileText(c.pid!, processStartTime(c.pid!)!));
     chownSync(pidFile('vm-foreign'), 65534, 65534);
