@@ -6,8 +6,9 @@ import { readOutTarget } from './element-io.js';
 import { messagesTarget } from './messages.js';
 import { pageSetTarget } from './page-set.js';
 import { pfnTarget } from './pfn.js';
+import { reportingTarget } from './reporting.js';
 import { statsTarget } from './stats.js';
 
 export const TARGETS: ReadonlyArray<FuzzTarget<unknown>> = [
-  pfnTarget, statsTarget, messagesTarget, readOutTarget, pageSetTarget,
+  pfnTarget, statsTarget, messagesTarget, readOutTarget, pageSetTarget, reportingTarget,
 ];
