@@ -19,10 +19,10 @@ import { parseArgs } from 'node:util';
 import { ControlClient } from '../src/control/client.js';
 import { PRESSURE_TO_CONFIG_CHANGE_METRIC } from '../src/control/latency.js';
 import type { DaemonStatus } from '../src/control/status.js';
-import { type Allocator, startAllocator } from '../src/host/allocator.js';
-import { Memcg } from '../src/host/memcg.js';
-import { ensureSwap, type TempSwap } from '../src/host/swap.js';
-import { type BalloonChoice, BALLOON_DEVICE_ID, type GuestImage, guestImage, qemuBinary, repoRoot, startVm, type Vm } from '../src/vm/index.js';
+import { type Allocator, startAllocator } from '../lab/host/allocator.js';
+import { Memcg } from '../lab/host/memcg.js';
+import { ensureSwap, type TempSwap } from '../lab/host/swap.js';
+import { type BalloonChoice, BALLOON_DEVICE_ID, type GuestImage, guestImage, qemuBinary, repoRoot, startVm, type Vm } from '../lab/vm/index.js';
 import { actualReached, idleFigures, memfdBytes, settledMemfdBytes } from './device/measure.js';
 import { parseSummary, scrapeUnix } from './device/prom.js';
 import {

@@ -18,11 +18,11 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { Memcg } from '../src/host/memcg.js';
-import { ensureSwap, type TempSwap } from '../src/host/swap.js';
+import { Memcg } from '../lab/host/memcg.js';
+import { ensureSwap, type TempSwap } from '../lab/host/swap.js';
 import {
   type BalloonChoice, bizzyResult, createSwapDisk, type GuestImage, guestImage, guestSwap, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
-} from '../src/vm/index.js';
+} from '../lab/vm/index.js';
 import {
   type ArmRun, type BizzyRun, type GuestRun, markdownTable, procFaults, type Sample, seedTable, summarize, timelineSvg, vmstatSwap,
 } from './overcommit/report.js';

@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { procMemory, type QmpClient } from '../../src/vm/index.js';
+import { procMemory, type QmpClient } from '../../lab/vm/index.js';
 import { procCpuTicks, type ProcFigures } from './report.js';
 
 /**

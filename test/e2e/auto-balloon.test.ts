@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { DecisionRecord } from '../../src/control/status.js';
-import { type DemoResult, runDemo } from '../../src/demo/scenario.js';
+import { type DemoResult, runDemo } from '../../lab/demo/scenario.js';
 import { DAEMON_JS } from '../sim/daemon.js';
 import { memoryCgroupRoot } from '../../src/host/cgroups.js';
 import { SKIP, skipUnlessAll } from '../skip.js';

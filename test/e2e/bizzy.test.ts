@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bizzyResult, createSwapDisk, guestImage, guestSwap, memInfo, qemuBinary, startVm, type Vm } from '../../src/vm/index.js';
+import { bizzyResult, createSwapDisk, guestImage, guestSwap, memInfo, qemuBinary, startVm, type Vm } from '../../lab/vm/index.js';
 
 const CHUNKS = 32;
 const SECONDS = 3;

@@ -12,7 +12,7 @@ import {
   startVm,
   type Vm,
   type VubEvent,
-} from '../../src/vm/index.js';
+} from '../../lab/vm/index.js';
 
 const MEM_MIB = 1024;
 const BALLOON_MIB = 512;

@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { balloonState, memInfo, startVm, type Vm } from '../../src/vm/index.js';
+import { balloonState, memInfo, startVm, type Vm } from '../../lab/vm/index.js';
 import {
   type Allocator, cleanupLeftovers, ensureSwap, haveV1Memory, isRoot, makeCgroup, startAllocator, type TempSwap,
   type TestCgroup,

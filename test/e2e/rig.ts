@@ -8,7 +8,7 @@ import type { DaemonStatus } from '../../src/control/status.js';
 import {
   type BalloonChoice, balloonState, type GuestImage, guestImage, qemuBinary, runBuildScript, startVm, type Vm,
   type VubEvent,
-} from '../../src/vm/index.js';
+} from '../../lab/vm/index.js';
 import { DaemonProcess } from '../sim/daemon.js';
 
 export const MiB = 1024 * 1024;

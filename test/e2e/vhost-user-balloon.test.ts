@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { balloonState, startVm, VmError } from '../../src/vm/index.js';
+import { balloonState, startVm, VmError } from '../../lab/vm/index.js';
 import { buildArtefacts, guestBalloonPages, MiB, PAGES_PER_MIB, Rig } from './rig.js';
 
 const BALLOON_MIB = 512;

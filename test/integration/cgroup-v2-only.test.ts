@@ -21,13 +21,13 @@ import { haveV1Memory, haveV2Memory, isRoot, uniqueName } from './pressure-helpe
 const ROOT = join(import.meta.dirname, '..', '..');
 const IN_NS = join(ROOT, 'test', 'v2-only', 'in-namespace.sh');
 const haveUnshare = spawnSync('unshare', ['--help'], { stdio: 'ignore' }).status === 0;
-const dist = (p: string) => pathToFileURL(join(ROOT, 'dist', 'src', p)).href;
+const dist = (p: string) => pathToFileURL(join(ROOT, 'dist', p.startsWith('lab/') ? '' : 'src', p)).href;
 
 /** What the product sees inside the namespace, as JSON from a node child there. */
 const PROBE = `
   const { cgroupLayout, memoryCgroupRoot } = await import(${JSON.stringify(dist('host/cgroups.js'))});
   const { planPressure, DEFAULT_PRESSURE } = await import(${JSON.stringify(dist('pressure/detect.js'))});
-  const { Memcg } = await import(${JSON.stringify(dist('host/memcg.js'))});
+  const { Memcg } = await import(${JSON.stringify(dist('lab/host/memcg.js'))});
   const fs = await import('node:fs');
   const attempt = (f) => { try { return { ok: f() }; } catch (e) { return { err: (e.pressureCode ?? '') + ' ' + e.message }; } };
   const l = cgroupLayout();

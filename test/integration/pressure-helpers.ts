@@ -14,8 +14,8 @@ import { afterAll, afterEach, beforeAll } from 'vitest';
 import { EpollLoop } from '../../src/transport/event-loop.js';
 import { join } from 'node:path';
 import { cgroupLayout } from '../../src/host/cgroups.js';
-import { Memcg, removeCgroupTree } from '../../src/host/memcg.js';
-import { ensureSwap as ensureSwapFile, removeSwapFile, type TempSwap } from '../../src/host/swap.js';
+import { Memcg, removeCgroupTree } from '../../lab/host/memcg.js';
+import { ensureSwap as ensureSwapFile, removeSwapFile, type TempSwap } from '../../lab/host/swap.js';
 
 /** This machine's cgroup mounts, as the daemon sees them. */
 export const layout = cgroupLayout();

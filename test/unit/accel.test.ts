@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { accelArgs, type AccelProbe, chooseAccel, probeAccel } from '../../src/vm/accel.js';
+import { accelArgs, type AccelProbe, chooseAccel, probeAccel } from '../../lab/vm/accel.js';
 
 describe('chooseAccel', () => {
   const cases: Array<[string, AccelProbe, 'kvm' | 'tcg']> = [

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Memcg } from '../../src/host/memcg.js';
+import { Memcg } from '../../lab/host/memcg.js';
 
 describe('Memcg on cgroup2', () => {
   const dirs: string[] = [];

@@ -1,7 +1,7 @@
 // The guest swap disk: QEMU arguments, the kernel parameter that makes the
 // guest's init use it, and the guest's `VUB vmstat` swap counters.
 import { describe, expect, it } from 'vitest';
-import { buildQemuArgs, guestSwap, kernelCmdline, parseVubLine } from '../../src/vm/index.js';
+import { buildQemuArgs, guestSwap, kernelCmdline, parseVubLine } from '../../lab/vm/index.js';
 
 const base = {
   kernel: '/k', initrd: '/i', memMiB: 256, accel: { kind: 'tcg' } as const, qmpSocket: '/q.sock', balloon: { kind: 'stock' } as const,

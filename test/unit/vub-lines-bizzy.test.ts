@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bizzyResult, kernelCmdline, parseVubLine } from '../../src/vm/index.js';
+import { bizzyResult, kernelCmdline, parseVubLine } from '../../lab/vm/index.js';
 
 const line = (s: string) => {
   const e = parseVubLine(s);

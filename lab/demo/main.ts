@@ -50,7 +50,7 @@ async function main(): Promise<void> {
     .help()
     .parse();
   if (process.getuid?.() !== 0) throw new Error('the demo needs root: it creates a memory cgroup and may turn on a temporary swap file');
-  const daemonJs = resolve(fileURLToPath(import.meta.url), '..', '..', 'main.js');
+  const daemonJs = resolve(fileURLToPath(import.meta.url), '..', '..', '..', 'src', 'main.js');
   const tty = process.stdout.isTTY;
   const result = await runDemo({
     vm: a.vm, memMiB: a.mem, limitMiB: a.limit, neighbourMiB: a.neighbour,

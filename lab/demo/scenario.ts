@@ -5,12 +5,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ControlClient } from '../control/client.js';
-import type { DaemonStatus, DecisionRecord } from '../control/status.js';
+import { ControlClient } from '../../src/control/client.js';
+import type { DaemonStatus, DecisionRecord } from '../../src/control/status.js';
 import { startAllocator, type Allocator } from '../host/allocator.js';
 import { Memcg } from '../host/memcg.js';
 import { ensureSwap, type TempSwap } from '../host/swap.js';
-import { controlSocketPath, vhostSocketPath } from '../paths.js';
+import { controlSocketPath, vhostSocketPath } from '../../src/paths.js';
 import { guestImage, qemuBinary, startVm, type Vm } from '../vm/index.js';
 
 const MiB = 2 ** 20;

@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cgroupLayout, memoryCgroupRoot, readControllers } from './cgroups.js';
+import { cgroupLayout, memoryCgroupRoot, readControllers } from '../../src/host/cgroups.js';
 
 /** The v1 memory hierarchy's mount point on this host, or null (a v2-only host). */
 export function v1MemoryRoot(): string | null {
