@@ -22,6 +22,7 @@
 
 #include "libvhost-user.h"
 #include "vub-discard.h"
+#include "vub-vhost-check.h"
 
 #define VUB_MAX_EVENTS 1024
 #define VUB_CONFIG_MAX 256
@@ -228,6 +229,9 @@ static bool cb_read_msg(VuDev *vu, int sock, VhostUserMsg *vmsg)
         }
         got += (size_t)rc;
     }
+    if (!vub_vhost_check_msg(vu, vmsg)) {
+        return false;   /* refused: fds closed, device broken, reason recorded */
+    }
     /*
      * Any message but the config ones may change the memory table: hold the
      * discard thread off the mappings until libvhost-user has handled it.
@@ -299,6 +303,7 @@ int vub_dispatch(vub_dev *d)
 {
     d->in_dispatch = 1;
     bool ok = vu_dispatch(&d->vu);
+    ok = vub_vhost_check_state(&d->vu) && ok;   /* map_lock still held */
     d->in_dispatch = 0;
 
     if (d->map_locked) {

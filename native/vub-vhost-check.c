@@ -1,0 +1,610 @@
+/*
+ * vub-vhost-check: see vub-vhost-check.h. Our own code.
+ *
+ * Sizes are the ones QEMU 7.2 sends (hw/virtio/vhost-user.c): anything else
+ * is refused rather than guessed at.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "vub-vhost-check.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RING_MAX 32768u
+#define CONFIG_HDR 12u   /* VhostUserConfig: offset, size, flags */
+#define LOG_CHUNK (VHOST_LOG_PAGE * 8ull)   /* guest bytes per log byte */
+
+/* Features libvhost-user adds to the device's own in its GET_FEATURES answer. */
+#define LVU_FEATURES (1ull << VIRTIO_F_NOTIFY_ON_EMPTY | 1ull << VIRTIO_RING_F_INDIRECT_DESC | \
+                      1ull << VIRTIO_RING_F_EVENT_IDX | 1ull << VIRTIO_F_VERSION_1 | \
+                      1ull << VHOST_F_LOG_ALL | 1ull << VHOST_USER_F_PROTOCOL_FEATURES)
+/* Protocol features it may offer (PAGEFAULT only where userfaultfd works). */
+#define LVU_PROTOCOL (1ull << VHOST_USER_PROTOCOL_F_MQ | 1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD | \
+                      1ull << VHOST_USER_PROTOCOL_F_SLAVE_REQ | 1ull << VHOST_USER_PROTOCOL_F_HOST_NOTIFIER | \
+                      1ull << VHOST_USER_PROTOCOL_F_SLAVE_SEND_FD | 1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK | \
+                      1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS | 1ull << VHOST_USER_PROTOCOL_F_PAGEFAULT)
+
+/* The request being dispatched on this thread: the state check names it. */
+static __thread uint32_t dispatching;
+
+static const char *req_name(uint32_t req, char *buf, size_t len)
+{
+    const char *s = req < VHOST_USER_MAX ? vu_request_to_string(req) : NULL;
+
+    if (s && strncmp(s, "VHOST_USER_", 11) == 0) {
+        return s + 11;
+    }
+    snprintf(buf, len, "request %" PRIu32, req);
+    return buf;
+}
+
+static bool __attribute__((format(printf, 3, 4)))
+refuse(VuDev *dev, VhostUserMsg *vmsg, const char *fmt, ...)
+{
+    char why[192], name[24], msg[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    snprintf(msg, sizeof(msg), "invalid vhost-user message %.24s: %.192s",
+             req_name((uint32_t)vmsg->request, name, sizeof(name)), why);
+    for (int i = 0; i < vmsg->fd_num; i++) {
+        close(vmsg->fds[i]);
+    }
+    vmsg->fd_num = 0;
+    dev->broken = true;
+    dev->panic(dev, msg);
+    return false;
+}
+
+/* First violation wins: later ones are usually its consequences. */
+static void __attribute__((format(printf, 3, 4)))
+note(char *why, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (why[0]) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(why, len, fmt, ap);
+    va_end(ap);
+}
+
+static bool pow2(uint64_t n)
+{
+    return n && !(n & (n - 1));
+}
+
+static bool proto(const VuDev *dev, int bit)
+{
+    return dev->protocol_features >> bit & 1;
+}
+
+static uint64_t offered_protocol(VuDev *dev)
+{
+    uint64_t f = LVU_PROTOCOL;
+
+    if (dev->iface->get_config && dev->iface->set_config) {
+        f |= 1ull << VHOST_USER_PROTOCOL_F_CONFIG;
+    }
+    if (dev->iface->get_protocol_features) {
+        f |= dev->iface->get_protocol_features(dev);
+    }
+    return f;
+}
+
+static bool is_eventfd(int fd)
+{
+    static const char want[] = "anon_inode:[eventfd]";
+    char path[32], link[sizeof(want)];
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    return readlink(path, link, sizeof(link)) == (ssize_t)sizeof(want) - 1 &&
+           memcmp(link, want, sizeof(want) - 1) == 0;
+}
+
+/*
+ * [off, off+len) of fd must be a regular file's and mappable the way
+ * libvhost-user maps it: past the end of the file an access is SIGBUS, and
+ * a failed mmap leaves MAP_FAILED or a stale address in its tables.
+ */
+static bool bad_file(char *why, size_t n, int fd, uint64_t off, uint64_t len)
+{
+    struct stat st;
+    void *p;
+
+    if (len == 0 || off + len < off || off % (uint64_t)sysconf(_SC_PAGESIZE)) {
+        snprintf(why, n, "0x%" PRIx64 " bytes at file offset 0x%" PRIx64, len, off);
+        return true;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, n, "fd is not a regular file");
+        return true;
+    }
+    if ((uint64_t)st.st_size < off + len) {
+        snprintf(why, n, "0x%" PRIx64 " bytes at file offset 0x%" PRIx64 " past the end of the file (0x%" PRIx64 ")",
+                 len, off, (uint64_t)st.st_size);
+        return true;
+    }
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, (off_t)off);
+    if (p == MAP_FAILED) {
+        snprintf(why, n, "cannot map 0x%" PRIx64 " bytes: %s", len, strerror(errno));
+        return true;
+    }
+    munmap(p, len);
+    return false;
+}
+
+static bool bad_region(char *why, size_t n, const VhostUserMemoryRegion *m, int fd)
+{
+    uint64_t size = m->memory_size;
+
+    if (size == 0 || m->guest_phys_addr + size < m->guest_phys_addr ||
+        m->userspace_addr + size < m->userspace_addr || m->mmap_offset + size < m->mmap_offset) {
+        snprintf(why, n, "gpa 0x%" PRIx64 " size 0x%" PRIx64 " is empty or wraps around",
+                 m->guest_phys_addr, size);
+        return true;
+    }
+    return bad_file(why, n, fd, 0, m->mmap_offset + size);
+}
+
+/*
+ * Regions touching in guest-physical space: libvhost-user copies a
+ * descriptor table that spans two regions with a wrong stride, past its
+ * stack buffer. Apart, such a table fails to translate instead.
+ */
+static bool touch(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a <= b + blen && b <= a + alen;
+}
+
+/* Ring parts: descriptor table, avail ring, used ring (event fields included). */
+static void ring_layout(uint64_t num, uint64_t len[3])
+{
+    len[0] = 16 * num;
+    len[1] = 4 + 2 * num + 2;
+    len[2] = 4 + 8 * num + 2;
+}
+
+static const uint64_t ring_align[3] = { 16, 2, 4 };
+static const char *const ring_part[3] = { "descriptor table", "avail ring", "used ring" };
+
+/* A ring part given by QEMU address, translated like libvhost-user does. */
+static bool bad_ring_qva(const VuDev *dev, char *why, size_t n, int part, uint64_t qva, uint64_t len)
+{
+    for (uint32_t i = 0; i < dev->nregions; i++) {
+        const VuDevRegion *r = &dev->regions[i];
+        uint64_t off = qva - r->qva;
+
+        if (qva < r->qva || off >= r->size) {
+            continue;
+        }
+        if (len > r->size - off) {
+            snprintf(why, n, "%s at 0x%" PRIx64 " (%" PRIu64 " bytes) runs past its region",
+                     ring_part[part], qva, len);
+            return true;
+        }
+        if ((r->mmap_offset + off) % ring_align[part]) {
+            snprintf(why, n, "%s at 0x%" PRIx64 " is not %" PRIu64 "-byte aligned",
+                     ring_part[part], qva, ring_align[part]);
+            return true;
+        }
+        return false;
+    }
+    snprintf(why, n, "%s at 0x%" PRIx64 " is not in guest RAM", ring_part[part], qva);
+    return true;
+}
+
+/* A host range must lie inside one region's mapping. */
+static bool in_ram(const VuDev *dev, uintptr_t hva, uint64_t len)
+{
+    for (uint32_t i = 0; i < dev->nregions; i++) {
+        const VuDevRegion *r = &dev->regions[i];
+        uint64_t start = r->mmap_addr + r->mmap_offset;
+
+        if (hva >= start && hva - start <= r->size && len <= r->size - (hva - start)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Payload size and fd count; false once refused. */
+static bool shape(VuDev *dev, VhostUserMsg *vmsg, uint32_t size, int fds)
+{
+    if (vmsg->size != size) {
+        return refuse(dev, vmsg, "payload of %" PRIu32 " bytes, want %" PRIu32, vmsg->size, size);
+    }
+    if (vmsg->fd_num != fds) {
+        return refuse(dev, vmsg, "%d fds, want %d", vmsg->fd_num, fds);
+    }
+    return true;
+}
+
+static bool check_mem(VuDev *dev, VhostUserMsg *vmsg)
+{
+    char why[160];
+    VhostUserMemory mem;
+    VhostUserMemRegMsg reg;
+    uint32_t n;
+
+    if (vmsg->request == VHOST_USER_SET_MEM_TABLE) {
+        memcpy(&mem, &vmsg->payload.memory, sizeof(mem));
+        n = vmsg->size >= 8 ? mem.nregions : 0;
+        if (n > VHOST_MEMORY_BASELINE_NREGIONS) {
+            return refuse(dev, vmsg, "%" PRIu32 " regions > %d", n, VHOST_MEMORY_BASELINE_NREGIONS);
+        }
+        if (!shape(dev, vmsg, 8 + n * (uint32_t)sizeof(VhostUserMemoryRegion), (int)n)) {
+            return false;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            if (bad_region(why, sizeof(why), &mem.regions[i], vmsg->fds[i])) {
+                return refuse(dev, vmsg, "region %" PRIu32 ": %s", i, why);
+            }
+            for (uint32_t j = 0; j < i; j++) {
+                if (touch(mem.regions[i].guest_phys_addr, mem.regions[i].memory_size,
+                          mem.regions[j].guest_phys_addr, mem.regions[j].memory_size)) {
+                    return refuse(dev, vmsg, "regions %" PRIu32 " and %" PRIu32 " touch or overlap", j, i);
+                }
+            }
+        }
+        return true;
+    }
+    if (!proto(dev, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
+        return refuse(dev, vmsg, "CONFIGURE_MEM_SLOTS was not negotiated");
+    }
+    if (vmsg->request == VHOST_USER_REM_MEM_REG) {
+        /* Older QEMUs send the region's fd along. */
+        return shape(dev, vmsg, sizeof(reg), vmsg->fd_num > 1 ? 0 : vmsg->fd_num);
+    }
+    if (!shape(dev, vmsg, sizeof(reg), 1)) {
+        return false;
+    }
+    memcpy(&reg, &vmsg->payload.memreg, sizeof(reg));
+    if (dev->nregions >= VHOST_USER_MAX_RAM_SLOTS) {
+        return refuse(dev, vmsg, "all %d memory slots are in use", VHOST_USER_MAX_RAM_SLOTS);
+    }
+    if (bad_region(why, sizeof(why), &reg.region, vmsg->fds[0])) {
+        return refuse(dev, vmsg, "%s", why);
+    }
+    for (uint32_t i = 0; i < dev->nregions; i++) {
+        if (touch(reg.region.guest_phys_addr, reg.region.memory_size,
+                  dev->regions[i].gpa, dev->regions[i].size)) {
+            return refuse(dev, vmsg, "gpa 0x%" PRIx64 " size 0x%" PRIx64 " touches or overlaps region %" PRIu32,
+                          reg.region.guest_phys_addr, reg.region.memory_size, i);
+        }
+    }
+    return true;
+}
+
+static bool check_vring(VuDev *dev, VhostUserMsg *vmsg)
+{
+    char why[160];
+    struct vhost_vring_state st;
+    struct vhost_vring_addr a;
+    uint64_t len[3];
+    VuVirtq *vq;
+
+    if (vmsg->request != VHOST_USER_SET_VRING_ADDR) {
+        if (!shape(dev, vmsg, sizeof(st), 0)) {
+            return false;
+        }
+        memcpy(&st, &vmsg->payload.state, sizeof(st));
+        if (st.index >= dev->max_queues) {
+            return refuse(dev, vmsg, "queue index %u >= %u", st.index, dev->max_queues);
+        }
+        vq = &dev->vq[st.index];
+        switch (vmsg->request) {
+        case VHOST_USER_SET_VRING_NUM:
+            if (!pow2(st.num) || st.num > RING_MAX) {
+                return refuse(dev, vmsg, "queue size %u is not a power of two <= %u", st.num, RING_MAX);
+            }
+            if (vq->started) {
+                return refuse(dev, vmsg, "queue %u is running", st.index);
+            }
+            /* Old addresses may not hold the new size; SET_VRING_ADDR follows. */
+            if (st.num != vq->vring.num) {
+                vq->vring.desc = NULL;
+                vq->vring.avail = NULL;
+                vq->vring.used = NULL;
+            }
+            break;
+        case VHOST_USER_SET_VRING_BASE:
+            if (st.num > 0xffff) {
+                return refuse(dev, vmsg, "base %u > 65535", st.num);
+            }
+            break;
+        case VHOST_USER_SET_VRING_ENABLE:
+            if (st.num > 1) {
+                return refuse(dev, vmsg, "enable %u", st.num);
+            }
+            break;
+        }
+        return true;
+    }
+    if (!shape(dev, vmsg, sizeof(a), 0)) {
+        return false;
+    }
+    memcpy(&a, &vmsg->payload.addr, sizeof(a));
+    if (a.index >= dev->max_queues) {
+        return refuse(dev, vmsg, "queue index %u >= %u", a.index, dev->max_queues);
+    }
+    if (a.flags & ~(1u << VHOST_VRING_F_LOG)) {
+        return refuse(dev, vmsg, "flags 0x%x", a.flags);
+    }
+    vq = &dev->vq[a.index];
+    if (vq->vring.num == 0) {
+        return refuse(dev, vmsg, "queue %u has no size (SET_VRING_NUM first)", a.index);
+    }
+    ring_layout(vq->vring.num, len);
+    if (bad_ring_qva(dev, why, sizeof(why), 0, a.desc_user_addr, len[0]) ||
+        bad_ring_qva(dev, why, sizeof(why), 1, a.avail_user_addr, len[1]) ||
+        bad_ring_qva(dev, why, sizeof(why), 2, a.used_user_addr, len[2])) {
+        return refuse(dev, vmsg, "queue %u: %s", a.index, why);
+    }
+    return true;
+}
+
+static bool check_fd_msg(VuDev *dev, VhostUserMsg *vmsg)
+{
+    uint64_t u = vmsg->payload.u64;
+    unsigned idx = u & VHOST_USER_VRING_IDX_MASK;
+    bool nofd = u & VHOST_USER_VRING_NOFD_MASK;
+
+    if (!shape(dev, vmsg, sizeof(u), nofd ? 0 : 1)) {
+        return false;
+    }
+    if (u & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK)) {
+        return refuse(dev, vmsg, "payload 0x%" PRIx64 " has bits beyond index and NOFD", u);
+    }
+    if (idx >= dev->max_queues) {
+        return refuse(dev, vmsg, "queue index %u >= %u", idx, dev->max_queues);
+    }
+    if (!nofd && !is_eventfd(vmsg->fds[0])) {
+        return refuse(dev, vmsg, "fd is not an eventfd");
+    }
+    return true;
+}
+
+static bool check_config(VuDev *dev, VhostUserMsg *vmsg)
+{
+    uint32_t c[3];   /* offset, size, flags */
+
+    if (!proto(dev, VHOST_USER_PROTOCOL_F_CONFIG)) {
+        return refuse(dev, vmsg, "CONFIG was not negotiated");
+    }
+    if (vmsg->size < CONFIG_HDR) {
+        return refuse(dev, vmsg, "payload of %" PRIu32 " bytes", vmsg->size);
+    }
+    memcpy(c, &vmsg->payload.config, sizeof(c));
+    if (c[0] > VHOST_USER_MAX_CONFIG_SIZE || c[1] > VHOST_USER_MAX_CONFIG_SIZE - c[0]) {
+        return refuse(dev, vmsg, "config offset %" PRIu32 " + size %" PRIu32 " > %d",
+                      c[0], c[1], VHOST_USER_MAX_CONFIG_SIZE);
+    }
+    if (vmsg->request == VHOST_USER_SET_CONFIG && c[2] > VHOST_SET_CONFIG_TYPE_MIGRATION) {
+        return refuse(dev, vmsg, "config flags 0x%" PRIx32, c[2]);
+    }
+    return shape(dev, vmsg, CONFIG_HDR + c[1], 0);
+}
+
+static bool check_inflight(VuDev *dev, VhostUserMsg *vmsg)
+{
+    char why[160];
+    VhostUserInflight in;
+    uint64_t per_queue;
+
+    if (!proto(dev, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) {
+        return refuse(dev, vmsg, "INFLIGHT_SHMFD was not negotiated");
+    }
+    if (!shape(dev, vmsg, sizeof(in), vmsg->request == VHOST_USER_SET_INFLIGHT_FD)) {
+        return false;
+    }
+    memcpy(&in, &vmsg->payload.inflight, sizeof(in));
+    if (in.num_queues == 0 || in.num_queues > dev->max_queues || !pow2(in.queue_size)) {
+        return refuse(dev, vmsg, "%u queues of size %u", in.num_queues, in.queue_size);
+    }
+    if (vmsg->request == VHOST_USER_GET_INFLIGHT_FD) {
+        return true;
+    }
+    /* Per queue: its descriptor states and used index, cache-line aligned. */
+    per_queue = (sizeof(VuDescStateSplit) * in.queue_size + sizeof(uint16_t) + 63) / 64 * 64;
+    if (in.mmap_size != per_queue * in.num_queues) {
+        return refuse(dev, vmsg, "area of 0x%" PRIx64 " bytes for %u queues of size %u",
+                      in.mmap_size, in.num_queues, in.queue_size);
+    }
+    if (bad_file(why, sizeof(why), vmsg->fds[0], in.mmap_offset, in.mmap_size)) {
+        return refuse(dev, vmsg, "area: %s", why);
+    }
+    return true;
+}
+
+bool vub_vhost_check_msg(VuDev *dev, VhostUserMsg *vmsg)
+{
+    char why[160];
+    uint32_t req = (uint32_t)vmsg->request;
+    uint64_t u = vmsg->payload.u64, offered;
+    VhostUserLog log;
+
+    dispatching = req;
+    if ((vmsg->flags & VHOST_USER_VERSION_MASK) != 1 ||
+        vmsg->flags & ~(uint32_t)(VHOST_USER_VERSION_MASK | VHOST_USER_NEED_REPLY_MASK)) {
+        return refuse(dev, vmsg, "flags 0x%" PRIx32, vmsg->flags);
+    }
+    switch (req) {
+    case VHOST_USER_GET_FEATURES:
+    case VHOST_USER_SET_OWNER:
+    case VHOST_USER_RESET_OWNER:
+    case VHOST_USER_GET_PROTOCOL_FEATURES:
+    case VHOST_USER_GET_QUEUE_NUM:
+    case VHOST_USER_GET_MAX_MEM_SLOTS:
+        return shape(dev, vmsg, 0, 0);
+    case VHOST_USER_SET_FEATURES:
+        offered = LVU_FEATURES | (dev->iface->get_features ? dev->iface->get_features(dev) : 0);
+        if (!shape(dev, vmsg, sizeof(u), 0)) {
+            return false;
+        }
+        if (u & ~offered) {
+            return refuse(dev, vmsg, "features 0x%" PRIx64 " were not offered", u & ~offered);
+        }
+        return true;
+    case VHOST_USER_SET_PROTOCOL_FEATURES:
+        offered = offered_protocol(dev);
+        if (!shape(dev, vmsg, sizeof(u), 0)) {
+            return false;
+        }
+        if (u & ~offered) {
+            return refuse(dev, vmsg, "protocol features 0x%" PRIx64 " were not offered", u & ~offered);
+        }
+        return true;
+    case VHOST_USER_SET_MEM_TABLE:
+    case VHOST_USER_ADD_MEM_REG:
+    case VHOST_USER_REM_MEM_REG:
+        return check_mem(dev, vmsg);
+    case VHOST_USER_SET_LOG_BASE:
+        if (!proto(dev, VHOST_USER_PROTOCOL_F_LOG_SHMFD)) {
+            return refuse(dev, vmsg, "LOG_SHMFD was not negotiated");
+        }
+        if (!shape(dev, vmsg, sizeof(log), 1)) {
+            return false;
+        }
+        memcpy(&log, &vmsg->payload.log, sizeof(log));
+        if (bad_file(why, sizeof(why), vmsg->fds[0], log.mmap_offset, log.mmap_size)) {
+            return refuse(dev, vmsg, "log: %s", why);
+        }
+        return true;
+    case VHOST_USER_SET_LOG_FD:
+        if (!shape(dev, vmsg, 0, 1)) {
+            return false;
+        }
+        return is_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
+    case VHOST_USER_SET_VRING_NUM:
+    case VHOST_USER_SET_VRING_ADDR:
+    case VHOST_USER_SET_VRING_BASE:
+    case VHOST_USER_GET_VRING_BASE:
+    case VHOST_USER_SET_VRING_ENABLE:
+        return check_vring(dev, vmsg);
+    case VHOST_USER_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_ERR:
+        return check_fd_msg(dev, vmsg);
+    case VHOST_USER_VRING_KICK:
+        if (!proto(dev, VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)) {
+            return refuse(dev, vmsg, "INBAND_NOTIFICATIONS was not negotiated");
+        }
+        return check_vring(dev, vmsg);
+    case VHOST_USER_SET_SLAVE_REQ_FD: {
+        struct stat st;
+
+        if (!proto(dev, VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
+            return refuse(dev, vmsg, "SLAVE_REQ was not negotiated");
+        }
+        if (!shape(dev, vmsg, 0, 1)) {
+            return false;
+        }
+        if (fstat(vmsg->fds[0], &st) < 0 || !S_ISSOCK(st.st_mode)) {
+            return refuse(dev, vmsg, "fd is not a socket");
+        }
+        return true;
+    }
+    case VHOST_USER_GET_CONFIG:
+    case VHOST_USER_SET_CONFIG:
+        return check_config(dev, vmsg);
+    case VHOST_USER_GET_INFLIGHT_FD:
+    case VHOST_USER_SET_INFLIGHT_FD:
+        return check_inflight(dev, vmsg);
+    case VHOST_USER_POSTCOPY_ADVISE:
+    case VHOST_USER_POSTCOPY_LISTEN:
+    case VHOST_USER_POSTCOPY_END:
+        return refuse(dev, vmsg, "postcopy is not supported (the device is not migratable)");
+    default:
+        /* Including NONE, on which libvhost-user calls exit(0). */
+        return refuse(dev, vmsg, "unsupported request");
+    }
+}
+
+bool vub_vhost_check_state(VuDev *dev)
+{
+    char why[192] = "", name[24], msg[256];
+    uint32_t req = dispatching;
+    bool logging = dev->features >> VHOST_F_LOG_ALL & 1 && dev->log_table;
+    uint64_t len[3];
+
+    dispatching = 0;
+    for (uint32_t i = 0; i < dev->nregions;) {
+        VuDevRegion *r = &dev->regions[i];
+
+        if (r->mmap_addr != 0 && r->mmap_addr != (uint64_t)(uintptr_t)MAP_FAILED) {
+            i++;
+            continue;
+        }
+        note(why, sizeof(why), "region gpa 0x%" PRIx64 " could not be mapped", r->gpa);
+        memmove(r, r + 1, (dev->nregions - i - 1) * sizeof(*r));
+        dev->nregions--;
+        memset(&dev->regions[dev->nregions], 0, sizeof(*r));
+    }
+    if (dev->log_table == MAP_FAILED) {
+        note(why, sizeof(why), "the log could not be mapped");
+        dev->log_table = NULL;
+        dev->log_size = 0;
+        logging = false;
+    }
+    for (uint32_t i = 0; logging && i < dev->nregions; i++) {
+        const VuDevRegion *r = &dev->regions[i];
+
+        if ((r->gpa + r->size - 1) / LOG_CHUNK >= dev->log_size) {
+            note(why, sizeof(why), "the log (0x%" PRIx64 " bytes) does not cover region gpa 0x%" PRIx64 " size 0x%" PRIx64,
+                 dev->log_size, r->gpa, r->size);
+        }
+    }
+    for (uint32_t q = 0; q < dev->max_queues; q++) {
+        const VuVirtq *vq = &dev->vq[q];
+        const VuRing *ring = &vq->vring;
+        const void *part[3] = { ring->desc, ring->avail, ring->used };
+        const uint64_t qva[3] = { vq->vra.desc_user_addr, vq->vra.avail_user_addr, vq->vra.used_user_addr };
+
+        if (!ring->desc && !ring->avail && !ring->used) {
+            continue;
+        }
+        if (!pow2(ring->num) || ring->num > RING_MAX) {
+            note(why, sizeof(why), "queue %" PRIu32 " has size %u", q, ring->num);
+            continue;
+        }
+        ring_layout(ring->num, len);
+        for (int p = 0; p < 3; p++) {
+            uintptr_t hva = (uintptr_t)part[p];
+
+            if (!hva || !in_ram(dev, hva, len[p]) || hva % ring_align[p]) {
+                note(why, sizeof(why), "queue %" PRIu32 ": %s at 0x%" PRIx64 " (%" PRIu64 " bytes) is not in guest RAM",
+                     q, ring_part[p], qva[p], len[p]);
+            }
+        }
+        /* Used elements and index are logged at log_guest_addr (idx, ring[]). */
+        if (logging && (ring->log_guest_addr + len[2] - 2 < ring->log_guest_addr ||
+                        (ring->log_guest_addr + len[2] - 3) / LOG_CHUNK >= dev->log_size)) {
+            note(why, sizeof(why), "queue %" PRIu32 ": used ring log address 0x%" PRIx64 " is beyond the log",
+                 q, ring->log_guest_addr);
+        }
+    }
+    if (!why[0]) {
+        return true;
+    }
+    if (!dev->broken) {
+        snprintf(msg, sizeof(msg), "invalid vhost-user state after %.24s: %.192s",
+                 req_name(req, name, sizeof(name)), why);
+        dev->broken = true;
+        dev->panic(dev, msg);
+    }
+    return false;
+}
