@@ -1,8 +1,8 @@
 /*
  * vub-vhost-check: see vub-vhost-check.h. Our own code.
  *
- * Sizes are the ones QEMU 7.2 sends (hw/virtio/vhost-user.c): anything else
- * is refused rather than guessed at.
+ * Payload sizes are the ones QEMU 7.2 sends (hw/virtio/vhost-user.c);
+ * anything else is refused rather than guessed at.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -21,18 +21,68 @@
 #include <unistd.h>
 
 #define RING_MAX 32768u
-#define CONFIG_HDR 12u   /* VhostUserConfig: offset, size, flags */
+#define CONFIG_HDR 12u                      /* VhostUserConfig: offset, size, flags */
 #define LOG_CHUNK (VHOST_LOG_PAGE * 8ull)   /* guest bytes per log byte */
+#define BIT(f) (1ull << (f))
+#define POW2(n) ((n) && !((n) & ((n) - 1)))
 
 /* Features libvhost-user adds to the device's own in its GET_FEATURES answer. */
-#define LVU_FEATURES (1ull << VIRTIO_F_NOTIFY_ON_EMPTY | 1ull << VIRTIO_RING_F_INDIRECT_DESC | \
-                      1ull << VIRTIO_RING_F_EVENT_IDX | 1ull << VIRTIO_F_VERSION_1 | \
-                      1ull << VHOST_F_LOG_ALL | 1ull << VHOST_USER_F_PROTOCOL_FEATURES)
+#define LVU_FEATURES (BIT(VIRTIO_F_NOTIFY_ON_EMPTY) | BIT(VIRTIO_RING_F_INDIRECT_DESC) | \
+                      BIT(VIRTIO_RING_F_EVENT_IDX) | BIT(VIRTIO_F_VERSION_1) | \
+                      BIT(VHOST_F_LOG_ALL) | BIT(VHOST_USER_F_PROTOCOL_FEATURES))
 /* Protocol features it may offer (PAGEFAULT only where userfaultfd works). */
-#define LVU_PROTOCOL (1ull << VHOST_USER_PROTOCOL_F_MQ | 1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD | \
-                      1ull << VHOST_USER_PROTOCOL_F_SLAVE_REQ | 1ull << VHOST_USER_PROTOCOL_F_HOST_NOTIFIER | \
-                      1ull << VHOST_USER_PROTOCOL_F_SLAVE_SEND_FD | 1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK | \
-                      1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS | 1ull << VHOST_USER_PROTOCOL_F_PAGEFAULT)
+#define LVU_PROTOCOL (BIT(VHOST_USER_PROTOCOL_F_MQ) | BIT(VHOST_USER_PROTOCOL_F_LOG_SHMFD) | \
+                      BIT(VHOST_USER_PROTOCOL_F_SLAVE_REQ) | BIT(VHOST_USER_PROTOCOL_F_HOST_NOTIFIER) | \
+                      BIT(VHOST_USER_PROTOCOL_F_SLAVE_SEND_FD) | BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK) | \
+                      BIT(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | BIT(VHOST_USER_PROTOCOL_F_PAGEFAULT))
+
+#define VAR (-1)   /* checked by the request's own rule */
+#define NEED(f) .feature = VHOST_USER_PROTOCOL_F_##f, .fname = #f
+
+/* What each request must look like; requests without a rule are refused. */
+static const struct rule {
+    bool ok;
+    int16_t size;        /* payload bytes, or VAR */
+    int8_t fds;          /* fds, or VAR */
+    int8_t feature;      /* protocol feature it needs (0: none, MQ is never needed) */
+    const char *fname;
+    const char *no;      /* why it is refused */
+} rules[VHOST_USER_MAX] = {
+    [VHOST_USER_GET_FEATURES] = { true, 0, 0 },
+    [VHOST_USER_SET_FEATURES] = { true, 8, 0 },
+    [VHOST_USER_SET_OWNER] = { true, 0, 0 },
+    [VHOST_USER_RESET_OWNER] = { true, 0, 0 },
+    [VHOST_USER_SET_MEM_TABLE] = { true, VAR, VAR },
+    [VHOST_USER_SET_LOG_BASE] = { true, 16, 1, NEED(LOG_SHMFD) },
+    [VHOST_USER_SET_LOG_FD] = { true, 0, 1 },
+    [VHOST_USER_SET_VRING_NUM] = { true, 8, 0 },
+    [VHOST_USER_SET_VRING_ADDR] = { true, 40, 0 },
+    [VHOST_USER_SET_VRING_BASE] = { true, 8, 0 },
+    [VHOST_USER_GET_VRING_BASE] = { true, 8, 0 },
+    [VHOST_USER_SET_VRING_KICK] = { true, 8, VAR },
+    [VHOST_USER_SET_VRING_CALL] = { true, 8, VAR },
+    [VHOST_USER_SET_VRING_ERR] = { true, 8, VAR },
+    [VHOST_USER_GET_PROTOCOL_FEATURES] = { true, 0, 0 },
+    [VHOST_USER_SET_PROTOCOL_FEATURES] = { true, 8, 0 },
+    [VHOST_USER_GET_QUEUE_NUM] = { true, 0, 0 },
+    [VHOST_USER_SET_VRING_ENABLE] = { true, 8, 0 },
+    [VHOST_USER_SET_SLAVE_REQ_FD] = { true, 0, 1, NEED(SLAVE_REQ) },
+    [VHOST_USER_GET_CONFIG] = { true, VAR, 0, NEED(CONFIG) },
+    [VHOST_USER_SET_CONFIG] = { true, VAR, 0, NEED(CONFIG) },
+    [VHOST_USER_POSTCOPY_ADVISE] = { .no = "postcopy is not supported (the device is not migratable)" },
+    [VHOST_USER_POSTCOPY_LISTEN] = { .no = "postcopy is not supported (the device is not migratable)" },
+    [VHOST_USER_POSTCOPY_END] = { .no = "postcopy is not supported (the device is not migratable)" },
+    /* Offered or not: libvhost-user trusts the indices in the shared area. */
+    [VHOST_USER_GET_INFLIGHT_FD] = { .no = "inflight tracking is not supported" },
+    [VHOST_USER_SET_INFLIGHT_FD] = { .no = "inflight tracking is not supported" },
+    [VHOST_USER_VRING_KICK] = { true, 8, 0, NEED(INBAND_NOTIFICATIONS) },
+    [VHOST_USER_GET_MAX_MEM_SLOTS] = { true, 0, 0 },
+    [VHOST_USER_ADD_MEM_REG] = { true, 40, 1, NEED(CONFIGURE_MEM_SLOTS) },
+    [VHOST_USER_REM_MEM_REG] = { true, 40, VAR, NEED(CONFIGURE_MEM_SLOTS) },
+};
+
+static const uint64_t ring_align[3] = { 16, 2, 4 };
+static const char *const ring_part[3] = { "descriptor table", "avail ring", "used ring" };
 
 /* The request being dispatched on this thread: the state check names it. */
 static __thread uint32_t dispatching;
@@ -74,35 +124,11 @@ note(char *why, size_t len, const char *fmt, ...)
 {
     va_list ap;
 
-    if (why[0]) {
-        return;
+    if (!why[0]) {
+        va_start(ap, fmt);
+        vsnprintf(why, len, fmt, ap);
+        va_end(ap);
     }
-    va_start(ap, fmt);
-    vsnprintf(why, len, fmt, ap);
-    va_end(ap);
-}
-
-static bool pow2(uint64_t n)
-{
-    return n && !(n & (n - 1));
-}
-
-static bool proto(const VuDev *dev, int bit)
-{
-    return dev->protocol_features >> bit & 1;
-}
-
-static uint64_t offered_protocol(VuDev *dev)
-{
-    uint64_t f = LVU_PROTOCOL;
-
-    if (dev->iface->get_config && dev->iface->set_config) {
-        f |= 1ull << VHOST_USER_PROTOCOL_F_CONFIG;
-    }
-    if (dev->iface->get_protocol_features) {
-        f |= dev->iface->get_protocol_features(dev);
-    }
-    return f;
 }
 
 static bool is_eventfd(int fd)
@@ -163,14 +189,14 @@ static bool bad_region(char *why, size_t n, const VhostUserMemoryRegion *m, int 
 /*
  * Regions touching in guest-physical space: libvhost-user copies a
  * descriptor table that spans two regions with a wrong stride, past its
- * stack buffer. Apart, such a table fails to translate instead.
+ * stack buffer. With a gap between them such a table fails to translate.
  */
 static bool touch(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
     return a <= b + blen && b <= a + alen;
 }
 
-/* Ring parts: descriptor table, avail ring, used ring (event fields included). */
+/* Descriptor table, avail ring, used ring (event fields included). */
 static void ring_layout(uint64_t num, uint64_t len[3])
 {
     len[0] = 16 * num;
@@ -178,32 +204,22 @@ static void ring_layout(uint64_t num, uint64_t len[3])
     len[2] = 4 + 8 * num + 2;
 }
 
-static const uint64_t ring_align[3] = { 16, 2, 4 };
-static const char *const ring_part[3] = { "descriptor table", "avail ring", "used ring" };
-
-/* A ring part given by QEMU address, translated like libvhost-user does. */
+/* A ring part given by QEMU address, translated as libvhost-user does. */
 static bool bad_ring_qva(const VuDev *dev, char *why, size_t n, int part, uint64_t qva, uint64_t len)
 {
     for (uint32_t i = 0; i < dev->nregions; i++) {
         const VuDevRegion *r = &dev->regions[i];
         uint64_t off = qva - r->qva;
 
-        if (qva < r->qva || off >= r->size) {
-            continue;
+        if (qva >= r->qva && off < r->size) {
+            if (len <= r->size - off && (r->mmap_offset + off) % ring_align[part] == 0) {
+                return false;
+            }
+            break;
         }
-        if (len > r->size - off) {
-            snprintf(why, n, "%s at 0x%" PRIx64 " (%" PRIu64 " bytes) runs past its region",
-                     ring_part[part], qva, len);
-            return true;
-        }
-        if ((r->mmap_offset + off) % ring_align[part]) {
-            snprintf(why, n, "%s at 0x%" PRIx64 " is not %" PRIu64 "-byte aligned",
-                     ring_part[part], qva, ring_align[part]);
-            return true;
-        }
-        return false;
     }
-    snprintf(why, n, "%s at 0x%" PRIx64 " is not in guest RAM", ring_part[part], qva);
+    snprintf(why, n, "%s at 0x%" PRIx64 " (%" PRIu64 " bytes) is not in one region or misaligned",
+             ring_part[part], qva, len);
     return true;
 }
 
@@ -221,18 +237,6 @@ static bool in_ram(const VuDev *dev, uintptr_t hva, uint64_t len)
     return false;
 }
 
-/* Payload size and fd count; false once refused. */
-static bool shape(VuDev *dev, VhostUserMsg *vmsg, uint32_t size, int fds)
-{
-    if (vmsg->size != size) {
-        return refuse(dev, vmsg, "payload of %" PRIu32 " bytes, want %" PRIu32, vmsg->size, size);
-    }
-    if (vmsg->fd_num != fds) {
-        return refuse(dev, vmsg, "%d fds, want %d", vmsg->fd_num, fds);
-    }
-    return true;
-}
-
 static bool check_mem(VuDev *dev, VhostUserMsg *vmsg)
 {
     char why[160];
@@ -243,11 +247,10 @@ static bool check_mem(VuDev *dev, VhostUserMsg *vmsg)
     if (vmsg->request == VHOST_USER_SET_MEM_TABLE) {
         memcpy(&mem, &vmsg->payload.memory, sizeof(mem));
         n = vmsg->size >= 8 ? mem.nregions : 0;
-        if (n > VHOST_MEMORY_BASELINE_NREGIONS) {
-            return refuse(dev, vmsg, "%" PRIu32 " regions > %d", n, VHOST_MEMORY_BASELINE_NREGIONS);
-        }
-        if (!shape(dev, vmsg, 8 + n * (uint32_t)sizeof(VhostUserMemoryRegion), (int)n)) {
-            return false;
+        if (n > VHOST_MEMORY_BASELINE_NREGIONS || vmsg->size != 8 + n * sizeof(mem.regions[0]) ||
+            vmsg->fd_num != (int)n) {
+            return refuse(dev, vmsg, "%" PRIu32 " regions (at most %d) in %" PRIu32 " bytes with %d fds",
+                          n, VHOST_MEMORY_BASELINE_NREGIONS, vmsg->size, vmsg->fd_num);
         }
         for (uint32_t i = 0; i < n; i++) {
             if (bad_region(why, sizeof(why), &mem.regions[i], vmsg->fds[i])) {
@@ -262,15 +265,9 @@ static bool check_mem(VuDev *dev, VhostUserMsg *vmsg)
         }
         return true;
     }
-    if (!proto(dev, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
-        return refuse(dev, vmsg, "CONFIGURE_MEM_SLOTS was not negotiated");
-    }
     if (vmsg->request == VHOST_USER_REM_MEM_REG) {
         /* Older QEMUs send the region's fd along. */
-        return shape(dev, vmsg, sizeof(reg), vmsg->fd_num > 1 ? 0 : vmsg->fd_num);
-    }
-    if (!shape(dev, vmsg, sizeof(reg), 1)) {
-        return false;
+        return vmsg->fd_num <= 1 || refuse(dev, vmsg, "%d fds", vmsg->fd_num);
     }
     memcpy(&reg, &vmsg->payload.memreg, sizeof(reg));
     if (dev->nregions >= VHOST_USER_MAX_RAM_SLOTS) {
@@ -280,8 +277,7 @@ static bool check_mem(VuDev *dev, VhostUserMsg *vmsg)
         return refuse(dev, vmsg, "%s", why);
     }
     for (uint32_t i = 0; i < dev->nregions; i++) {
-        if (touch(reg.region.guest_phys_addr, reg.region.memory_size,
-                  dev->regions[i].gpa, dev->regions[i].size)) {
+        if (touch(reg.region.guest_phys_addr, reg.region.memory_size, dev->regions[i].gpa, dev->regions[i].size)) {
             return refuse(dev, vmsg, "gpa 0x%" PRIx64 " size 0x%" PRIx64 " touches or overlaps region %" PRIu32,
                           reg.region.guest_phys_addr, reg.region.memory_size, i);
         }
@@ -297,54 +293,30 @@ static bool check_vring(VuDev *dev, VhostUserMsg *vmsg)
     uint64_t len[3];
     VuVirtq *vq;
 
-    if (vmsg->request != VHOST_USER_SET_VRING_ADDR) {
-        if (!shape(dev, vmsg, sizeof(st), 0)) {
-            return false;
+    memcpy(&st, &vmsg->payload.state, sizeof(st));   /* index first in both */
+    if (st.index >= dev->max_queues) {
+        return refuse(dev, vmsg, "queue index %u >= %u", st.index, dev->max_queues);
+    }
+    vq = &dev->vq[st.index];
+    switch (vmsg->request) {
+    case VHOST_USER_SET_VRING_NUM:
+        if (!POW2(st.num) || st.num > RING_MAX) {
+            return refuse(dev, vmsg, "queue size %u is not a power of two <= %u", st.num, RING_MAX);
         }
-        memcpy(&st, &vmsg->payload.state, sizeof(st));
-        if (st.index >= dev->max_queues) {
-            return refuse(dev, vmsg, "queue index %u >= %u", st.index, dev->max_queues);
-        }
-        vq = &dev->vq[st.index];
-        switch (vmsg->request) {
-        case VHOST_USER_SET_VRING_NUM:
-            if (!pow2(st.num) || st.num > RING_MAX) {
-                return refuse(dev, vmsg, "queue size %u is not a power of two <= %u", st.num, RING_MAX);
-            }
-            if (vq->started) {
-                return refuse(dev, vmsg, "queue %u is running", st.index);
-            }
-            /* Old addresses may not hold the new size; SET_VRING_ADDR follows. */
-            if (st.num != vq->vring.num) {
-                vq->vring.desc = NULL;
-                vq->vring.avail = NULL;
-                vq->vring.used = NULL;
-            }
-            break;
-        case VHOST_USER_SET_VRING_BASE:
-            if (st.num > 0xffff) {
-                return refuse(dev, vmsg, "base %u > 65535", st.num);
-            }
-            break;
-        case VHOST_USER_SET_VRING_ENABLE:
-            if (st.num > 1) {
-                return refuse(dev, vmsg, "enable %u", st.num);
-            }
-            break;
-        }
+        return !vq->started || refuse(dev, vmsg, "queue %u is running", st.index);
+    case VHOST_USER_SET_VRING_BASE:
+        return st.num <= 0xffff || refuse(dev, vmsg, "base %u > 65535", st.num);
+    case VHOST_USER_SET_VRING_ENABLE:
+        return st.num <= 1 || refuse(dev, vmsg, "enable %u", st.num);
+    case VHOST_USER_SET_VRING_ADDR:
+        break;
+    default:
         return true;
     }
-    if (!shape(dev, vmsg, sizeof(a), 0)) {
-        return false;
-    }
     memcpy(&a, &vmsg->payload.addr, sizeof(a));
-    if (a.index >= dev->max_queues) {
-        return refuse(dev, vmsg, "queue index %u >= %u", a.index, dev->max_queues);
-    }
     if (a.flags & ~(1u << VHOST_VRING_F_LOG)) {
         return refuse(dev, vmsg, "flags 0x%x", a.flags);
     }
-    vq = &dev->vq[a.index];
     if (vq->vring.num == 0) {
         return refuse(dev, vmsg, "queue %u has no size (SET_VRING_NUM first)", a.index);
     }
@@ -357,180 +329,94 @@ static bool check_vring(VuDev *dev, VhostUserMsg *vmsg)
     return true;
 }
 
-static bool check_fd_msg(VuDev *dev, VhostUserMsg *vmsg)
-{
-    uint64_t u = vmsg->payload.u64;
-    unsigned idx = u & VHOST_USER_VRING_IDX_MASK;
-    bool nofd = u & VHOST_USER_VRING_NOFD_MASK;
-
-    if (!shape(dev, vmsg, sizeof(u), nofd ? 0 : 1)) {
-        return false;
-    }
-    if (u & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK)) {
-        return refuse(dev, vmsg, "payload 0x%" PRIx64 " has bits beyond index and NOFD", u);
-    }
-    if (idx >= dev->max_queues) {
-        return refuse(dev, vmsg, "queue index %u >= %u", idx, dev->max_queues);
-    }
-    if (!nofd && !is_eventfd(vmsg->fds[0])) {
-        return refuse(dev, vmsg, "fd is not an eventfd");
-    }
-    return true;
-}
-
-static bool check_config(VuDev *dev, VhostUserMsg *vmsg)
-{
-    uint32_t c[3];   /* offset, size, flags */
-
-    if (!proto(dev, VHOST_USER_PROTOCOL_F_CONFIG)) {
-        return refuse(dev, vmsg, "CONFIG was not negotiated");
-    }
-    if (vmsg->size < CONFIG_HDR) {
-        return refuse(dev, vmsg, "payload of %" PRIu32 " bytes", vmsg->size);
-    }
-    memcpy(c, &vmsg->payload.config, sizeof(c));
-    if (c[0] > VHOST_USER_MAX_CONFIG_SIZE || c[1] > VHOST_USER_MAX_CONFIG_SIZE - c[0]) {
-        return refuse(dev, vmsg, "config offset %" PRIu32 " + size %" PRIu32 " > %d",
-                      c[0], c[1], VHOST_USER_MAX_CONFIG_SIZE);
-    }
-    if (vmsg->request == VHOST_USER_SET_CONFIG && c[2] > VHOST_SET_CONFIG_TYPE_MIGRATION) {
-        return refuse(dev, vmsg, "config flags 0x%" PRIx32, c[2]);
-    }
-    return shape(dev, vmsg, CONFIG_HDR + c[1], 0);
-}
-
-static bool check_inflight(VuDev *dev, VhostUserMsg *vmsg)
+static bool check_special(VuDev *dev, VhostUserMsg *vmsg)
 {
     char why[160];
-    VhostUserInflight in;
-    uint64_t per_queue;
+    uint64_t u = vmsg->payload.u64, offered;
+    uint32_t c[3];   /* VhostUserConfig offset, size, flags */
+    VhostUserLog log;
+    struct stat st;
 
-    if (!proto(dev, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) {
-        return refuse(dev, vmsg, "INFLIGHT_SHMFD was not negotiated");
-    }
-    if (!shape(dev, vmsg, sizeof(in), vmsg->request == VHOST_USER_SET_INFLIGHT_FD)) {
-        return false;
-    }
-    memcpy(&in, &vmsg->payload.inflight, sizeof(in));
-    if (in.num_queues == 0 || in.num_queues > dev->max_queues || !pow2(in.queue_size)) {
-        return refuse(dev, vmsg, "%u queues of size %u", in.num_queues, in.queue_size);
-    }
-    if (vmsg->request == VHOST_USER_GET_INFLIGHT_FD) {
+    switch (vmsg->request) {
+    case VHOST_USER_SET_FEATURES:
+        offered = LVU_FEATURES | (dev->iface->get_features ? dev->iface->get_features(dev) : 0);
+        return !(u & ~offered) || refuse(dev, vmsg, "features 0x%" PRIx64 " were not offered", u & ~offered);
+    case VHOST_USER_SET_PROTOCOL_FEATURES:
+        offered = LVU_PROTOCOL | (dev->iface->get_protocol_features ? dev->iface->get_protocol_features(dev) : 0);
+        if (dev->iface->get_config && dev->iface->set_config) {
+            offered |= BIT(VHOST_USER_PROTOCOL_F_CONFIG);
+        }
+        return !(u & ~offered) || refuse(dev, vmsg, "protocol features 0x%" PRIx64 " were not offered", u & ~offered);
+    case VHOST_USER_SET_LOG_BASE:
+        memcpy(&log, &vmsg->payload.log, sizeof(log));
+        return !bad_file(why, sizeof(why), vmsg->fds[0], log.mmap_offset, log.mmap_size) ||
+               refuse(dev, vmsg, "log: %s", why);
+    case VHOST_USER_SET_LOG_FD:
+        return is_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
+    case VHOST_USER_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_ERR:
+        if (u & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK) ||
+            (u & VHOST_USER_VRING_IDX_MASK) >= dev->max_queues) {
+            return refuse(dev, vmsg, "payload 0x%" PRIx64 " (queue index, NOFD) with %u queues", u, dev->max_queues);
+        }
+        if (vmsg->fd_num != (u & VHOST_USER_VRING_NOFD_MASK ? 0 : 1)) {
+            return refuse(dev, vmsg, "%d fds with NOFD %s", vmsg->fd_num,
+                          u & VHOST_USER_VRING_NOFD_MASK ? "set" : "clear");
+        }
+        return vmsg->fd_num == 0 || is_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
+    case VHOST_USER_SET_SLAVE_REQ_FD:
+        return (fstat(vmsg->fds[0], &st) == 0 && S_ISSOCK(st.st_mode)) || refuse(dev, vmsg, "fd is not a socket");
+    case VHOST_USER_GET_CONFIG:
+    case VHOST_USER_SET_CONFIG:
+        memcpy(c, &vmsg->payload.config, sizeof(c));
+        if (vmsg->size < CONFIG_HDR || c[0] > VHOST_USER_MAX_CONFIG_SIZE || c[1] > VHOST_USER_MAX_CONFIG_SIZE - c[0] ||
+            vmsg->size != CONFIG_HDR + c[1] || c[2] > VHOST_SET_CONFIG_TYPE_MIGRATION) {
+            return refuse(dev, vmsg, "config offset %" PRIu32 " size %" PRIu32 " flags %" PRIu32 " in %" PRIu32
+                          " bytes (at most %d config bytes)", c[0], c[1], c[2], vmsg->size, VHOST_USER_MAX_CONFIG_SIZE);
+        }
         return true;
-    }
-    /* Per queue: its descriptor states and used index, cache-line aligned. */
-    per_queue = (sizeof(VuDescStateSplit) * in.queue_size + sizeof(uint16_t) + 63) / 64 * 64;
-    if (in.mmap_size != per_queue * in.num_queues) {
-        return refuse(dev, vmsg, "area of 0x%" PRIx64 " bytes for %u queues of size %u",
-                      in.mmap_size, in.num_queues, in.queue_size);
-    }
-    if (bad_file(why, sizeof(why), vmsg->fds[0], in.mmap_offset, in.mmap_size)) {
-        return refuse(dev, vmsg, "area: %s", why);
     }
     return true;
 }
 
 bool vub_vhost_check_msg(VuDev *dev, VhostUserMsg *vmsg)
 {
-    char why[160];
     uint32_t req = (uint32_t)vmsg->request;
-    uint64_t u = vmsg->payload.u64, offered;
-    VhostUserLog log;
+    const struct rule *r = req < VHOST_USER_MAX ? &rules[req] : NULL;
 
     dispatching = req;
     if ((vmsg->flags & VHOST_USER_VERSION_MASK) != 1 ||
         vmsg->flags & ~(uint32_t)(VHOST_USER_VERSION_MASK | VHOST_USER_NEED_REPLY_MASK)) {
         return refuse(dev, vmsg, "flags 0x%" PRIx32, vmsg->flags);
     }
+    /* Unknown requests include NONE, on which libvhost-user calls exit(0). */
+    if (!r || !r->ok) {
+        return refuse(dev, vmsg, "%s", r && r->no ? r->no : "unsupported request");
+    }
+    if (r->feature && !(dev->protocol_features & BIT(r->feature))) {
+        return refuse(dev, vmsg, "%s was not negotiated", r->fname);
+    }
+    if (r->size != VAR && vmsg->size != (uint32_t)r->size) {
+        return refuse(dev, vmsg, "payload of %" PRIu32 " bytes, want %d", vmsg->size, r->size);
+    }
+    if (r->fds != VAR && vmsg->fd_num != r->fds) {
+        return refuse(dev, vmsg, "%d fds, want %d", vmsg->fd_num, r->fds);
+    }
     switch (req) {
-    case VHOST_USER_GET_FEATURES:
-    case VHOST_USER_SET_OWNER:
-    case VHOST_USER_RESET_OWNER:
-    case VHOST_USER_GET_PROTOCOL_FEATURES:
-    case VHOST_USER_GET_QUEUE_NUM:
-    case VHOST_USER_GET_MAX_MEM_SLOTS:
-        return shape(dev, vmsg, 0, 0);
-    case VHOST_USER_SET_FEATURES:
-        offered = LVU_FEATURES | (dev->iface->get_features ? dev->iface->get_features(dev) : 0);
-        if (!shape(dev, vmsg, sizeof(u), 0)) {
-            return false;
-        }
-        if (u & ~offered) {
-            return refuse(dev, vmsg, "features 0x%" PRIx64 " were not offered", u & ~offered);
-        }
-        return true;
-    case VHOST_USER_SET_PROTOCOL_FEATURES:
-        offered = offered_protocol(dev);
-        if (!shape(dev, vmsg, sizeof(u), 0)) {
-            return false;
-        }
-        if (u & ~offered) {
-            return refuse(dev, vmsg, "protocol features 0x%" PRIx64 " were not offered", u & ~offered);
-        }
-        return true;
     case VHOST_USER_SET_MEM_TABLE:
     case VHOST_USER_ADD_MEM_REG:
     case VHOST_USER_REM_MEM_REG:
         return check_mem(dev, vmsg);
-    case VHOST_USER_SET_LOG_BASE:
-        if (!proto(dev, VHOST_USER_PROTOCOL_F_LOG_SHMFD)) {
-            return refuse(dev, vmsg, "LOG_SHMFD was not negotiated");
-        }
-        if (!shape(dev, vmsg, sizeof(log), 1)) {
-            return false;
-        }
-        memcpy(&log, &vmsg->payload.log, sizeof(log));
-        if (bad_file(why, sizeof(why), vmsg->fds[0], log.mmap_offset, log.mmap_size)) {
-            return refuse(dev, vmsg, "log: %s", why);
-        }
-        return true;
-    case VHOST_USER_SET_LOG_FD:
-        if (!shape(dev, vmsg, 0, 1)) {
-            return false;
-        }
-        return is_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
     case VHOST_USER_SET_VRING_NUM:
     case VHOST_USER_SET_VRING_ADDR:
     case VHOST_USER_SET_VRING_BASE:
     case VHOST_USER_GET_VRING_BASE:
     case VHOST_USER_SET_VRING_ENABLE:
-        return check_vring(dev, vmsg);
-    case VHOST_USER_SET_VRING_KICK:
-    case VHOST_USER_SET_VRING_CALL:
-    case VHOST_USER_SET_VRING_ERR:
-        return check_fd_msg(dev, vmsg);
     case VHOST_USER_VRING_KICK:
-        if (!proto(dev, VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)) {
-            return refuse(dev, vmsg, "INBAND_NOTIFICATIONS was not negotiated");
-        }
         return check_vring(dev, vmsg);
-    case VHOST_USER_SET_SLAVE_REQ_FD: {
-        struct stat st;
-
-        if (!proto(dev, VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
-            return refuse(dev, vmsg, "SLAVE_REQ was not negotiated");
-        }
-        if (!shape(dev, vmsg, 0, 1)) {
-            return false;
-        }
-        if (fstat(vmsg->fds[0], &st) < 0 || !S_ISSOCK(st.st_mode)) {
-            return refuse(dev, vmsg, "fd is not a socket");
-        }
-        return true;
-    }
-    case VHOST_USER_GET_CONFIG:
-    case VHOST_USER_SET_CONFIG:
-        return check_config(dev, vmsg);
-    case VHOST_USER_GET_INFLIGHT_FD:
-    case VHOST_USER_SET_INFLIGHT_FD:
-        return check_inflight(dev, vmsg);
-    case VHOST_USER_POSTCOPY_ADVISE:
-    case VHOST_USER_POSTCOPY_LISTEN:
-    case VHOST_USER_POSTCOPY_END:
-        return refuse(dev, vmsg, "postcopy is not supported (the device is not migratable)");
     default:
-        /* Including NONE, on which libvhost-user calls exit(0). */
-        return refuse(dev, vmsg, "unsupported request");
+        return check_special(dev, vmsg);
     }
 }
 
@@ -538,21 +424,19 @@ bool vub_vhost_check_state(VuDev *dev)
 {
     char why[192] = "", name[24], msg[256];
     uint32_t req = dispatching;
-    bool logging = dev->features >> VHOST_F_LOG_ALL & 1 && dev->log_table;
+    bool logging = dev->features & BIT(VHOST_F_LOG_ALL) && dev->log_table;
     uint64_t len[3];
 
     dispatching = 0;
-    for (uint32_t i = 0; i < dev->nregions;) {
+    for (uint32_t i = 0; i < dev->nregions; i++) {
         VuDevRegion *r = &dev->regions[i];
 
-        if (r->mmap_addr != 0 && r->mmap_addr != (uint64_t)(uintptr_t)MAP_FAILED) {
-            i++;
-            continue;
+        if (r->mmap_addr == 0 || r->mmap_addr == (uint64_t)(uintptr_t)MAP_FAILED) {
+            note(why, sizeof(why), "region gpa 0x%" PRIx64 " could not be mapped", r->gpa);
+            memmove(r, r + 1, (--dev->nregions - i) * sizeof(*r));
+            memset(&dev->regions[dev->nregions], 0, sizeof(*r));
+            i--;
         }
-        note(why, sizeof(why), "region gpa 0x%" PRIx64 " could not be mapped", r->gpa);
-        memmove(r, r + 1, (dev->nregions - i - 1) * sizeof(*r));
-        dev->nregions--;
-        memset(&dev->regions[dev->nregions], 0, sizeof(*r));
     }
     if (dev->log_table == MAP_FAILED) {
         note(why, sizeof(why), "the log could not be mapped");
@@ -569,30 +453,41 @@ bool vub_vhost_check_state(VuDev *dev)
         }
     }
     for (uint32_t q = 0; q < dev->max_queues; q++) {
-        const VuVirtq *vq = &dev->vq[q];
-        const VuRing *ring = &vq->vring;
+        VuVirtq *vq = &dev->vq[q];
+        VuRing *ring = &vq->vring;
         const void *part[3] = { ring->desc, ring->avail, ring->used };
         const uint64_t qva[3] = { vq->vra.desc_user_addr, vq->vra.avail_user_addr, vq->vra.used_user_addr };
+        int bad = -1;
 
         if (!ring->desc && !ring->avail && !ring->used) {
             continue;
         }
-        if (!pow2(ring->num) || ring->num > RING_MAX) {
-            note(why, sizeof(why), "queue %" PRIu32 " has size %u", q, ring->num);
-            continue;
-        }
         ring_layout(ring->num, len);
-        for (int p = 0; p < 3; p++) {
+        for (int p = 0; p < 3 && bad < 0; p++) {
             uintptr_t hva = (uintptr_t)part[p];
 
-            if (!hva || !in_ram(dev, hva, len[p]) || hva % ring_align[p]) {
-                note(why, sizeof(why), "queue %" PRIu32 ": %s at 0x%" PRIx64 " (%" PRIu64 " bytes) is not in guest RAM",
-                     q, ring_part[p], qva[p], len[p]);
+            if (!POW2(ring->num) || ring->num > RING_MAX || !hva || !in_ram(dev, hva, len[p]) ||
+                hva % ring_align[p]) {
+                bad = p;
             }
         }
-        /* Used elements and index are logged at log_guest_addr (idx, ring[]). */
-        if (logging && (ring->log_guest_addr + len[2] - 2 < ring->log_guest_addr ||
-                        (ring->log_guest_addr + len[2] - 3) / LOG_CHUNK >= dev->log_size)) {
+        if (bad >= 0 && !vq->started) {
+            /*
+             * A stopped ring's old addresses (a new size, a region gone):
+             * QEMU sends SET_VRING_ADDR before it starts the ring again.
+             * Forgotten, libvhost-user neither remaps nor touches them.
+             */
+            ring->desc = NULL;
+            ring->avail = NULL;
+            ring->used = NULL;
+            continue;
+        }
+        if (bad >= 0) {
+            note(why, sizeof(why), "queue %" PRIu32 " (size %u): %s at 0x%" PRIx64 " is not in guest RAM",
+                 q, ring->num, ring_part[bad], qva[bad]);
+        } else if (logging && (ring->log_guest_addr + len[2] - 2 < ring->log_guest_addr ||
+                               (ring->log_guest_addr + len[2] - 3) / LOG_CHUNK >= dev->log_size)) {
+            /* Used index and elements are logged at log_guest_addr + 2 .. + len - 2. */
             note(why, sizeof(why), "queue %" PRIu32 ": used ring log address 0x%" PRIx64 " is beyond the log",
                  q, ring->log_guest_addr);
         }
