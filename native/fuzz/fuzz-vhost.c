@@ -99,22 +99,13 @@ typedef struct session {
     reader *r;
 } session;
 
-static void keep(int *set, int *n, int fd)
-{
-    if (*n < MAX_FDS) {
-        set[(*n)++] = fd;
-    } else {
-        close(fd);
-    }
-}
-
-/* QEMU's event notifiers are non-blocking eventfds. */
+/* QEMU's event notifiers are non-blocking eventfds. Past MAX_FDS: reused. */
 static int new_eventfd(session *s)
 {
-    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-
-    keep(s->efd, &s->nefd, fd);
-    return fd;
+    if (s->nefd == MAX_FDS) {
+        return s->efd[s->nefd - 1];
+    }
+    return s->efd[s->nefd++] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
 static int new_channel(session *s)
@@ -124,7 +115,11 @@ static int new_channel(session *s)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0) {
         abort();
     }
-    keep(s->chan, &s->nchan, sv[1]);
+    if (s->nchan == MAX_FDS) {
+        close(sv[1]);   /* the backend gets a channel nobody reads */
+    } else {
+        s->chan[s->nchan++] = sv[1];
+    }
     return sv[0];   /* sent, then closed by the caller */
 }
 
