@@ -24,7 +24,7 @@ lvu="$src/subprojects/libvhost-user"
 
 ours=("$here/vub-shim.c" "$here/vub-discard.c" "$here/vub-vhost-check.c")
 hashed=("${ours[@]}" "$here"/vub-*.h "$here/build.sh")
-[ "$mode" = --fuzz ] && hashed+=("$here/fuzz/fuzz-vhost.c")
+[ "$mode" = --fuzz ] && hashed+=("$here"/fuzz/*.[ch])
 ver=$(cat "$src/.extracted" 2>/dev/null || echo custom)
 hash=$(cat "${hashed[@]}" | sha256sum | cut -c1-12)
 kind=native
@@ -58,7 +58,7 @@ if [ ! -f "$out/.built" ]; then
           -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined "${inc[@]}")
       run libvhost-user "${cc[@]}" -fno-sanitize=alignment -w -c -o "$out.tmp/libvhost-user.o" "$lvu/libvhost-user.c"
       run "the fuzz target" "${cc[@]}" -Wall -Werror -o "$out.tmp/fuzz-vhost" "$out.tmp/libvhost-user.o" \
-          "${ours[@]}" "$here/fuzz/fuzz-vhost.c" -lpthread
+          "${ours[@]}" "$here/fuzz/fuzz-vhost.c" "$here/fuzz/fuzz-seeds.c" -lpthread
       ;;
     *)
       cflags=(-O2 -g -fPIC -D_GNU_SOURCE -std=gnu99 -Wall)

@@ -36,6 +36,9 @@
                       BIT(VHOST_USER_PROTOCOL_F_SLAVE_SEND_FD) | BIT(VHOST_USER_PROTOCOL_F_REPLY_ACK) | \
                       BIT(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | BIT(VHOST_USER_PROTOCOL_F_PAGEFAULT))
 
+/* Refuse the message (see refuse()) when cond holds. */
+#define REFUSE_IF(cond, ...) do { if (cond) { return refuse(dev, vmsg, __VA_ARGS__); } } while (0)
+
 #define VAR (-1)   /* checked by the request's own rule */
 #define NEED(f) .feature = VHOST_USER_PROTOCOL_F_##f, .fname = #f
 
@@ -247,20 +250,16 @@ static bool check_mem(VuDev *dev, VhostUserMsg *vmsg)
     if (vmsg->request == VHOST_USER_SET_MEM_TABLE) {
         memcpy(&mem, &vmsg->payload.memory, sizeof(mem));
         n = vmsg->size >= 8 ? mem.nregions : 0;
-        if (n > VHOST_MEMORY_BASELINE_NREGIONS || vmsg->size != 8 + n * sizeof(mem.regions[0]) ||
-            vmsg->fd_num != (int)n) {
-            return refuse(dev, vmsg, "%" PRIu32 " regions (at most %d) in %" PRIu32 " bytes with %d fds",
-                          n, VHOST_MEMORY_BASELINE_NREGIONS, vmsg->size, vmsg->fd_num);
-        }
+        REFUSE_IF(n > VHOST_MEMORY_BASELINE_NREGIONS || vmsg->size != 8 + n * sizeof(mem.regions[0]) ||
+                  vmsg->fd_num != (int)n, "%" PRIu32 " regions (at most %d) in %" PRIu32 " bytes with %d fds",
+                  n, VHOST_MEMORY_BASELINE_NREGIONS, vmsg->size, vmsg->fd_num);
         for (uint32_t i = 0; i < n; i++) {
-            if (bad_region(why, sizeof(why), &mem.regions[i], vmsg->fds[i])) {
-                return refuse(dev, vmsg, "region %" PRIu32 ": %s", i, why);
-            }
+            REFUSE_IF(bad_region(why, sizeof(why), &mem.regions[i], vmsg->fds[i]),
+                      "region %" PRIu32 ": %s", i, why);
             for (uint32_t j = 0; j < i; j++) {
-                if (touch(mem.regions[i].guest_phys_addr, mem.regions[i].memory_size,
-                          mem.regions[j].guest_phys_addr, mem.regions[j].memory_size)) {
-                    return refuse(dev, vmsg, "regions %" PRIu32 " and %" PRIu32 " touch or overlap", j, i);
-                }
+                REFUSE_IF(touch(mem.regions[i].guest_phys_addr, mem.regions[i].memory_size,
+                                mem.regions[j].guest_phys_addr, mem.regions[j].memory_size),
+                          "regions %" PRIu32 " and %" PRIu32 " touch or overlap", j, i);
             }
         }
         return true;
@@ -270,17 +269,13 @@ static bool check_mem(VuDev *dev, VhostUserMsg *vmsg)
         return vmsg->fd_num <= 1 || refuse(dev, vmsg, "%d fds", vmsg->fd_num);
     }
     memcpy(&reg, &vmsg->payload.memreg, sizeof(reg));
-    if (dev->nregions >= VHOST_USER_MAX_RAM_SLOTS) {
-        return refuse(dev, vmsg, "all %d memory slots are in use", VHOST_USER_MAX_RAM_SLOTS);
-    }
-    if (bad_region(why, sizeof(why), &reg.region, vmsg->fds[0])) {
-        return refuse(dev, vmsg, "%s", why);
-    }
+    REFUSE_IF(dev->nregions >= VHOST_USER_MAX_RAM_SLOTS, "all %d memory slots are in use",
+              VHOST_USER_MAX_RAM_SLOTS);
+    REFUSE_IF(bad_region(why, sizeof(why), &reg.region, vmsg->fds[0]), "%s", why);
     for (uint32_t i = 0; i < dev->nregions; i++) {
-        if (touch(reg.region.guest_phys_addr, reg.region.memory_size, dev->regions[i].gpa, dev->regions[i].size)) {
-            return refuse(dev, vmsg, "gpa 0x%" PRIx64 " size 0x%" PRIx64 " touches or overlaps region %" PRIu32,
-                          reg.region.guest_phys_addr, reg.region.memory_size, i);
-        }
+        REFUSE_IF(touch(reg.region.guest_phys_addr, reg.region.memory_size, dev->regions[i].gpa, dev->regions[i].size),
+                  "gpa 0x%" PRIx64 " size 0x%" PRIx64 " touches or overlaps region %" PRIu32,
+                  reg.region.guest_phys_addr, reg.region.memory_size, i);
     }
     return true;
 }
@@ -294,15 +289,12 @@ static bool check_vring(VuDev *dev, VhostUserMsg *vmsg)
     VuVirtq *vq;
 
     memcpy(&st, &vmsg->payload.state, sizeof(st));   /* index first in both */
-    if (st.index >= dev->max_queues) {
-        return refuse(dev, vmsg, "queue index %u >= %u", st.index, dev->max_queues);
-    }
+    REFUSE_IF(st.index >= dev->max_queues, "queue index %u >= %u", st.index, dev->max_queues);
     vq = &dev->vq[st.index];
     switch (vmsg->request) {
     case VHOST_USER_SET_VRING_NUM:
-        if (!POW2(st.num) || st.num > RING_MAX) {
-            return refuse(dev, vmsg, "queue size %u is not a power of two <= %u", st.num, RING_MAX);
-        }
+        REFUSE_IF(!POW2(st.num) || st.num > RING_MAX, "queue size %u is not a power of two <= %u",
+                  st.num, RING_MAX);
         return !vq->started || refuse(dev, vmsg, "queue %u is running", st.index);
     case VHOST_USER_SET_VRING_BASE:
         return st.num <= 0xffff || refuse(dev, vmsg, "base %u > 65535", st.num);
@@ -314,18 +306,13 @@ static bool check_vring(VuDev *dev, VhostUserMsg *vmsg)
         return true;
     }
     memcpy(&a, &vmsg->payload.addr, sizeof(a));
-    if (a.flags & ~(1u << VHOST_VRING_F_LOG)) {
-        return refuse(dev, vmsg, "flags 0x%x", a.flags);
-    }
-    if (vq->vring.num == 0) {
-        return refuse(dev, vmsg, "queue %u has no size (SET_VRING_NUM first)", a.index);
-    }
+    REFUSE_IF(a.flags & ~(1u << VHOST_VRING_F_LOG), "flags 0x%x", a.flags);
+    REFUSE_IF(vq->vring.num == 0, "queue %u has no size (SET_VRING_NUM first)", a.index);
     ring_layout(vq->vring.num, len);
-    if (bad_ring_qva(dev, why, sizeof(why), 0, a.desc_user_addr, len[0]) ||
-        bad_ring_qva(dev, why, sizeof(why), 1, a.avail_user_addr, len[1]) ||
-        bad_ring_qva(dev, why, sizeof(why), 2, a.used_user_addr, len[2])) {
-        return refuse(dev, vmsg, "queue %u: %s", a.index, why);
-    }
+    REFUSE_IF(bad_ring_qva(dev, why, sizeof(why), 0, a.desc_user_addr, len[0]) ||
+              bad_ring_qva(dev, why, sizeof(why), 1, a.avail_user_addr, len[1]) ||
+              bad_ring_qva(dev, why, sizeof(why), 2, a.used_user_addr, len[2]),
+              "queue %u: %s", a.index, why);
     return true;
 }
 
@@ -356,25 +343,22 @@ static bool check_special(VuDev *dev, VhostUserMsg *vmsg)
     case VHOST_USER_SET_VRING_KICK:
     case VHOST_USER_SET_VRING_CALL:
     case VHOST_USER_SET_VRING_ERR:
-        if (u & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK) ||
-            (u & VHOST_USER_VRING_IDX_MASK) >= dev->max_queues) {
-            return refuse(dev, vmsg, "payload 0x%" PRIx64 " (queue index, NOFD) with %u queues", u, dev->max_queues);
-        }
-        if (vmsg->fd_num != (u & VHOST_USER_VRING_NOFD_MASK ? 0 : 1)) {
-            return refuse(dev, vmsg, "%d fds with NOFD %s", vmsg->fd_num,
-                          u & VHOST_USER_VRING_NOFD_MASK ? "set" : "clear");
-        }
+        REFUSE_IF(u & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK) ||
+                  (u & VHOST_USER_VRING_IDX_MASK) >= dev->max_queues,
+                  "payload 0x%" PRIx64 " (queue index, NOFD) with %u queues", u, dev->max_queues);
+        REFUSE_IF(vmsg->fd_num != (u & VHOST_USER_VRING_NOFD_MASK ? 0 : 1),
+                  "%d fds with NOFD %s", vmsg->fd_num, u & VHOST_USER_VRING_NOFD_MASK ? "set" : "clear");
         return vmsg->fd_num == 0 || is_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
     case VHOST_USER_SET_SLAVE_REQ_FD:
         return (fstat(vmsg->fds[0], &st) == 0 && S_ISSOCK(st.st_mode)) || refuse(dev, vmsg, "fd is not a socket");
     case VHOST_USER_GET_CONFIG:
     case VHOST_USER_SET_CONFIG:
         memcpy(c, &vmsg->payload.config, sizeof(c));
-        if (vmsg->size < CONFIG_HDR || c[0] > VHOST_USER_MAX_CONFIG_SIZE || c[1] > VHOST_USER_MAX_CONFIG_SIZE - c[0] ||
-            vmsg->size != CONFIG_HDR + c[1] || c[2] > VHOST_SET_CONFIG_TYPE_MIGRATION) {
-            return refuse(dev, vmsg, "config offset %" PRIu32 " size %" PRIu32 " flags %" PRIu32 " in %" PRIu32
-                          " bytes (at most %d config bytes)", c[0], c[1], c[2], vmsg->size, VHOST_USER_MAX_CONFIG_SIZE);
-        }
+        REFUSE_IF(vmsg->size < CONFIG_HDR || c[0] > VHOST_USER_MAX_CONFIG_SIZE ||
+                  c[1] > VHOST_USER_MAX_CONFIG_SIZE - c[0] || vmsg->size != CONFIG_HDR + c[1] ||
+                  c[2] > VHOST_SET_CONFIG_TYPE_MIGRATION,
+                  "config offset %" PRIu32 " size %" PRIu32 " flags %" PRIu32 " in %" PRIu32
+                  " bytes (at most %d config bytes)", c[0], c[1], c[2], vmsg->size, VHOST_USER_MAX_CONFIG_SIZE);
         return true;
     }
     return true;
@@ -386,23 +370,15 @@ bool vub_vhost_check_msg(VuDev *dev, VhostUserMsg *vmsg)
     const struct rule *r = req < VHOST_USER_MAX ? &rules[req] : NULL;
 
     dispatching = req;
-    if ((vmsg->flags & VHOST_USER_VERSION_MASK) != 1 ||
-        vmsg->flags & ~(uint32_t)(VHOST_USER_VERSION_MASK | VHOST_USER_NEED_REPLY_MASK)) {
-        return refuse(dev, vmsg, "flags 0x%" PRIx32, vmsg->flags);
-    }
+    REFUSE_IF((vmsg->flags & VHOST_USER_VERSION_MASK) != 1 ||
+              vmsg->flags & ~(uint32_t)(VHOST_USER_VERSION_MASK | VHOST_USER_NEED_REPLY_MASK),
+              "flags 0x%" PRIx32, vmsg->flags);
     /* Unknown requests include NONE, on which libvhost-user calls exit(0). */
-    if (!r || !r->ok) {
-        return refuse(dev, vmsg, "%s", r && r->no ? r->no : "unsupported request");
-    }
-    if (r->feature && !(dev->protocol_features & BIT(r->feature))) {
-        return refuse(dev, vmsg, "%s was not negotiated", r->fname);
-    }
-    if (r->size != VAR && vmsg->size != (uint32_t)r->size) {
-        return refuse(dev, vmsg, "payload of %" PRIu32 " bytes, want %d", vmsg->size, r->size);
-    }
-    if (r->fds != VAR && vmsg->fd_num != r->fds) {
-        return refuse(dev, vmsg, "%d fds, want %d", vmsg->fd_num, r->fds);
-    }
+    REFUSE_IF(!r || !r->ok, "%s", r && r->no ? r->no : "unsupported request");
+    REFUSE_IF(r->feature && !(dev->protocol_features & BIT(r->feature)), "%s was not negotiated", r->fname);
+    REFUSE_IF(r->size != VAR && vmsg->size != (uint32_t)r->size,
+              "payload of %" PRIu32 " bytes, want %d", vmsg->size, r->size);
+    REFUSE_IF(r->fds != VAR && vmsg->fd_num != r->fds, "%d fds, want %d", vmsg->fd_num, r->fds);
     switch (req) {
     case VHOST_USER_SET_MEM_TABLE:
     case VHOST_USER_ADD_MEM_REG:
