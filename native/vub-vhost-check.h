@@ -17,12 +17,13 @@
  * - with VHOST_F_LOG_ALL and a log, the log covers guest RAM and every used
  *   ring's log address;
  * - kick/call/err/log fds are eventfds, the backend channel is a socket;
- * - no postcopy, no features or protocol features that were not offered.
+ * - no postcopy, no inflight tracking (libvhost-user trusts the indices in
+ *   the shared area), no features or protocol features that were not offered.
  *
  * Left to the callers: elements must be pushed with len 0 while LOG_ALL is
  * negotiated (libvhost-user re-reads the descriptors at push time and asserts
- * on addresses a racing frontend wrote there), and INFLIGHT_SHMFD must not be
- * offered (libvhost-user trusts the indices in the shared inflight area).
+ * on addresses a racing frontend wrote there), and a frontend that truncates
+ * a region's file after it was checked still makes an access SIGBUS.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */

@@ -21,8 +21,8 @@
  * VHOST_F_LOG_ALL is negotiated, held elements are dropped when their queue
  * stops, and the session ends at the first failed dispatch or panic.
  *
- * VUB_FUZZ_SEEDS=DIR writes the seed corpus (QEMU 7.2-like sessions) to DIR;
- * VUB_FUZZ_DEBUG=1 prints each panic (the reason a session ended).
+ * VUB_FUZZ_SEEDS=DIR writes the seed corpus (fuzz-seeds.c) to DIR;
+ * VUB_FUZZ_DEBUG=1 prints each request, pop and panic of the inputs run.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -45,10 +45,8 @@
 #include "../vub-shim.h"
 #include "fuzz-vhost.h"
 
-#define MAX_FDS 16
-
-
-#define FD_SCAN 256
+#define MAX_FDS 16    /* eventfds / channels a session hands out */
+#define FD_SCAN 256   /* fds checked for leaks after a session */
 
 static int ram_fd, log_fd, debug;
 static bool fd_before[FD_SCAN];   /* open before the session (libFuzzer's own) */
