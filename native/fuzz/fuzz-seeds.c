@@ -273,7 +273,38 @@ void fuzz_write_seeds(const char *dir)
     vring(&p, 0, QVA + 0x9000, 0x9000, 0);
     write_seed(dir, "adjacent-regions", &p);
 
-    /* 6-: one of each other request after realize, for the fuzzer to vary. */
+    /* 6-8: states only the post-dispatch check catches. A region removed under a running ring: */
+    p.n = 0;
+    realize(&p, proto | slots);
+    msg_u64(&p, VHOST_USER_SET_FEATURES, features);
+    region(memreg + 8, 0, RAM_SIZE, 0);
+    msg(&p, VHOST_USER_ADD_MEM_REG, 1, memreg, sizeof(memreg));
+    ring(&p, 0x8000, 0x2000, 0);
+    vring(&p, 0, QVA + 0x8000, 0x8000, 0);
+    msg(&p, VHOST_USER_REM_MEM_REG, 1, memreg, sizeof(memreg));
+    fire_op(&p, 0);
+    write_seed(dir, "state-region-gone", &p);
+    /* guest RAM beyond the dirty log (4 KiB of log covers 128 MiB): */
+    p.n = 0;
+    realize(&p, proto | slots);
+    region(memreg + 8, 0x10000000, RAM_SIZE, 0);
+    msg(&p, VHOST_USER_ADD_MEM_REG, 1, memreg, sizeof(memreg));
+    msg(&p, VHOST_USER_SET_LOG_BASE, 1, log, sizeof(log));
+    msg_u64(&p, VHOST_USER_SET_FEATURES, features | 1ull << VHOST_F_LOG_ALL);
+    write_seed(dir, "state-log-short", &p);
+    /* a used ring logged beyond the log: */
+    p.n = 0;
+    realize(&p, proto | slots);
+    region(memreg + 8, 0, RAM_SIZE, 0);
+    msg(&p, VHOST_USER_ADD_MEM_REG, 1, memreg, sizeof(memreg));
+    msg(&p, VHOST_USER_SET_LOG_BASE, 1, log, sizeof(log));
+    msg_u64(&p, VHOST_USER_SET_FEATURES, features | 1ull << VHOST_F_LOG_ALL);
+    ring(&p, 0x8000, 0x2000, 0);
+    vring(&p, 0, QVA + 0x8000, 0xfffffffffffff000ull, 1 << VHOST_VRING_F_LOG);
+    pop_op(&p, 0, 0, 2);
+    write_seed(dir, "state-log-ring", &p);
+
+    /* 9-: one of each other request after realize, for the fuzzer to vary. */
     for (int req = 1; req < VHOST_USER_MAX; req++) {
         char name[32];
         uint8_t body[40] = { 0 };

@@ -337,14 +337,16 @@ static void op_msg(session *s)
     for (int i = 0; i < nclose; i++) {
         close(close_after[i]);
     }
-    if (!vub_dispatch(s->d)) {
-        s->dead = 1;
-    }
+    /* Like VhostUserConnection.onSocket(): events first, then the verdict. */
+    int ok = vub_dispatch(s->d);
     if (debug) {
-        fprintf(stderr, "request %u: %s\n", req, s->dead ? "connection dropped" : "ok");
+        fprintf(stderr, "request %u: %s\n", req, ok ? "ok" : "connection dropped");
     }
     drain_fd(s->fe);
     drain(s);
+    if (!ok) {
+        s->dead = 1;
+    }
 }
 
 static void op_misc(session *s)
