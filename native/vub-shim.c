@@ -24,6 +24,7 @@
 
 #include "libvhost-user.h"
 #include "vub-discard.h"
+#include "vub-vhost-check.h"
 
 #define VUB_MAX_EVENTS 1024
 #define VUB_CONFIG_MAX 256
@@ -269,6 +270,9 @@ static bool cb_read_msg(VuDev *vu, int sock, VhostUserMsg *vmsg)
         }
         got += (size_t)rc;
     }
+    if (!vub_vhost_check_msg(vu, vmsg)) {
+        return false;   /* refused: fds closed, device broken, reason recorded */
+    }
     /* libvhost-user closes the old backend channel when a new one comes. */
     if (vmsg->request == VHOST_USER_SET_SLAVE_REQ_FD && d->cc_watch_fd >= 0) {
         epoll_forget(d, d->cc_watch_fd);
@@ -349,6 +353,7 @@ int vub_dispatch(vub_dev *d)
 {
     d->in_dispatch = 1;
     bool ok = vu_dispatch(&d->vu);
+    ok = vub_vhost_check_state(&d->vu) && ok;   /* map_lock still held */
     d->in_dispatch = 0;
 
     if (d->map_locked) {

@@ -1,5 +1,10 @@
 // Run the real daemon (dist/src/main.js) for a test: a unique socket, its
 // JSON log lines collected, a clean stop that reports the exit code.
+//
+// VUB_SANITIZE_DIR=<dir of `bash native/build.sh --sanitize`> runs the daemon
+// (only the daemon: the test process keeps the normal shim) on the ASan+UBSan
+// libraries with their runtime preloaded; stop() then fails on any report the
+// daemon printed.
 import { ChildProcess, spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +15,23 @@ const up = resolve(import.meta.dirname, '..', '..');
 const ROOT = existsSync(join(up, 'package.json')) ? up : resolve(up, '..');
 export const DAEMON_JS = join(ROOT, 'dist', 'src', 'main.js');
 
+/** How a sanitizer report starts (ASan, LSan, UBSan). */
+const SANITIZER_REPORT = /^==\d+==ERROR: \w+Sanitizer|: runtime error: |^SUMMARY: \w+Sanitizer/;
+
+/** Environment for a daemon on the sanitized libraries, or {} without VUB_SANITIZE_DIR. */
+export function sanitizerEnv(): Record<string, string> {
+  const dir = process.env.VUB_SANITIZE_DIR;
+  if (!dir) return {};
+  // build.sh --sanitize records the runtime the libraries need preloaded.
+  const preload = readFileSync(join(dir, 'preload'), 'utf8').trim();
+  return {
+    VUB_NATIVE_DIR: dir,
+    LD_PRELOAD: preload,
+    ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1',
+    UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
+  };
+}
+
 export interface LogLine {
   level: number;
   msg: string;
@@ -18,6 +40,8 @@ export interface LogLine {
 
 export class DaemonProcess {
   readonly logs: LogLine[] = [];
+  /** stderr lines of sanitizer reports (with VUB_SANITIZE_DIR). */
+  readonly sanitizerReport: string[] = [];
   exitCode: number | null = null;
   private exited: Promise<number | null>;
 
@@ -34,6 +58,7 @@ export class DaemonProcess {
           this.logs.push(JSON.parse(line) as LogLine);
         } catch {
           this.logs.push({ level: 50, msg: line });
+          if (this.sanitizerReport.length > 0 || SANITIZER_REPORT.test(line)) this.sanitizerReport.push(line);
         }
       }
     });
@@ -55,7 +80,7 @@ export class DaemonProcess {
     const nodeArgs = (process.env.VUB_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
     if (as) chownSync(dir, as.uid, as.gid);
     const child = spawn(process.execPath, [...nodeArgs, DAEMON_JS, '--socket-path', socketPath, '--log-level', 'debug', ...pressure, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...(as ? { uid: as.uid, gid: as.gid } : {}),
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...sanitizerEnv(), ...env }, ...(as ? { uid: as.uid, gid: as.gid } : {}),
     });
     const d = new DaemonProcess(child, socketPath, dir);
     const deadline = Date.now() + 10_000;
@@ -67,6 +92,11 @@ export class DaemonProcess {
         throw new Error(`daemon did not come up (exit ${d.exitCode}): ${d.logs.map((l) => l.msg).join(' | ')}`);
       }
       await new Promise((r) => setTimeout(r, 20));
+    }
+    const sanitized = sanitizerEnv().VUB_NATIVE_DIR;
+    if (sanitized && !readFileSync(`/proc/${child.pid}/maps`, 'utf8').includes(`${sanitized}/libvub-shim.so`)) {
+      await d.stop();
+      throw new Error(`VUB_SANITIZE_DIR is set but the daemon did not load ${sanitized}/libvub-shim.so`);
     }
     return d;
   }
@@ -115,6 +145,9 @@ export class DaemonProcess {
     const code = await Promise.race([this.exited, new Promise<null>((r) => setTimeout(() => r(null), 5000))]);
     if (this.exitCode === null) this.child.kill('SIGKILL');
     if (!keepDir) rmSync(this.dir, { recursive: true, force: true });
+    if (this.sanitizerReport.length > 0) {
+      throw new Error(`the daemon printed a sanitizer report:\n${this.sanitizerReport.slice(0, 60).join('\n')}`);
+    }
     return code;
   }
 }
