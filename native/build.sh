@@ -16,14 +16,17 @@ case "$mode" in
   *) die "usage: build.sh [--sanitize|--fuzz]" ;;
 esac
 
-apt_ensure gcc libc6-dev
+apt_ensure gcc libc6-dev patch
 [ "$mode" = --fuzz ] && apt_ensure clang-14 libclang-rt-14-dev llvm-14
 src=$(qemu_source_tree)
 lvu="$src/subprojects/libvhost-user"
 [ -f "$lvu/libvhost-user.c" ] || die "no libvhost-user in $src"
 
 ours=("$here/vub-shim.c" "$here/vub-discard.c" "$here/vub-vhost-check.c" "$here/vub-seccomp.c")
-hashed=("${ours[@]}" "$here"/vub-*.h "$here/build.sh")
+shopt -s nullglob
+patches=("$here"/patches/*.patch)
+shopt -u nullglob
+hashed=("${ours[@]}" "$here"/vub-*.h "$here/build.sh" "${patches[@]}")
 [ "$mode" = --fuzz ] && hashed+=("$here"/fuzz/*.[ch])
 ver=$(cat "$src/.extracted" 2>/dev/null || echo custom)
 hash=$(cat "${hashed[@]}" | sha256sum | cut -c1-12)
@@ -47,6 +50,13 @@ if [ ! -f "$out/.built" ]; then
   rm -rf "$out.tmp"; mkdir -p "$out.tmp"
   log="$out.tmp/build.log"
   : >"$log"
+  # libvhost-user.c as Debian ships it, with our fixes (native/patches/),
+  # in the build directory: the source tree itself is left as fetched.
+  cp "$lvu/libvhost-user.c" "$out.tmp/libvhost-user.c"
+  for p in "${patches[@]}"; do
+    patch --quiet -d "$out.tmp" -p1 <"$p" >>"$log" 2>&1 || { cat "$log" >&2; die "applying $(basename "$p") to libvhost-user.c failed (log: $log)"; }
+  done
+  lvu_c="$out.tmp/libvhost-user.c"
   case "$mode" in
     --fuzz)
       # Coverage and sanitizers on libvhost-user too: its code is what the
@@ -56,7 +66,7 @@ if [ ! -f "$out/.built" ]; then
       # could check them).
       cc=(clang-14 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -std=gnu99
           -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined "${inc[@]}")
-      run libvhost-user "${cc[@]}" -fno-sanitize=alignment -w -c -o "$out.tmp/libvhost-user.o" "$lvu/libvhost-user.c"
+      run libvhost-user "${cc[@]}" -fno-sanitize=alignment -w -c -o "$out.tmp/libvhost-user.o" "$lvu_c"
       run "the fuzz target" "${cc[@]}" -Wall -Werror -o "$out.tmp/fuzz-vhost" "$out.tmp/libvhost-user.o" \
           "${ours[@]}" "$here/fuzz/fuzz-vhost.c" "$here/fuzz/fuzz-seeds.c" -lpthread
       ;;
@@ -65,7 +75,7 @@ if [ ! -f "$out/.built" ]; then
       [ "$mode" = --sanitize ] && cflags=(-O1 -g -fPIC -D_GNU_SOURCE -std=gnu99 -Wall
                                           -fno-omit-frame-pointer -fsanitize=address,undefined)
       run libvhost-user gcc "${cflags[@]}" -shared "${inc[@]}" \
-          -o "$out.tmp/libvhost-user.so" "$lvu/libvhost-user.c" -lpthread
+          -o "$out.tmp/libvhost-user.so" "$lvu_c" -lpthread
       run "native/vub-*.c" gcc "${cflags[@]}" -Werror -shared "${inc[@]}" \
           -o "$out.tmp/libvub-shim.so" "${ours[@]}" \
           -L"$out.tmp" -lvhost-user -lpthread -Wl,-rpath,'$ORIGIN'

@@ -10,6 +10,7 @@ import { SimGuest } from '../sim/driver.js';
 import { VHOST_USER, VHOST_USER_SLAVE_CONFIG_CHANGE_MSG } from '../sim/frontend.js';
 import { PAGE } from '../sim/guest-memory.js';
 import { CONFIG_OFFSET_NUM_PAGES, CONFIG_SIZE } from '../sim/linux.js';
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT } from '../sim/split-ring.js';
 
 const MiB = 1 << 20;
 let daemon: DaemonProcess | undefined;
@@ -93,6 +94,42 @@ describe('GET_CONFIG with a size beyond the config region', () => {
     const reply = guest.fe.call(VHOST_USER.GET_CONFIG, p);
     expect(reply.payload.length).toBe(12 + 256);
     expect(reply.payload.subarray(12 + CONFIG_SIZE).every((b) => b === 0)).toBe(true);
+  });
+});
+
+describe('memory regions that touch (two NUMA backends)', () => {
+  /** An indirect table of `n` 4-byte PFN segments, `before` of them below the regions' boundary. */
+  function postStraddling(g: SimGuest, boundary: number, n: number, before: number, firstPfn: number): number {
+    const table = boundary - 16 * before;
+    const bufs = g.scratch(Buffer.from(Uint32Array.from({ length: n }, (_, i) => firstPfn + i).buffer));
+    for (let i = 0; i < n; i++) {
+      const at = table + 16 * i; // the 'numa' layout keeps memfd offset = gpa
+      g.mem.bytes.writeBigUInt64LE(BigInt(bufs + 4 * i), at);
+      g.mem.bytes.writeUInt32LE(4, at + 8);
+      g.mem.bytes.writeUInt16LE(i < n - 1 ? VIRTQ_DESC_F_NEXT : 0, at + 12);
+      g.mem.bytes.writeUInt16LE(i + 1, at + 14);
+    }
+    const ring = g.ring('inflate');
+    const head = ring.addRaw([{ gpa: table, len: 16 * n, flags: VIRTQ_DESC_F_INDIRECT }]);
+    ring.notify();
+    return head;
+  }
+
+  it('an indirect table across the boundary is read as one table (libvhost-user 7.2 copied it past its stack buffer)', async () => {
+    daemon = await DaemonProcess.start(['--stats-interval', '0']);
+    guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 64 * MiB, layout: 'numa' });
+    const half = 32 * MiB;
+    const ring = guest.ring('inflate');
+    // 64 descriptors (1 KiB) on each side: unpatched, the second half went 16 KiB on, past the buffer.
+    await ring.waitFor(postStraddling(guest, half, 128, 64, 1000));
+    expect((await status(daemon)).counters.badInput.oversized_buffer, 'more segments than the device reads: returned').toBe(1);
+    // 20 on each side, within what the device reads: all 40 PFNs balloon.
+    await ring.waitFor(postStraddling(guest, half, 40, 20, 2000));
+    const st = await status(daemon);
+    expect(st.balloonBytes).toBe(40 * PAGE);
+    expect(st.counters.badInput.device_error).toBeUndefined();
+    await guest.inflate(256); // and the device goes on
+    expect(daemon.exitCode).toBeNull();
   });
 });
 

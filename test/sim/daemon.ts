@@ -73,7 +73,6 @@ export class DaemonProcess {
     as?: { uid: number; gid: number }): Promise<DaemonProcess> {
     if (!existsSync(DAEMON_JS)) throw new Error(`${DAEMON_JS} missing: run npm run build (or npm test, which builds)`);
     const socketPath = join(dir, 'vhost.sock');
-    const stale = existsSync(socketPath);
     // Tests drive pressure themselves unless they ask for a source.
     const pressure = args.includes('--pressure') ? [] : ['--pressure', 'none'];
     // VUB_DAEMON_NODE_ARGS: node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
@@ -84,9 +83,9 @@ export class DaemonProcess {
     });
     const d = new DaemonProcess(child, socketPath, dir);
     const deadline = Date.now() + 10_000;
-    // A reused directory may hold a killed daemon's stale socket: then wait for
-    // the daemon to say it runs (it replaces the file before it listens).
-    const upSignal = stale ? () => d.logs.some((l) => l.msg === 'vhost-user-balloon running') : () => existsSync(socketPath);
+    // Up means set up: listening, and done with what follows (seccomp reads
+    // /proc/self/task, so an fd count taken earlier would see a passing fd).
+    const upSignal = () => existsSync(socketPath) && d.logs.some((l) => l.msg === 'vhost-user-balloon running');
     while (!upSignal()) {
       if (d.exitCode !== null || Date.now() > deadline) {
         throw new Error(`daemon did not come up (exit ${d.exitCode}): ${d.logs.map((l) => l.msg).join(' | ')}`);

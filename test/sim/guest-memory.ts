@@ -12,7 +12,7 @@ import { close, dataBytes, mapMemfd, munmap } from './sys.js';
 export const PAGE = 4096;
 const GiB = 2 ** 30;
 
-export type Layout = 'flat' | 'pc';
+export type Layout = 'flat' | 'pc' | 'numa';
 
 export interface Region {
   /** Guest-physical start. */
@@ -25,6 +25,9 @@ export interface Region {
 /** The regions QEMU's vhost memory listener produces for a guest of `size` bytes. */
 export function layoutRegions(size: number, layout: Layout): Region[] {
   if (layout === 'flat') return [{ gpa: 0, size, offset: 0 }];
+  // Two memory backends (NUMA nodes) back to back: regions that touch in
+  // guest-physical space but are mapped apart by the device.
+  if (layout === 'numa') return [{ gpa: 0, size: size / 2, offset: 0 }, { gpa: size / 2, size: size / 2, offset: size / 2 }];
   // q35: RAM below 4 GiB ends at 2 GiB if the guest has >= 2.75 GiB, else at 2.75 GiB.
   const lowmem = size >= 0xb0000000 ? 0x80000000 : 0xb0000000;
   const low = Math.min(size, lowmem);
