@@ -1,0 +1,247 @@
+// The host-wide policy for the VMs of one memory cgroup, as pure functions:
+// how much memory must come back to keep a headroom (need), how much each
+// VM can give at least cost (spare), and who gives what (split). No I/O;
+// times are the caller's monotonic milliseconds.
+//
+// Need: the cgroup's headroom below its limit against a target, looking
+// ahead by its growth over the time a balloon takes to move. Spare: a
+// guest's MemAvailable above its reserve, in two tiers: reclaimable page
+// cache first (ChromeOS concierge's rule: never push a guest into anonymous
+// reclaim while another has cache to give), then free memory. Split: the need
+// goes to the cache tier, then the free tier, each divided in proportion to
+// weight x spare and capped at what each VM can spare. docs/policy.md gives
+// the defaults and why.
+
+export interface HostParams {
+  /** Target headroom below the limit: the larger of this share of the limit ... */
+  headroomPercent: number;
+  /** ... and this many bytes. */
+  headroomBytes: number;
+  /** Look this far ahead at the cgroup's growth. */
+  horizonMs: number;
+  /** A guest keeps at least this share of its RAM available (or its own --reserve, if larger). */
+  guestReservePercent: number;
+  /** Page cache a guest keeps whatever the need, as a share of its RAM. */
+  guestCacheKeepPercent: number;
+}
+
+export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
+  headroomPercent: 10,
+  headroomBytes: 128 * 2 ** 20,
+  horizonMs: 2000,
+  guestReservePercent: 10,
+  guestCacheKeepPercent: 5,
+});
+
+export interface CgroupSample {
+  limitBytes: number;
+  usageBytes: number;
+  /** Monotonic ms. */
+  at: number;
+}
+
+export interface Need {
+  /** Bytes that must come back now (0: the headroom holds). */
+  needBytes: number;
+  headroomBytes: number;
+  /** limit - usage now. */
+  freeBytes: number;
+  /** Bytes per second, from the previous sample (0 without one, or when shrinking). */
+  growthBps: number;
+}
+
+export function headroomOf(p: HostParams, limitBytes: number): number {
+  return Math.max(p.headroomBytes, Math.floor((limitBytes * p.headroomPercent) / 100));
+}
+
+/** How much must come back: headroom - free + growth over the horizon, never below 0. */
+export function computeNeed(p: HostParams, prev: CgroupSample | null, cur: CgroupSample): Need {
+  const headroomBytes = headroomOf(p, cur.limitBytes);
+  const freeBytes = Math.max(0, cur.limitBytes - cur.usageBytes);
+  const dt = prev ? cur.at - prev.at : 0;
+  const growthBps = prev && dt > 0 ? Math.max(0, ((cur.usageBytes - prev.usageBytes) * 1000) / dt) : 0;
+  const ahead = (growthBps * p.horizonMs) / 1000;
+  return { needBytes: Math.max(0, Math.ceil(headroomBytes - freeBytes + ahead)), headroomBytes, freeBytes, growthBps };
+}
+
+/** What the policy knows of one VM. */
+export interface VmView {
+  vm: string;
+  weight: number;
+  ramBytes: number;
+  balloonBytes: number;
+  /** Largest balloon the VM's floor and --max-balloon allow. */
+  ceilingBytes: number;
+  /** The VM's own reserve (0: only the default share of its RAM). */
+  reserveBytes: number;
+  /** Latest guest stats (bytes); null when none came. */
+  stats: { availableBytes?: number; cachesBytes?: number } | null;
+  /** Stats older than the policy trusts (or none): at most one step. */
+  stale: boolean;
+}
+
+export interface Spare {
+  vm: string;
+  /** Reclaimable page cache it can give (first tier). */
+  cacheBytes: number;
+  /** Free memory it can give (second tier). */
+  freeBytes: number;
+  reserveBytes: number;
+  stale: boolean;
+}
+
+/** What a VM can give: MemAvailable above its reserve, split into cache and free; bounded by its ceiling. */
+export function spareOf(p: HostParams, v: VmView): Spare {
+  const reserveBytes = Math.max(v.reserveBytes, Math.floor((v.ramBytes * p.guestReservePercent) / 100));
+  const room = Math.max(0, v.ceilingBytes - v.balloonBytes);
+  const available = v.stats?.availableBytes;
+  // Nothing known: it may still be asked for one step (the split caps stale VMs).
+  if (available === undefined) return { vm: v.vm, cacheBytes: 0, freeBytes: room, reserveBytes, stale: true };
+  const total = Math.min(room, Math.max(0, available - reserveBytes));
+  const keepCache = Math.floor((v.ramBytes * p.guestCacheKeepPercent) / 100);
+  const cacheBytes = Math.min(total, Math.max(0, (v.stats?.cachesBytes ?? 0) - keepCache));
+  return { vm: v.vm, cacheBytes, freeBytes: total - cacheBytes, reserveBytes, stale: v.stale };
+}
+
+/**
+ * Divide `need` in proportion to weight x spare, no VM above its spare:
+ * water-filling, so what a capped VM cannot give goes to the others.
+ */
+export function waterFill(need: number, items: ReadonlyArray<{ key: string; weight: number; spare: number }>): Map<string, number> {
+  const out = new Map<string, number>(items.map((i) => [i.key, 0]));
+  let left = need;
+  let open = items.filter((i) => i.spare > 0 && i.weight > 0);
+  while (left > 0.5 && open.length > 0) {
+    const total = open.reduce((n, i) => n + i.weight * (i.spare - out.get(i.key)!), 0);
+    if (total <= 0) break;
+    let given = 0;
+    const next: typeof open = [];
+    for (const i of open) {
+      const has = i.spare - out.get(i.key)!;
+      const want = (left * i.weight * has) / total;
+      const take = Math.min(has, want);
+      out.set(i.key, out.get(i.key)! + take);
+      given += take;
+      if (has - take > 0.5) next.push(i);
+    }
+    left -= given;
+    if (given <= 0.5) break;
+    open = next;
+  }
+  for (const [k, v] of out) out.set(k, Math.floor(v));
+  return out;
+}
+
+export interface Share {
+  vm: string;
+  /** Bytes the VM's balloon grows by. */
+  bytes: number;
+  fromCache: number;
+  fromFree: number;
+}
+
+/**
+ * Who gives what for `need`: the cache tier first, then free memory; a VM
+ * whose stats are stale gives at most `staleStepBytes`.
+ */
+export function splitNeed(need: number, spares: readonly Spare[], weights: ReadonlyMap<string, number>, staleStepBytes: number): Share[] {
+  const cap = (s: Spare, bytes: number) => (s.stale ? Math.min(bytes, staleStepBytes) : bytes);
+  const w = (vm: string) => weights.get(vm) ?? 1;
+  const cacheShare = waterFill(need, spares.map((s) => ({ key: s.vm, weight: w(s.vm), spare: cap(s, s.cacheBytes) })));
+  const fromCache = [...cacheShare.values()].reduce((a, b) => a + b, 0);
+  const freeShare = waterFill(Math.max(0, need - fromCache), spares.map((s) => ({
+    key: s.vm, weight: w(s.vm), spare: cap(s, s.cacheBytes + s.freeBytes) - cacheShare.get(s.vm)!,
+  })));
+  return spares.map((s) => {
+    const c = cacheShare.get(s.vm) ?? 0;
+    const f = freeShare.get(s.vm) ?? 0;
+    return { vm: s.vm, bytes: c + f, fromCache: c, fromFree: f };
+  });
+}
+
+export interface GiveBackParams {
+  /** Balloons shrink once the cgroup has had this many times its headroom free ... */
+  roomFactor: number;
+  /** ... for this long. */
+  afterMs: number;
+  /** At most this much comes back per step, all VMs together. */
+  stepBytes: number;
+}
+
+export const DEFAULT_GIVE_BACK: Readonly<GiveBackParams> = Object.freeze({ roomFactor: 2, afterMs: 30_000, stepBytes: 64 * 2 ** 20 });
+
+/** What the host step sees of a VM beyond its spare: its target, and whether it may be asked. */
+export interface GroupVm extends VmView {
+  targetBytes: number;
+  /** Manual hold, auto off, or guest pressure (hysteresis): its target is not the host's to move. */
+  excluded: boolean;
+}
+
+export interface GroupState {
+  prev: CgroupSample | null;
+  /** Since when the cgroup has had room to give back (null: not now). */
+  roomSince: number | null;
+}
+
+export const initialGroupState = (): GroupState => ({ prev: null, roomSince: null });
+
+export interface GroupDecision {
+  need: Need;
+  /** Inflation already asked for and not done yet, counted against the need. */
+  outstandingBytes: number;
+  spares: Spare[];
+  shares: Share[];
+  /** New targets by VM (only those that change). */
+  targets: Map<string, number>;
+  reason: string;
+}
+
+/**
+ * One look at the cgroup: ask the VMs for what the need is not already
+ * covered by inflations under way, or, after `give.afterMs` with plenty of
+ * room, give some back, most to the VMs that gave most for their weight.
+ */
+export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState, cur: CgroupSample, vms: readonly GroupVm[], staleStepBytes: number): { state: GroupState; decision: GroupDecision } {
+  const need = computeNeed(p, state.prev, cur);
+  const managed = vms.filter((v) => !v.excluded);
+  const outstandingBytes = managed.reduce((n, v) => n + Math.max(0, v.targetBytes - v.balloonBytes), 0);
+  const spares = managed.map((v) => spareOf(p, v));
+  const weights = new Map(managed.map((v) => [v.vm, v.weight]));
+  const targets = new Map<string, number>();
+  let shares: Share[] = [];
+  let reason: string;
+  let roomSince = state.roomSince;
+  const toAsk = need.needBytes - outstandingBytes;
+  if (toAsk > 0) {
+    roomSince = null;
+    shares = splitNeed(toAsk, spares, weights, staleStepBytes);
+    for (const s of shares) {
+      if (s.bytes <= 0) continue;
+      const v = managed.find((m) => m.vm === s.vm)!;
+      targets.set(s.vm, Math.max(v.targetBytes, v.balloonBytes) + s.bytes);
+    }
+    const given = shares.reduce((n, s) => n + s.bytes, 0);
+    reason = `need ${mb(need.needBytes)} (headroom ${mb(need.headroomBytes)}, free ${mb(need.freeBytes)}, growth ${mb(need.growthBps)}/s)`
+      + `${outstandingBytes ? `, ${mb(outstandingBytes)} already on the way` : ''}: asked ${mb(given)}${given < toAsk ? `, ${mb(toAsk - given)} more than the guests can spare` : ''}`;
+  } else if (need.freeBytes >= give.roomFactor * need.headroomBytes) {
+    roomSince ??= cur.at;
+    const room = need.freeBytes - 1.5 * need.headroomBytes;
+    const holders = managed.filter((v) => v.balloonBytes > 0);
+    if (cur.at - roomSince >= give.afterMs && holders.length > 0 && room > 0) {
+      const back = waterFill(Math.min(give.stepBytes, room), holders.map((v) => ({ key: v.vm, weight: 1 / Math.max(v.weight, 1e-9), spare: v.balloonBytes })));
+      for (const v of holders) {
+        const b = back.get(v.vm) ?? 0;
+        if (b > 0) targets.set(v.vm, Math.max(0, Math.min(v.targetBytes, v.balloonBytes) - b));
+      }
+      reason = `room: ${mb(need.freeBytes)} free for ${Math.round((cur.at - roomSince) / 1000)} s, ${give.roomFactor}x the headroom: giving back up to ${mb(Math.min(give.stepBytes, room))}`;
+    } else {
+      reason = `room: ${mb(need.freeBytes)} free (headroom ${mb(need.headroomBytes)})${holders.length ? `, giving back after ${Math.round(give.afterMs / 1000)} s of it` : ''}`;
+    }
+  } else {
+    roomSince = null;
+    reason = `headroom holds: ${mb(need.freeBytes)} free of ${mb(need.headroomBytes)} wanted${outstandingBytes ? `, ${mb(outstandingBytes)} on the way` : ''}`;
+  }
+  return { state: { prev: cur, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
+}
+
+const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;

@@ -1,0 +1,142 @@
+// The host-wide policy's pure parts: need, spare, split (src/policy/host.ts).
+import { describe, expect, it } from 'vitest';
+import { computeNeed, DEFAULT_HOST_PARAMS, groupStep, initialGroupState, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const P = DEFAULT_HOST_PARAMS;
+const sample = (limitMiB: number, usageMiB: number, at = 0) => ({ limitBytes: limitMiB * MiB, usageBytes: usageMiB * MiB, at });
+
+describe('need', () => {
+  it.each([
+    ['plenty of room: no need', null, sample(4096, 2048), 0, 409.6],
+    ['inside the headroom: the difference', null, sample(4096, 3900), 409.6 - 196, 409.6],
+    ['at the limit: the whole headroom', null, sample(4096, 4096), 409.6, 409.6],
+    ['a small cgroup: the minimum headroom (128 MiB)', null, sample(512, 500), 116, 128],
+    ['growing 100 MiB/s: 2 s of growth on top', sample(4096, 3800, 0), sample(4096, 3900, 1000), 409.6 - 196 + 200, 409.6],
+    ['shrinking: no credit for it', sample(4096, 4000, 0), sample(4096, 3900, 1000), 409.6 - 196, 409.6],
+  ] as const)('%s', (_n, prev, cur, needMiB, headroomMiB) => {
+    const n = computeNeed(P, prev, cur);
+    expect(n.needBytes / MiB).toBeCloseTo(needMiB, 0);
+    expect(n.headroomBytes / MiB).toBeCloseTo(headroomMiB, 0);
+  });
+});
+
+const vm = (o: Partial<VmView> & { vm: string }): VmView => ({
+  weight: 1, ramBytes: GiB, balloonBytes: 0, ceilingBytes: GiB, reserveBytes: 0, stats: { availableBytes: 600 * MiB, cachesBytes: 0 }, stale: false, ...o,
+});
+
+describe('spare', () => {
+  it.each([
+    ['available above the 10 % reserve, all free memory', vm({ vm: 'a' }), 0, 600 - 102.4],
+    ['page cache above 5 % of RAM is the first tier', vm({ vm: 'a', stats: { availableBytes: 600 * MiB, cachesBytes: 300 * MiB } }), 300 - 51.2, 600 - 102.4 - (300 - 51.2)],
+    ['its own reserve when larger', vm({ vm: 'a', reserveBytes: 400 * MiB }), 0, 200],
+    ['bounded by its ceiling (floor, --max-balloon)', vm({ vm: 'a', balloonBytes: 700 * MiB, ceilingBytes: 800 * MiB }), 0, 100],
+    ['short of its reserve: nothing', vm({ vm: 'a', stats: { availableBytes: 50 * MiB } }), 0, 0],
+  ] as const)('%s', (_n, v, cacheMiB, freeMiB) => {
+    const s = spareOf(P, v);
+    expect(s.cacheBytes / MiB).toBeCloseTo(cacheMiB, 0);
+    expect(s.freeBytes / MiB).toBeCloseTo(freeMiB, 0);
+  });
+
+  it('no stats: stale, and only its room is known', () => {
+    expect(spareOf(P, vm({ vm: 'a', stats: null, balloonBytes: 100 * MiB }))).toMatchObject({ stale: true, cacheBytes: 0, freeBytes: 924 * MiB });
+  });
+});
+
+describe('waterFill', () => {
+  const fill = (need: number, items: Array<[string, number, number]>) =>
+    Object.fromEntries(waterFill(need, items.map(([key, weight, spare]) => ({ key, weight, spare }))));
+  it.each<[string, number, Array<[string, number, number]>, Record<string, number>]>([
+    ['equal weights and spares: equal shares', 100, [['a', 1, 100], ['b', 1, 100]], { a: 50, b: 50 }],
+    ['in proportion to spare', 90, [['a', 1, 200], ['b', 1, 100]], { a: 60, b: 30 }],
+    ['weights scale the share', 100, [['a', 1, 100], ['b', 3, 100]], { a: 25, b: 75 }],
+    ['a capped VM\'s rest goes to the others', 100, [['a', 4, 10], ['b', 1, 100]], { a: 10, b: 90 }],
+    ['more need than spare: everyone gives all', 1000, [['a', 1, 100], ['b', 2, 50]], { a: 100, b: 50 }],
+    ['no spare: nothing', 100, [['a', 1, 0], ['b', 1, 0]], { a: 0, b: 0 }],
+    ['weights 1, 1, 2, 4 with equal spare', 800, [['a', 1, 1000], ['b', 1, 1000], ['c', 2, 1000], ['d', 4, 1000]], { a: 100, b: 100, c: 200, d: 400 }],
+  ])('%s', (_n, need, items, want) => {
+    const got = fill(need, items);
+    for (const [k, v] of Object.entries(want)) expect(got[k]).toBeCloseTo(v, -0.5);
+    expect(Object.values(got).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(need);
+  });
+});
+
+describe('splitNeed', () => {
+  it('page cache first: a guest whose spare is free memory gives only what the cache cannot', () => {
+    const spares = [
+      { vm: 'cachey', cacheBytes: 300 * MiB, freeBytes: 100 * MiB, reserveBytes: 0, stale: false },
+      { vm: 'growing', cacheBytes: 0, freeBytes: 400 * MiB, reserveBytes: 0, stale: false },
+    ];
+    const [c, g] = splitNeed(200 * MiB, spares, new Map(), 32 * MiB);
+    expect([c!.bytes, c!.fromCache, g!.bytes]).toEqual([200 * MiB, 200 * MiB, 0]);
+    const [c2, g2] = splitNeed(500 * MiB, spares, new Map(), 32 * MiB);
+    expect(c2!.fromCache).toBe(300 * MiB);
+    expect(c2!.bytes + g2!.bytes).toBe(500 * MiB);
+  });
+
+  it('a VM with stale or missing stats gives at most one step', () => {
+    const spares = [
+      { vm: 'blind', cacheBytes: 0, freeBytes: 900 * MiB, reserveBytes: 0, stale: true },
+      { vm: 'seen', cacheBytes: 0, freeBytes: 50 * MiB, reserveBytes: 0, stale: false },
+    ];
+    const [b, s] = splitNeed(400 * MiB, spares, new Map(), 32 * MiB);
+    expect(b!.bytes).toBe(32 * MiB);
+    expect(s!.bytes).toBe(50 * MiB);
+  });
+
+  it('weights apply within each tier', () => {
+    const spares = ['a', 'b'].map((vm) => ({ vm, cacheBytes: 0, freeBytes: 1000 * MiB, reserveBytes: 0, stale: false }));
+    const shares = splitNeed(300 * MiB, spares, new Map([['a', 1], ['b', 2]]), 32 * MiB);
+    expect(shares.map((x) => Math.round(x.bytes / MiB))).toEqual([100, 200]);
+  });
+});
+
+describe('groupStep', () => {
+  const G = { roomFactor: 2, afterMs: 30_000, stepBytes: 64 * MiB };
+  const gvm = (o: Partial<VmView & { targetBytes: number; excluded: boolean }> & { vm: string }) => ({ ...vm(o), targetBytes: o.targetBytes ?? o.balloonBytes ?? 0, excluded: o.excluded ?? false });
+
+  it('asks for the need not already on the way, from VMs that may be asked', () => {
+    const vms = [gvm({ vm: 'a' }), gvm({ vm: 'b', balloonBytes: 0, targetBytes: 100 * MiB }), gvm({ vm: 'held', excluded: true })];
+    const { decision } = groupStep(P, G, initialGroupState(), sample(4096, 4096), vms, 32 * MiB);
+    expect(decision.outstandingBytes).toBe(100 * MiB);
+    const asked = [...decision.targets.entries()];
+    expect(asked.map(([k]) => k).sort()).toEqual(['a', 'b']);
+    const a = decision.targets.get('a')!;
+    const b = decision.targets.get('b')! - 100 * MiB;
+    expect((a + b) / MiB).toBeCloseTo(409.6 - 100, -0.5);
+    expect(decision.targets.has('held')).toBe(false);
+    expect(decision.reason).toMatch(/need 410 MiB .* 100 MiB already on the way: asked/);
+  });
+
+  it('says when the guests cannot cover the need', () => {
+    const vms = [gvm({ vm: 'a', stats: { availableBytes: 150 * MiB } })];
+    const { decision } = groupStep(P, G, initialGroupState(), sample(4096, 4096), vms, 32 * MiB);
+    expect(decision.targets.get('a')! / MiB).toBeCloseTo(150 - 102.4, 0);
+    expect(decision.reason).toMatch(/more than the guests can spare/);
+  });
+
+  it('gives back only after 30 s of room, at most a step, most to the VM that gave most for its weight', () => {
+    const vms = [gvm({ vm: 'a', balloonBytes: 300 * MiB }), gvm({ vm: 'b', balloonBytes: 100 * MiB, weight: 2 })];
+    let st = initialGroupState();
+    let r = groupStep(P, G, st, sample(4096, 2048, 0), vms, 32 * MiB);
+    expect(r.decision.targets.size).toBe(0);
+    st = r.state;
+    r = groupStep(P, G, st, sample(4096, 2048, 29_000), vms, 32 * MiB);
+    expect(r.decision.targets.size).toBe(0);
+    r = groupStep(P, G, r.state, sample(4096, 2048, 30_000), vms, 32 * MiB);
+    const backA = 300 * MiB - r.decision.targets.get('a')!;
+    const backB = 100 * MiB - r.decision.targets.get('b')!;
+    expect((backA + backB) / MiB).toBeCloseTo(64, -0.5);
+    expect(backA).toBeGreaterThan(backB * 2);
+    expect(r.decision.reason).toMatch(/giving back up to 64 MiB/);
+  });
+
+  it('a need resets the give-back clock', () => {
+    const vms = [gvm({ vm: 'a', balloonBytes: 300 * MiB })];
+    let r = groupStep(P, G, initialGroupState(), sample(4096, 2048, 0), vms, 32 * MiB);
+    r = groupStep(P, G, r.state, sample(4096, 4096, 20_000), vms, 32 * MiB);
+    r = groupStep(P, G, r.state, sample(4096, 2048, 40_000), vms, 32 * MiB);
+    expect(r.decision.targets.size).toBe(0);
+  });
+});
