@@ -1,8 +1,14 @@
 #!/bin/sh
-# A VM whose balloon is vhost-user-balloon. Start the daemon first:
+# A VM whose balloon is vhost-user-balloon. The host daemon must serve it
+# first (systemctl start vhost-user-balloon, see examples/systemd/):
 #
-#   vhost-user-balloon --vm vm1     # /run/vhost-user-balloon/vm1.sock and vm1.ctl
+#   balloonctl add vm1              # prints /run/vhost-user-balloon/vm1.sock
+#   # or: /etc/vhost-user-balloon/vms/vm1.json, then systemctl reload vhost-user-balloon
+#   # or, a daemon of its own: vhost-user-balloon --vm vm1
 #
+# QEMU's user must be able to connect: root, or a member of the group
+# vhost-user-balloon (usermod -aG vhost-user-balloon <user>; the unit's
+# UMask=0007 makes the socket group-writable).
 # Guest RAM must be shareable with the daemon (memfd, share=on). reconnect=1
 # lets QEMU reattach if the daemon restarts; the balloon size survives (README,
 # "Use it with QEMU"). Use the patched QEMU that `bash qemu/build.sh` prints.

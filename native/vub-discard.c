@@ -94,7 +94,7 @@ static void *worker(void *arg)
     pthread_mutex_lock(&q->lock);
     for (;;) {
         advance(q);
-        while (!q->stop && (q->suspended || q->next >= q->n)) {
+        while (!q->stop && (q->suspended || q->next >= q->n || q->waiters || q->hold)) {
             pthread_cond_wait(&q->cond, &q->lock);
             advance(q);
         }
@@ -141,6 +141,12 @@ static void *worker(void *arg)
             q->job[q->next].len -= q->cur_len;
         }
         q->busy = 0;
+        if (q->hold) {
+            uint64_t one = 1;
+            if (write(q->done_fd, &one, sizeof(one)) < 0) {
+                /* saturated: the daemon is reading it anyway */
+            }
+        }
         advance(q);
         pthread_cond_broadcast(&q->cond);
     }
@@ -204,6 +210,22 @@ static int overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
     return a < b + blen && b < a + alen;
 }
 
+/*
+ * Wait until no chunk overlapping [gpa, gpa+len) is under way (len 0: no
+ * chunk at all). The thread takes no next chunk meanwhile. Lock held.
+ */
+static void wait_chunk(vub_discarder *q, uint64_t gpa, uint64_t len)
+{
+    q->waiters++;
+    while (q->busy && (len == 0 || overlaps(q->cur_gpa, q->cur_len, gpa, len))) {
+        pthread_cond_wait(&q->cond, &q->lock);
+    }
+    q->waiters--;
+    if (q->waiters == 0) {
+        pthread_cond_broadcast(&q->cond);   /* the thread may go on */
+    }
+}
+
 int vub_discarder_submit(vub_discarder *q, const uint64_t *pairs, uint32_t n)
 {
     int ret = 0;
@@ -223,21 +245,51 @@ int vub_discarder_submit(vub_discarder *q, const uint64_t *pairs, uint32_t n)
         }
         q->n = n;
         q->next = 0;
+        q->hold = 0;   /* a try_cancel on the last job that was never retried */
         pthread_cond_broadcast(&q->cond);
     }
     pthread_mutex_unlock(&q->lock);
     return ret;
 }
 
+/* Cut [gpa, gpa+len) out of the job; no chunk under way overlaps it. Lock held. */
+static int64_t cut(vub_discarder *q, uint64_t gpa, uint64_t len);
+
 int64_t vub_discarder_cancel(vub_discarder *q, uint64_t gpa, uint64_t len)
+{
+    int64_t removed;
+
+    pthread_mutex_lock(&q->lock);
+    wait_chunk(q, gpa, len);
+    removed = cut(q, gpa, len);
+    pthread_mutex_unlock(&q->lock);
+    return removed;
+}
+
+int64_t vub_discarder_try_cancel(vub_discarder *q, uint64_t gpa, uint64_t len)
+{
+    int64_t removed;
+
+    pthread_mutex_lock(&q->lock);
+    if (q->busy && overlaps(q->cur_gpa, q->cur_len, gpa, len)) {
+        q->hold = 1;
+        pthread_mutex_unlock(&q->lock);
+        return -EBUSY;
+    }
+    removed = cut(q, gpa, len);
+    if (q->hold) {
+        q->hold = 0;
+        pthread_cond_broadcast(&q->cond);   /* the thread may go on */
+    }
+    pthread_mutex_unlock(&q->lock);
+    return removed;
+}
+
+static int64_t cut(vub_discarder *q, uint64_t gpa, uint64_t len)
 {
     int64_t removed = 0;
     uint64_t end = gpa + len;
 
-    pthread_mutex_lock(&q->lock);
-    while (q->busy && overlaps(q->cur_gpa, q->cur_len, gpa, len)) {
-        pthread_cond_wait(&q->cond, &q->lock);
-    }
     for (uint32_t i = q->next; i < q->n; i++) {
         vub_range *r = &q->job[i];
         uint64_t rend = r->gpa + r->len;
@@ -269,7 +321,6 @@ int64_t vub_discarder_cancel(vub_discarder *q, uint64_t gpa, uint64_t len)
             r->len = gpa - r->gpa;
         }
     }
-    pthread_mutex_unlock(&q->lock);
     return removed;
 }
 
@@ -278,14 +329,13 @@ int64_t vub_discarder_drop(vub_discarder *q)
     int64_t dropped = 0;
 
     pthread_mutex_lock(&q->lock);
-    while (q->busy) {
-        pthread_cond_wait(&q->cond, &q->lock);
-    }
+    wait_chunk(q, 0, 0);
     for (uint32_t i = q->next; i < q->n; i++) {
         dropped += q->job[i].len;
     }
     q->n = q->next = 0;
     q->generation++;
+    q->hold = 0;
     q->suspended = 0; /* ready for the next job */
     pthread_mutex_unlock(&q->lock);
     return dropped;
@@ -312,9 +362,7 @@ uint32_t vub_discarder_export(vub_discarder *q, uint64_t *pairs, uint32_t max)
     uint32_t k = 0;
 
     pthread_mutex_lock(&q->lock);
-    while (q->busy) {
-        pthread_cond_wait(&q->cond, &q->lock);
-    }
+    wait_chunk(q, 0, 0);
     for (uint32_t i = q->next; i < q->n; i++) {
         if (q->job[i].len == 0) {
             continue;
@@ -350,6 +398,10 @@ int vub_discarder_collect(vub_discarder *q, uint64_t out[6])
 void vub_discarder_wait(vub_discarder *q)
 {
     pthread_mutex_lock(&q->lock);
+    if (q->hold) {
+        q->hold = 0;   /* whoever tried to cancel retries after: the job is done then */
+        pthread_cond_broadcast(&q->cond);
+    }
     while (q->running && !q->suspended && (q->next < q->n || q->busy)) {
         pthread_cond_wait(&q->cond, &q->lock);
     }

@@ -7,7 +7,10 @@
  * daemon when the previous job is done; the thread discards them in chunks of
  * at most VUB_DISCARD_CHUNK and writes an eventfd when the list is done.
  * Pages the guest takes back (deflate) are cut out of the job before the
- * acknowledgement goes out; a chunk already under way is waited for.
+ * acknowledgement goes out; a chunk already under way is waited for, that
+ * chunk only: the thread starts no next chunk while someone waits, so the
+ * event loop never waits longer than one chunk (it used to wait for the
+ * whole job when the cut range covered the chunks that followed).
  *
  * The memory table may only change under map_lock: the thread holds it while
  * it translates and discards one chunk, the shim holds it while libvhost-user
@@ -55,6 +58,10 @@ typedef struct vub_discarder {
     uint32_t n, next, cap;
     int busy;                  /* a chunk [cur_gpa, +cur_len) is being discarded */
     uint64_t cur_gpa, cur_len;
+    int waiters;               /* cancel/drop/export waiting for the chunk under way:
+                                  no next chunk starts until they had their turn */
+    int hold;                  /* a try_cancel found its range under way: no next chunk,
+                                  done_fd written when this one is finished */
     int suspended;             /* queue stopped: take no chunk until resumed */
     uint64_t generation;       /* bumped by every suspend and drop */
     /* Totals since the last vub_discarder_collect(). */
@@ -68,6 +75,12 @@ int vub_discarder_start(vub_discarder *q);          /* done fd or -errno */
 void vub_discarder_stop(vub_discarder *q);          /* drops the job, joins */
 int vub_discarder_submit(vub_discarder *q, const uint64_t *pairs, uint32_t n);
 int64_t vub_discarder_cancel(vub_discarder *q, uint64_t gpa, uint64_t len);
+/*
+ * cancel() that never waits: -EBUSY while the chunk under way overlaps the
+ * range. The thread then starts no next chunk and writes done_fd when this
+ * one is finished; the next try goes through.
+ */
+int64_t vub_discarder_try_cancel(vub_discarder *q, uint64_t gpa, uint64_t len);
 int64_t vub_discarder_drop(vub_discarder *q);
 /* Called with map_lock held (queue-stop callback): no chunk starts or finishes after it. */
 void vub_discarder_suspend(vub_discarder *q);

@@ -16,9 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -28,6 +32,13 @@
 
 #define VUB_MAX_EVENTS 1024
 #define VUB_CONFIG_MAX 256
+/*
+ * Send-queue room a reply needs before a message is dispatched: libvhost-user
+ * writes a reply as two skbs (header, payload; each well under 2 KiB of
+ * truesize) and a unix socket lets an allocation start while the queue is
+ * below SO_SNDBUF.
+ */
+#define VUB_REPLY_ROOM (16 << 10)
 /* libvhost-user numbers the inflate queue 0 whatever else is negotiated. */
 #define VUB_INFLATE_QUEUE 0
 
@@ -47,6 +58,7 @@ struct vub_dev {
     int in_dispatch;          /* inside vu_dispatch() on the main thread */
     int map_locked;           /* bg.map_lock held for the message in dispatch */
     int epfd;                 /* the daemon's epoll set, or -1 */
+    int sndbuf;               /* SO_SNDBUF of the socket (0: unknown) */
     /* CONFIG_CHANGE_MSG waiting for room on the backend channel. */
     int cc_queued;            /* a change is owed to the frontend */
     uint32_t cc_off;          /* bytes of the header already sent */
@@ -334,6 +346,10 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
     }
     d->initialised = 1;
     vub_discarder_init(&d->bg, &d->vu);
+    socklen_t len = sizeof(d->sndbuf);
+    if (getsockopt(sock, SOL_SOCKET, SO_SNDBUF, &d->sndbuf, &len) < 0 || d->sndbuf < 2 * VUB_REPLY_ROOM) {
+        d->sndbuf = 0;   /* not a socket we can measure (tests): dispatch as before */
+    }
     return d;
 }
 
@@ -366,12 +382,111 @@ int vub_dispatch(vub_dev *d)
     return d->vu.broken ? 0 : 1;
 }
 
+/*
+ * The peer shut its side down: a partial message will never be completed.
+ * Only asked when one waits, so a message sent just before a close is still
+ * handled.
+ */
+static int peer_shut_down(int sock)
+{
+    struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
+
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+int vub_dispatch_ready(vub_dev *d)
+{
+    int sock = d->vu.sock;
+    struct {
+        uint32_t request, flags, size;
+    } __attribute__((packed)) hdr;
+    int inq = 0, outq = 0;
+    ssize_t n;
+
+    if (d->peer_closed || d->vu.broken) {
+        return VUB_DISPATCH_GONE;
+    }
+    if (ioctl(sock, FIONREAD, &inq) < 0) {
+        d->peer_closed = 1;
+        return VUB_DISPATCH_GONE;
+    }
+    /* No control buffer: a peek leaves SCM_RIGHTS fds with the message. */
+    do {
+        n = recv(sock, &hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        d->peer_closed = 1;   /* end of file, or the socket failed */
+        return VUB_DISPATCH_GONE;
+    }
+    if (n < 0) {
+        return VUB_DISPATCH_IDLE;
+    }
+    if ((size_t)n < sizeof(hdr)) {
+        /*
+         * A peek stops at data carrying fds: a header split across sends
+         * that is all there. cb_read_msg() refuses it (short header).
+         */
+        if ((size_t)inq < sizeof(hdr)) {
+            goto incomplete;
+        }
+    } else if (hdr.size <= sizeof(((VhostUserMsg *)0)->payload) &&
+               (size_t)inq < sizeof(hdr) + hdr.size) {
+        goto incomplete;   /* (an oversized one is refused by cb_read_msg()) */
+    }
+    if (d->sndbuf > 0 && ioctl(sock, SIOCOUTQ, &outq) == 0 && outq > d->sndbuf - VUB_REPLY_ROOM) {
+        return VUB_DISPATCH_WAIT_OUT;
+    }
+    return vub_dispatch(d) ? VUB_DISPATCH_OK : VUB_DISPATCH_GONE;
+
+incomplete:
+    if (peer_shut_down(sock)) {
+        d->peer_closed = 1;
+        return VUB_DISPATCH_GONE;
+    }
+    return VUB_DISPATCH_IDLE;
+}
+
 void vub_set_epoll_fd(vub_dev *d, int epfd)
 {
     d->epfd = epfd;
 }
 
 static int config_change_flush(vub_dev *d);
+
+/*
+ * A kick, read here instead of by libvhost-user's vu_kick_cb(), whose
+ * eventfd_read() would block the whole daemon if the frontend (which holds
+ * the same eventfd) read the counter first, e.g. one eventfd passed as the
+ * kick of two queues. RWF_NOWAIT never blocks, whatever the frontend did to
+ * the file's O_NONBLOCK; before Linux 5.12 the plain read relies on the
+ * O_NONBLOCK the firewall set. A counter found empty is a kick already taken.
+ */
+static void kick(vub_dev *d, int qidx, int fd)
+{
+    VuVirtq *vq = &d->vu.vq[qidx];
+    uint64_t v;
+    struct iovec iov = { .iov_base = &v, .iov_len = sizeof(v) };
+    ssize_t n = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+
+    if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) {
+        n = read(fd, &v, sizeof(v));
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (n != (ssize_t)sizeof(v)) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "kick eventfd read (queue %d): %s", qidx,
+                 n < 0 ? strerror(errno) : "short read");
+        d->vu.broken = true;
+        cb_panic(&d->vu, msg);
+        cb_remove_watch(&d->vu, fd);
+        return;
+    }
+    if (vq->handler) {
+        vq->handler(&d->vu, qidx);
+    }
+}
 
 void vub_fire_watch(vub_dev *d, int fd, int condition)
 {
@@ -385,7 +500,13 @@ void vub_fire_watch(vub_dev *d, int fd, int condition)
 
     for (int i = 0; i < VUB_MAX_WATCHES; i++) {
         if (w->slot[i].cb && w->slot[i].fd == fd) {
-            w->slot[i].cb(&d->vu, condition, w->slot[i].data);
+            /* libvhost-user watches kick fds only, with the queue index as data. */
+            intptr_t q = (intptr_t)w->slot[i].data;
+            if (q >= 0 && q < d->vu.max_queues && d->vu.vq[q].kick_fd == fd) {
+                kick(d, (int)q, fd);
+            } else {
+                w->slot[i].cb(&d->vu, condition, w->slot[i].data);
+            }
             return;
         }
     }
@@ -621,6 +742,18 @@ void vub_drop(void *elem)
     free(elem);
 }
 
+/*
+ * The firewall made the call eventfd non-blocking, but the frontend shares
+ * its O_NONBLOCK and may clear it: never write to a counter that is full
+ * (a write would block; an interrupt is pending there anyway).
+ */
+static int call_writable(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
+}
+
 void vub_notify(vub_dev *d, int qidx)
 {
     VuVirtq *vq = queue(d, qidx);
@@ -630,7 +763,7 @@ void vub_notify(vub_dev *d, int qidx)
      * libvhost-user would treat the failed write as fatal; the driver sees
      * the used ring at its next poll instead.
      */
-    if (vq && vq->call_fd >= 0) {
+    if (vq && vq->call_fd >= 0 && call_writable(vq->call_fd)) {
         vu_queue_notify(&d->vu, vq);
     }
 }
@@ -720,7 +853,8 @@ int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len)
     return (int64_t)done;
 }
 
-int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
+/* 0 if vub_discard_hva() may discard [hva, hva+len), else -errno. */
+static int hva_check(vub_dev *d, uint64_t hva, uint64_t len)
 {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 
@@ -731,13 +865,28 @@ int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
         VuDevRegion *r = &d->vu.regions[i];
         uint64_t start = r->mmap_addr + r->mmap_offset;
         if (hva >= start && hva + len <= start + r->size) {
-            if (madvise((void *)(uintptr_t)hva, len, MADV_REMOVE) < 0) {
-                return -errno;
-            }
-            return (int64_t)len;
+            return 0;
         }
     }
     return -EFAULT;
+}
+
+int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
+{
+    int ret = hva_check(d, hva, len);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (madvise((void *)(uintptr_t)hva, len, MADV_REMOVE) < 0) {
+        return -errno;
+    }
+    return (int64_t)len;
+}
+
+int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len)
+{
+    return hva_check(d, hva, len) == 0;
 }
 
 /* --- background discard (vub-discard.c) --- */
@@ -755,6 +904,11 @@ int vub_bg_submit(vub_dev *d, const uint64_t *pairs, uint32_t n)
 int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len)
 {
     return vub_discarder_cancel(&d->bg, gpa, len);
+}
+
+int64_t vub_bg_try_cancel(vub_dev *d, uint64_t gpa, uint64_t len)
+{
+    return vub_discarder_try_cancel(&d->bg, gpa, len);
 }
 
 int64_t vub_bg_drop(vub_dev *d)

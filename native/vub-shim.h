@@ -42,6 +42,19 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
                  uint64_t extra_protocol_features, uint32_t config_len);
 void vub_free(vub_dev *d);               /* vu_deinit + free; closes sock */
 int vub_dispatch(vub_dev *d);            /* 1 ok, 0: peer gone or broken */
+/*
+ * The daemon's dispatch: one message, only if handling it cannot block the
+ * caller. libvhost-user reads a whole message with blocking reads and writes
+ * its reply retrying EAGAIN forever, so the whole message must be in the
+ * socket (FIONREAD, the header peeked without taking its fds) and the send
+ * queue must have room for a reply (SIOCOUTQ against SO_SNDBUF). Returns
+ * VUB_DISPATCH_OK or _GONE as vub_dispatch() does, _IDLE when no complete
+ * message waits (a partial one stays in the socket; a peer that shut down
+ * in the middle of one is _GONE), _WAIT_OUT when the frontend has not read
+ * its replies: call again once the socket is writable (EPOLLOUT).
+ */
+enum { VUB_DISPATCH_GONE = 0, VUB_DISPATCH_OK = 1, VUB_DISPATCH_IDLE = 2, VUB_DISPATCH_WAIT_OUT = 3 };
+int vub_dispatch_ready(vub_dev *d);
 void vub_fire_watch(vub_dev *d, int fd, int condition);
 /*
  * The daemon's epoll set: a watch libvhost-user removes leaves it at once,
@@ -111,6 +124,8 @@ int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len);
  * and wholly inside one mapped region. Returns bytes or -errno.
  */
 int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len);
+/* 1 if vub_discard_hva() would take [hva, hva+len) (aligned, in one region). */
+int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len);
 
 /*
  * Background discard (deferred mode; vub-discard.h). vub_bg_start starts the
@@ -125,6 +140,8 @@ int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len);
 int vub_bg_start(vub_dev *d);
 int vub_bg_submit(vub_dev *d, const uint64_t *pairs, uint32_t n);
 int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len);
+/* vub_bg_cancel() that never waits: -EBUSY while the chunk under way overlaps (vub-discard.h). */
+int64_t vub_bg_try_cancel(vub_dev *d, uint64_t gpa, uint64_t len);
 int64_t vub_bg_drop(vub_dev *d);
 int vub_bg_collect(vub_dev *d, uint64_t out[6]);
 /*

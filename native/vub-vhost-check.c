@@ -12,6 +12,7 @@
 #include "vub-vhost-check.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -142,6 +143,23 @@ static bool is_eventfd(int fd)
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     return readlink(path, link, sizeof(link)) == (ssize_t)sizeof(want) - 1 &&
            memcmp(link, want, sizeof(want) - 1) == 0;
+}
+
+/*
+ * An eventfd, made non-blocking: libvhost-user reads and writes it with
+ * eventfd_read()/eventfd_write(), which would block the whole daemon on a
+ * blocking one whose counter the frontend emptied or filled. O_NONBLOCK is
+ * the open file's, so the frontend's copy turns non-blocking too (QEMU's
+ * event notifiers are already).
+ */
+static bool is_nonblocking_eventfd(int fd)
+{
+    int fl;
+
+    if (!is_eventfd(fd) || (fl = fcntl(fd, F_GETFL)) < 0) {
+        return false;
+    }
+    return (fl & O_NONBLOCK) || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
 /*
@@ -340,7 +358,7 @@ static bool check_special(VuDev *dev, VhostUserMsg *vmsg)
         return !bad_file(why, sizeof(why), vmsg->fds[0], log.mmap_offset, log.mmap_size) ||
                refuse(dev, vmsg, "log: %s", why);
     case VHOST_USER_SET_LOG_FD:
-        return is_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
+        return is_nonblocking_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
     case VHOST_USER_SET_VRING_KICK:
     case VHOST_USER_SET_VRING_CALL:
     case VHOST_USER_SET_VRING_ERR:
@@ -349,7 +367,7 @@ static bool check_special(VuDev *dev, VhostUserMsg *vmsg)
                   "payload 0x%" PRIx64 " (queue index, NOFD) with %u queues", u, dev->max_queues);
         REFUSE_IF(vmsg->fd_num != (u & VHOST_USER_VRING_NOFD_MASK ? 0 : 1),
                   "%d fds with NOFD %s", vmsg->fd_num, u & VHOST_USER_VRING_NOFD_MASK ? "set" : "clear");
-        return vmsg->fd_num == 0 || is_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
+        return vmsg->fd_num == 0 || is_nonblocking_eventfd(vmsg->fds[0]) || refuse(dev, vmsg, "fd is not an eventfd");
     case VHOST_USER_SET_SLAVE_REQ_FD:
         return (fstat(vmsg->fds[0], &st) == 0 && S_ISSOCK(st.st_mode)) || refuse(dev, vmsg, "fd is not a socket");
     case VHOST_USER_GET_CONFIG:

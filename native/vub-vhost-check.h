@@ -16,7 +16,10 @@
  *   aligned inside one region;
  * - with VHOST_F_LOG_ALL and a log, the log covers guest RAM and every used
  *   ring's log address;
- * - kick/call/err/log fds are eventfds, the backend channel is a socket;
+ * - kick/call/err/log fds are eventfds, made O_NONBLOCK (the frontend shares
+ *   that flag and may clear it again: the shim reads kicks with RWF_NOWAIT
+ *   and writes a call fd only when poll() says it has room), the backend
+ *   channel is a socket;
  * - no postcopy, no inflight tracking (libvhost-user trusts the indices in
  *   the shared area), no features or protocol features that were not offered.
  *

@@ -7,6 +7,10 @@ export type BalloonErrorCode =
   | 'EBALLOON_NOT_CONNECTED' // no frontend (QEMU) connected
   | 'EBALLOON_RANGE'         // a value outside what the device can do
   | 'EBALLOON_PERMISSION'    // caller may not use the control socket
+  | 'EBALLOON_STATE'         // the state directory cannot be read or written
+  | 'EBALLOON_UNKNOWN_VM'    // no such VM in this daemon
+  | 'EBALLOON_EXISTS'        // the VM (or its socket) is already served
+  | 'EBALLOON_BUSY'          // a frontend is attached; --force to go ahead
   | 'EBALLOON_INTERNAL';     // a bug: report it
 
 export class BalloonError extends Error {

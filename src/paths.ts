@@ -11,19 +11,20 @@ export const vhostSocketPath = (name: string): string => join(runDir(), `${name}
 /** The daemon's control socket for VM `name`. */
 export const controlSocketPath = (name: string): string => join(runDir(), `${name}.ctl`);
 
+/** The host daemon's control socket (balloonctl's default). */
+export const hostControlSocket = (): string => join(runDir(), 'control.sock');
+
+/** Where the host daemon keeps what survives restarts. VUB_STATE_DIR overrides. */
+export const stateDir = (): string => process.env.VUB_STATE_DIR ?? '/var/lib/vhost-user-balloon';
+
+/** The host daemon's per-VM config files. VUB_CONFIG_DIR overrides. */
+export const configDir = (): string => process.env.VUB_CONFIG_DIR ?? '/etc/vhost-user-balloon/vms';
+
 /** VM names become file names: keep them to a safe alphabet. */
 export function validVmName(name: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$/.test(name);
 }
 
-/** The system user the daemon runs as (the systemd unit's User=, the hook's spawn). */
+/** The system user the daemon runs as (the systemd unit's User=). */
 export const DAEMON_USER = 'vhost-user-balloon';
 
-/**
- * The libvirt hook's own state (pidfiles, daemon logs): root's, apart from the
- * run directory, which belongs to the daemon's user. A daemon could otherwise
- * rewrite the pidfile that root later signals. VUB_HOOK_STATE_DIR overrides.
- */
-export function hookStateDir(): string {
-  return process.env.VUB_HOOK_STATE_DIR ?? '/run/vhost-user-balloon-hook';
-}

@@ -7,7 +7,7 @@
  *   MSG   req, flags, size(le16), payload: one framed message with the fds
  *         its request carries (a memfd as guest RAM, a memfd as dirty log,
  *         eventfds, a socketpair end), or fds the input chooses; then
- *         vub_dispatch() and the replies and events, as the daemon does
+ *         vub_dispatch_ready() and the replies and events, as the daemon does
  *   MEM   off(le16), len, bytes: write guest RAM (rings, descriptors, PFNs)
  *   FIRE  k, mode: make the eventfds readable, fire the k-th watch
  *   POP   q, count, mode: pop from a started queue, read the buffers,
@@ -337,8 +337,12 @@ static void op_msg(session *s)
     for (int i = 0; i < nclose; i++) {
         close(close_after[i]);
     }
-    /* Like VhostUserConnection.onSocket(): events first, then the verdict. */
-    int ok = vub_dispatch(s->d);
+    /*
+     * Like VhostUserConnection.dispatchRound(): events first, then the
+     * verdict. The message is all there and its replies are drained, so
+     * only a refusal or a closed peer ends the session.
+     */
+    int ok = vub_dispatch_ready(s->d) != VUB_DISPATCH_GONE;
     if (debug) {
         fprintf(stderr, "request %u: %s\n", req, ok ? "ok" : "connection dropped");
     }

@@ -1,6 +1,8 @@
 // Human-readable output for balloonctl: aligned tables and status blocks.
 import type { DaemonStatus, DecisionRecord } from '../control/status.js';
-import { formatBytes } from '../control/units.js';
+import { formatBytes } from '../units.js';
+import type { HostStatus } from '../service/host.js';
+import type { VmSummary } from '../service/vm.js';
 
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -45,9 +47,35 @@ export function decisionsTable(d: DecisionRecord[]): string {
   ]));
 }
 
-export function listTable(rows: Array<{ name: string; status?: DaemonStatus; error?: string }>): string {
-  return table(['VM', 'TARGET', 'ACTUAL', 'MODE', 'HOST PRESSURE', 'GUEST PRESSURE', 'FRONTEND'], rows.map((r) => r.status
-    ? [r.name, mib(r.status.targetBytes), mib(r.status.actualBytes), r.status.mode, `${r.status.pressure.host.events} events`,
-      r.status.pressure.guest.inPressure ? 'yes' : 'no', r.status.connected ? 'connected' : 'waiting']
-    : [r.name, '-', '-', '-', '-', '-', r.error ?? 'unreachable']));
+/** A VM as `list` shows it: from the host daemon (summary) or its own daemon (status). */
+export interface ListRow {
+  name: string;
+  summary?: VmSummary;
+  status?: DaemonStatus;
+  error?: string;
+}
+
+export function listTable(rows: ListRow[]): string {
+  return table(['VM', 'TARGET', 'ACTUAL', 'MODE', 'HOST PRESSURE', 'FRONTEND', 'DAEMON'], rows.map((r) => {
+    if (r.summary) {
+      const v = r.summary;
+      return [r.name, mib(v.targetBytes), mib(v.actualBytes), v.mode, v.pressure, v.connected ? 'connected' : 'waiting', 'host'];
+    }
+    if (r.status) {
+      const s = r.status;
+      return [r.name, mib(s.targetBytes), mib(s.actualBytes), s.mode, `${s.pressure.host.events} events`, s.connected ? 'connected' : 'waiting', `pid ${s.pid}`];
+    }
+    return [r.name, '-', '-', '-', '-', r.error ?? 'unreachable', '-'];
+  }));
+}
+
+export function hostStatusText(h: HostStatus): string {
+  const t = h.totals;
+  const lines = [
+    `host daemon pid ${h.pid} (${h.version}): ${h.devices} VM${h.devices === 1 ? '' : 's'}, ${h.connected} connected`,
+    `guest RAM ${mib(t.guestRamBytes)}, target ${mib(t.targetBytes)}, actual ${mib(t.actualBytes)}, ballooned ${mib(t.balloonBytes)}`,
+    ...h.pressure.map((p) => `host pressure: ${p.description} (${p.subscribers} VM${p.subscribers === 1 ? '' : 's'}, ${p.state})`),
+  ];
+  if (h.vms.length) lines.push('', listTable(h.vms.map((v) => ({ name: v.vm, summary: v }))));
+  return lines.join('\n');
 }

@@ -1,5 +1,6 @@
 // An SVG timeline of one VM's balloon: target, actual, guest available
 // memory, and pressure events as ticks. Pure: samples in, SVG text out.
+import { mibText } from '../units.js';
 
 export interface TimelineSample {
   /** Seconds since the daemon started. */
@@ -35,7 +36,7 @@ export function timelineSvg(title: string, samples: TimelineSample[], marks: Tim
     { name: 'actual', color: '#1f77b4', d: path((s) => s.actualBytes), dash: '' },
     { name: 'guest available', color: '#2ca02c', d: path((s) => s.availableBytes), dash: '' },
   ];
-  const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
+  const mib = mibText;
   const yTicks = Array.from({ length: 5 }, (_, i) => (yMax / 1.1) * (i / 4));
   const xTicks = Array.from({ length: 6 }, (_, i) => t0 + ((t1 - t0) * i) / 5);
   const parts = [

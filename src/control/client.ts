@@ -3,6 +3,13 @@ import { createConnection, Socket } from 'node:net';
 import { BalloonError, BalloonErrorCode } from '../errors.js';
 import { PROTOCOL_VERSION, Request } from './protocol.js';
 
+/** The connection failed under a request (no answer in time, or closed): not an answer of the daemon. */
+export class ControlConnectionError extends BalloonError {
+  constructor(message: string) {
+    super('EBALLOON_SOCKET', message);
+  }
+}
+
 export class ControlClient {
   private nextId = 1;
   private buffered = '';
@@ -13,7 +20,7 @@ export class ControlClient {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.onData(chunk));
     socket.on('close', () => {
-      for (const p of this.pending.values()) p.reject(new BalloonError('EBALLOON_SOCKET', 'the daemon closed the control connection'));
+      for (const p of this.pending.values()) p.reject(new ControlConnectionError('the daemon closed the control connection'));
       this.pending.clear();
     });
   }
@@ -35,7 +42,7 @@ export class ControlClient {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new BalloonError('EBALLOON_SOCKET', `the daemon did not answer "${req.op}" within ${timeoutMs} ms`));
+        reject(new ControlConnectionError(`the daemon did not answer "${req.op}" within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, {
         resolve: (v) => { clearTimeout(timer); resolve(v as T); },
@@ -46,9 +53,9 @@ export class ControlClient {
   }
 
   /** Start streaming events to `listener` (until close()). */
-  async watch(listener: (ev: unknown) => void): Promise<void> {
+  async watch(listener: (ev: unknown) => void, vm?: string): Promise<void> {
     this.eventListener = listener;
-    await this.request({ op: 'watch' });
+    await this.request(vm ? { op: 'watch', vm } : { op: 'watch' });
   }
 
   close(): void {

@@ -11,11 +11,10 @@ import type { HostPressureEvent } from '../pressure/types.js';
 import { featureNames } from '../virtio/features.js';
 import { PressureLatency } from './latency.js';
 import type { PeerCred } from './peercred.js';
-import type { Request } from './protocol.js';
-import type { ControlHandler } from './server.js';
+import type { VmRequest } from './protocol.js';
 import type { DaemonStatus, DecisionRecord } from './status.js';
 import { History } from './timeline.js';
-import { bytesToPages, formatBytes, PAGE, pagesToBytes, parseSize, sizeToBytes } from './units.js';
+import { bytesToPages, formatBytes, PAGE, pagesToBytes, parseSize, sizeToBytes } from '../units.js';
 
 export interface ControllerOptions {
   vm: string;
@@ -29,6 +28,15 @@ export interface ControllerOptions {
   log: Logger;
   /** Monotonic clock in ms (injectable for tests). */
   now?: () => number;
+  /** Also gets every pressure-to-CONFIG_CHANGE latency (the daemon's labelled metric). */
+  observeLatency?: (seconds: number) => void;
+}
+
+/** What an operator set at run time: kept across daemon restarts (service/state.ts). */
+export interface RuntimeSettings {
+  hold: { owner: string; targetBytes: number } | null;
+  autoEnabled: boolean;
+  params: PolicyParams;
 }
 
 /** A history entry: runs of ignored events with the same cause fold into one (`count`, from `firstTime`). */
@@ -38,14 +46,14 @@ export interface HistoryRecord extends DecisionRecord {
   firstTime?: string;
 }
 
-export class Controller extends EventEmitter<{ event: [unknown] }> implements ControlHandler {
+export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged: [RuntimeSettings] }> {
   private state: PolicyState;
   private pressureDescription: string;
   readonly history = new History();
   readonly pressureCounts = new Map<string, number>();
   readonly decisionCounts = new Map<string, number>();
   /** Host pressure wake-up to CONFIG_CHANGE_MSG sent, per event that moved the target. */
-  readonly pressureLatency = new PressureLatency();
+  readonly pressureLatency: PressureLatency;
   private lastRecord: HistoryRecord | null = null;
   private hostEvents = 0;
   private lastHostEventAt: number | null = null;
@@ -55,6 +63,7 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
   constructor(readonly device: BalloonDevice, private readonly opts: ControllerOptions) {
     super();
     this.now = opts.now ?? (() => performance.now());
+    this.pressureLatency = new PressureLatency(opts.observeLatency);
     this.pressureDescription = opts.pressureDescription;
     this.state = initialState(opts.params, opts.autoEnabled);
     // The balloon size the policy compares targets with is the device's count
@@ -115,6 +124,23 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
     return this.state;
   }
 
+  /** The operator's run-time settings, to persist. */
+  runtime(): RuntimeSettings {
+    const s = this.state;
+    return { hold: s.hold ? { owner: s.hold.owner, targetBytes: pagesToBytes(s.targetPages) } : null, autoEnabled: s.autoEnabled, params: s.params };
+  }
+
+  /** Put back what runtime() returned before a restart (no frontend yet). */
+  restoreRuntime(r: RuntimeSettings): void {
+    this.apply({ type: 'tune', params: mergeParams(this.state.params, { ...r.params, enabled: r.autoEnabled }) });
+    if (r.hold) this.apply({ type: 'manual-target', pages: bytesToPages(r.hold.targetBytes), owner: r.hold.owner });
+  }
+
+  /** What host pressure this VM listens to (once its subscription is made). */
+  setPressureDescription(description: string): void {
+    this.pressureDescription = description;
+  }
+
   /** A host pressure source fired. */
   hostPressure(ev: HostPressureEvent): void {
     this.hostEvents += ev.count;
@@ -133,8 +159,13 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
   /** `wokeAt`: the host pressure wake-up behind `ev`, timed up to the CONFIG_CHANGE it causes. */
   private apply(ev: PolicyEvent, wokeAt?: bigint): Decision | null {
     const now = this.now();
+    const prev = this.state;
     const r = step(this.state, ev, now);
     this.state = r.state;
+    if (prev.hold !== r.state.hold || prev.autoEnabled !== r.state.autoEnabled || prev.params !== r.state.params
+      || (r.state.hold && prev.targetPages !== r.state.targetPages)) {
+      this.emit('runtimeChanged', this.runtime());
+    }
     if (r.setTarget !== null) {
       const before = this.device.target;
       this.device.setTarget(r.setTarget);
@@ -198,7 +229,7 @@ export class Controller extends EventEmitter<{ event: [unknown] }> implements Co
     this.apply({ type: 'manual-target', pages, owner });
   }
 
-  handle(req: Exclude<Request, { op: 'watch' }>, peer: PeerCred): unknown {
+  handle(req: VmRequest, peer: PeerCred): unknown {
     switch (req.op) {
       case 'hello':
         return { protocol: 1, vm: this.opts.vm, version: this.opts.version };

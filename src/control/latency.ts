@@ -4,8 +4,6 @@
 // target that event caused. Only events that changed the target while QEMU
 // was connected count; the kernel-to-libuv wake-up before the first line is
 // not in it (JavaScript cannot see it).
-import { Summary } from 'prom-client';
-
 export const PRESSURE_TO_CONFIG_CHANGE_METRIC = 'vub_host_pressure_to_config_change_seconds';
 
 /** Events whose exact percentiles status reports (the Summary keeps its own estimate of all of them). */
@@ -27,24 +25,16 @@ export function percentile(sorted: readonly number[], q: number): number {
 }
 
 export class PressureLatency {
-  /**
-   * Registered by the metrics registry, not the global one: one daemon, one
-   * registry, and several controllers in one test process do not collide.
-   * No maxAgeSeconds: percentiles over every event since start.
-   */
-  readonly summary = new Summary({
-    name: PRESSURE_TO_CONFIG_CHANGE_METRIC,
-    help: 'Host pressure eventfd wake-up (first JS line) to VHOST_USER_BACKEND_CONFIG_CHANGE_MSG sent, for events that changed the target',
-    percentiles: [0.5, 0.9, 0.99],
-    registers: [],
-  });
+  /** `sink` also gets every observation (the daemon's labelled Summary, metrics.ts). */
+  constructor(private readonly sink: (seconds: number) => void = () => undefined) {}
+
   private readonly recent = new Float64Array(STATUS_WINDOW);
   private n = 0;
 
   /** One event woken at `wokeAt` (process.hrtime.bigint()) whose target change was just sent; returns seconds. */
   observeSince(wokeAt: bigint, now: bigint = process.hrtime.bigint()): number {
     const seconds = Number(now - wokeAt) / 1e9;
-    this.summary.observe(seconds);
+    this.sink(seconds);
     this.recent[this.n % STATUS_WINDOW] = seconds;
     this.n++;
     return seconds;

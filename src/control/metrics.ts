@@ -6,6 +6,8 @@ import { Counter, Gauge, Registry, Summary } from 'prom-client';
 import { BalloonError } from '../errors.js';
 import type { DeviceCounters } from '../device/counters.js';
 import type { GuestStats } from '../device/stats.js';
+import { PAGE } from '../units.js';
+import { PRESSURE_TO_CONFIG_CHANGE_METRIC } from './latency.js';
 
 export interface MetricsSource {
   counters(): DeviceCounters;
@@ -17,68 +19,69 @@ export interface MetricsSource {
   pressureEvents(): Map<string, number>;
   /** policy decisions: rule -> count */
   decisions(): Map<string, number>;
-  /** Observed where it happens (the controller), so registered as it is. */
-  pressureToConfigChange: Summary;
 }
 
-const PAGE = 4096;
 
-export function buildRegistry(src: MetricsSource, vm: string): Registry {
+/** The summary every VM's controller observes into, labelled by VM. */
+export function pressureToConfigChangeSummary(): Summary<'vm'> {
+  return new Summary({
+    name: PRESSURE_TO_CONFIG_CHANGE_METRIC,
+    help: 'Host pressure eventfd wake-up (first JS line) to VHOST_USER_BACKEND_CONFIG_CHANGE_MSG sent, for events that changed the target',
+    percentiles: [0.5, 0.9, 0.99], labelNames: ['vm'], registers: [],
+  });
+}
+
+/**
+ * One registry for every VM of the daemon: each sample carries the VM's name
+ * in the `vm` label, read at scrape time from `vms()`.
+ */
+export function buildRegistry(vms: () => ReadonlyArray<{ vm: string; src: MetricsSource }>, latency: Summary<'vm'>): Registry {
   const registry = new Registry();
-  registry.setDefaultLabels({ vm });
-  const total = (name: string, help: string, read: () => number) =>
-    new Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read()); } });
-  total('vub_inflated_pages_total', 'Pages the guest put in the balloon (4 KiB)', () => src.counters().inflatedPages);
-  total('vub_deflated_pages_total', 'Pages the guest took back out of the balloon (4 KiB)', () => src.counters().deflatedPages);
-  total('vub_reported_pages_total', 'Free pages the guest reported (4 KiB)', () => src.counters().reportedPages);
-  total('vub_discarded_bytes_total', 'Bytes of guest RAM handed back to the host', () => src.counters().discardedBytes);
-  total('vub_discard_calls_total', 'madvise(MADV_REMOVE) calls', () => src.counters().discardCalls);
-  total('vub_stats_samples_total', 'Guest memory statistics samples received', () => src.counters().statsSamples);
-
-  new Counter({
-    name: 'vub_bad_input_total', help: 'Bad guest input by kind', labelNames: ['kind'], registers: [registry],
-    collect() {
+  const perVm = <L extends string>(name: string, help: string, labels: L[], kind: 'counter' | 'gauge',
+    fill: (src: MetricsSource, add: (labels: Record<L, string>, v: number) => void) => void) => {
+    const labelNames = ['vm', ...labels] as Array<L | 'vm'>;
+    const collect = function (this: Counter<L | 'vm'> | Gauge<L | 'vm'>) {
       this.reset();
-      for (const [kind, n] of Object.entries(src.counters().badInput)) this.inc({ kind }, n ?? 0);
-    },
-  });
-  new Counter({
-    name: 'vub_guest_pressure_total', help: 'Guest pressure signals by source', labelNames: ['source'], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [source, n] of Object.entries(src.counters().guestPressure)) this.inc({ source }, n);
-    },
-  });
-  new Counter({
-    name: 'vub_host_pressure_events_total', help: 'Host pressure events by source and level', labelNames: ['source', 'level'], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [key, n] of src.pressureEvents()) {
-        const [source, level] = key.split('/');
-        this.inc({ source: source ?? key, level: level ?? '' }, n);
+      for (const { vm, src } of vms()) {
+        fill(src, (l, v) => (kind === 'counter' ? (this as Counter<L | 'vm'>).inc({ ...l, vm }, v) : (this as Gauge<L | 'vm'>).set({ ...l, vm }, v)));
       }
-    },
+    };
+    if (kind === 'counter') new Counter({ name, help, labelNames, registers: [registry], collect });
+    else new Gauge({ name, help, labelNames, registers: [registry], collect });
+  };
+  const total = (name: string, help: string, read: (s: MetricsSource) => number) =>
+    perVm(name, help, [], 'counter', (src, add) => add({}, read(src)));
+  total('vub_inflated_pages_total', 'Pages the guest put in the balloon (4 KiB)', (s) => s.counters().inflatedPages);
+  total('vub_deflated_pages_total', 'Pages the guest took back out of the balloon (4 KiB)', (s) => s.counters().deflatedPages);
+  total('vub_reported_pages_total', 'Free pages the guest reported (4 KiB)', (s) => s.counters().reportedPages);
+  total('vub_discarded_bytes_total', 'Bytes of guest RAM handed back to the host', (s) => s.counters().discardedBytes);
+  total('vub_discard_calls_total', 'madvise(MADV_REMOVE) calls', (s) => s.counters().discardCalls);
+  total('vub_stats_samples_total', 'Guest memory statistics samples received', (s) => s.counters().statsSamples);
+  perVm('vub_bad_input_total', 'Bad guest input by kind', ['kind'], 'counter', (src, add) => {
+    for (const [kind, n] of Object.entries(src.counters().badInput)) add({ kind }, n ?? 0);
   });
-  new Counter({
-    name: 'vub_decisions_total', help: 'Policy decisions by rule', labelNames: ['rule'], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [rule, n] of src.decisions()) this.inc({ rule }, n);
-    },
+  perVm('vub_guest_pressure_total', 'Guest pressure signals by source', ['source'], 'counter', (src, add) => {
+    for (const [source, n] of Object.entries(src.counters().guestPressure)) add({ source }, n);
   });
-  registry.registerMetric(src.pressureToConfigChange);
-  const gauge = (name: string, help: string, read: () => number) =>
-    new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
-  gauge('vub_target_bytes', 'Balloon target (num_pages) in bytes', () => src.targetPages() * PAGE);
-  gauge('vub_actual_bytes', 'Balloon size the guest reports (actual) in bytes', () => src.actualPages() * PAGE);
-  gauge('vub_balloon_bytes', 'Balloon size counted from the inflate/deflate queues, in bytes', () => src.balloonPages() * PAGE);
-  new Gauge({
-    name: 'vub_guest_stat', help: 'Latest guest memory statistic (virtio-balloon stats tag, bytes or count)', labelNames: ['stat'], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [stat, v] of Object.entries(src.guestStats() ?? {})) this.set({ stat }, v ?? 0);
-    },
+  perVm('vub_host_pressure_events_total', 'Host pressure events by source and level', ['source', 'level'], 'counter', (src, add) => {
+    for (const [key, n] of src.pressureEvents()) {
+      const [source, level] = key.split('/');
+      add({ source: source ?? key, level: level ?? '' }, n);
+    }
   });
+  perVm('vub_decisions_total', 'Policy decisions by rule', ['rule'], 'counter', (src, add) => {
+    for (const [rule, n] of src.decisions()) add({ rule }, n);
+  });
+  registry.registerMetric(latency);
+  const gauge = (name: string, help: string, read: (s: MetricsSource) => number) =>
+    perVm(name, help, [], 'gauge', (src, add) => add({}, read(src)));
+  gauge('vub_target_bytes', 'Balloon target (num_pages) in bytes', (s) => s.targetPages() * PAGE);
+  gauge('vub_actual_bytes', 'Balloon size the guest reports (actual) in bytes', (s) => s.actualPages() * PAGE);
+  gauge('vub_balloon_bytes', 'Balloon size counted from the inflate/deflate queues, in bytes', (s) => s.balloonPages() * PAGE);
+  perVm('vub_guest_stat', 'Latest guest memory statistic (virtio-balloon stats tag, bytes or count)', ['stat'], 'gauge', (src, add) => {
+    for (const [stat, v] of Object.entries(src.guestStats() ?? {})) add({ stat }, v ?? 0);
+  });
+  new Gauge({ name: 'vub_devices', help: 'Balloon devices this daemon serves', registers: [registry], collect() { this.set(vms().length); } });
   return registry;
 }
 

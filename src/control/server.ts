@@ -10,9 +10,9 @@ import { peerAllowed, peerCred, PeerCred } from './peercred.js';
 import { Envelope, errorLine, eventLine, MAX_REQUEST_BYTES, okLine, parseRequest, Request } from './protocol.js';
 
 export interface ControlHandler {
-  handle(req: Exclude<Request, { op: 'watch' }>, peer: PeerCred): unknown;
-  /** Subscribe to events for `watch`; returns the unsubscribe function. */
-  subscribe(listener: (event: unknown) => void): () => void;
+  handle(req: Exclude<Request, { op: 'watch' }>, peer: PeerCred): unknown | Promise<unknown>;
+  /** Subscribe to events for `watch` (of one VM when it names one); returns the unsubscribe function. */
+  subscribe(req: Extract<Request, { op: 'watch' }>, listener: (event: unknown) => void): () => void;
 }
 
 export class ControlServer {
@@ -96,15 +96,25 @@ export class ControlServer {
           continue;
         }
         if (env.req.op === 'watch') {
-          unsubscribe ??= this.handler.subscribe((ev) => { if (!s.destroyed) s.write(eventLine(ev)); });
-          s.write(okLine(env.id, { watching: true }));
+          try {
+            unsubscribe ??= this.handler.subscribe(env.req, (ev) => { if (!s.destroyed) s.write(eventLine(ev)); });
+            s.write(okLine(env.id, { watching: true }));
+          } catch (err) {
+            s.write(errorLine(env.id, err));
+          }
           continue;
         }
+        const { id, req } = env;
+        const fail = (err: unknown) => {
+          if (!(err instanceof BalloonError)) this.log.error({ err, op: req.op }, 'control request failed');
+          if (!s.destroyed) s.write(errorLine(id, err));
+        };
         try {
-          s.write(okLine(env.id, this.handler.handle(env.req, cred!)));
+          const result = this.handler.handle(req, cred!);
+          if (result instanceof Promise) result.then((v) => { if (!s.destroyed) s.write(okLine(id, v)); }, fail);
+          else s.write(okLine(id, result));
         } catch (err) {
-          if (!(err instanceof BalloonError)) this.log.error({ err, op: env.req.op }, 'control request failed');
-          s.write(errorLine(env.id, err));
+          fail(err);
         }
       }
     });

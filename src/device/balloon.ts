@@ -3,9 +3,9 @@
 // (policy, control socket) talks to it through setTarget() and its events.
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../log.js';
-import type { Element, VhostUserConnection } from '../transport/connection.js';
+import type { DeviceTransport, Element } from './transport.js';
 import {
-  CONFIG_OFFSET_ACTUAL, CONFIG_OFFSET_NUM_PAGES, CONFIG_SIZE, QueueRole,
+  BALLOON_PAGE_SIZE, CONFIG_OFFSET_ACTUAL, CONFIG_OFFSET_NUM_PAGES, CONFIG_SIZE, QueueRole,
   VIRTIO_BALLOON_F_DEFLATE_ON_OOM, VIRTIO_BALLOON_F_MUST_TELL_HOST,
   VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ,
 } from '../virtio/constants.js';
@@ -14,13 +14,12 @@ import { DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, o
 import { BadInputCounter, BadInputKind } from './bad-input.js';
 import { DeviceCounters, newCounters } from './counters.js';
 import { BackgroundDiscard, DiscardResult, discardRanges } from './discard.js';
-import { discardThread } from './discard-thread.js';
 import type { BalloonDeviceOptions, DeviceEvents, StatsSample } from './device-types.js';
 import { readOut } from './element-io.js';
 import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
-import { decodePfns, pfnsToRanges, RamRegion } from './pfn.js';
-import { discardReport } from './reporting.js';
+import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
+import { discardReportSteps } from './reporting.js';
 import { ContinuityAction, GuestContinuity } from './restart.js';
 import { parseStats } from './stats.js';
 import { StatsBuffer } from './stats-queue.js';
@@ -32,12 +31,33 @@ const MAX_PFN_BYTES = 1 << 20;
 /** Most bytes read from one stats or message element. */
 const MAX_SMALL_BYTES = 64 << 10;
 const ENOTCONN = 107;
+/**
+ * Work per device per event-loop turn: one device's guest must not hold up
+ * the other VMs' fds (host daemon: one loop for all). Elements are handled
+ * in steps and the clock is read between steps; what is left goes on in
+ * the next turn (setImmediate). A step is at most PFN_SLICE PFNs (~0.3 ms
+ * shuffled on this machine's 2 cores) or one discard of LOOP_DISCARD_CHUNK
+ * bytes (~0.6 ms of populated shmem).
+ */
+const TURN_BUDGET_MS = 1;
+const PFN_SLICE = 1024;
+const LOOP_DISCARD_CHUNK = 2 << 20;
+
+/** What a step yields when it waits for the discard thread (not for time). */
+const WAIT = 'wait';
+type Step = void | typeof WAIT;
+
+/** An element being handled in steps (see TURN_BUDGET_MS); returns whether it was pushed. */
+interface OpenElement {
+  elem: Element;
+  steps: Generator<Step, boolean, void>;
+}
 
 export class BalloonDevice extends EventEmitter<DeviceEvents> {
   readonly choice: FeatureChoice;
   readonly counters: DeviceCounters = newCounters();
   readonly badInput: BadInputCounter;
-  private conn: VhostUserConnection | null = null;
+  private conn: DeviceTransport | null = null;
   private roles: QueueRole[] = [];
   private ram: RamRegion[] = [];
   private negotiated = 0n;
@@ -54,7 +74,16 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private deferred: BackgroundDiscard | null = null;
   private readonly discardMode: 'deferred' | 'immediate';
   private latest: StatsSample | null = null;
-  private readonly busy = new Set<number>();
+  /** Queues with elements to handle, served in turns (TURN_BUDGET_MS). */
+  private readonly ready = new Set<number>();
+  /** Per queue, the element under way across turns. */
+  private readonly open = new Map<number, OpenElement>();
+  /** Queues whose open element waits for the discard thread's chunk under way. */
+  private readonly waitingForThread = new Set<number>();
+  private turnScheduled = false;
+  private inTurn = false;
+  /** Until when the current turn may go on (performance.now()). */
+  private turnDeadline = 0;
   private readonly scratch = Buffer.alloc(MAX_SMALL_BYTES);
   private readonly maxPerTurn: number;
   private readonly log: Logger;
@@ -142,12 +171,12 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   }
 
   /** Take over a new frontend connection (one at a time). */
-  attach(conn: VhostUserConnection): void {
+  attach(conn: DeviceTransport): void {
     if (this.conn?.open) throw new Error('a frontend is already attached');
     this.conn = conn;
     this.roles = [];
     this.negotiated = 0n;
-    this.busy.clear();
+    this.ready.clear();
     this.deferred = null;
     this.actualPages = 0;
     this.continuity.attached();
@@ -157,6 +186,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (this.hadFrontend) this.emit('attached');
     this.hadFrontend = true;
     this.writeConfig();
+    // No message between two steps of an element: it could stop the queue
+    // or replace the memory table under it.
+    conn.setDispatchGate(() => this.open.size === 0);
     conn.on('features', (f) => this.onFeatures(f));
     conn.on('closing', () => this.onClosing());
     conn.on('queueStarted', (q, started) => this.onQueueStarted(q, started));
@@ -197,8 +229,12 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     // thread and its pending pages stay; the queue start decides about them.
     if (this.discardMode === 'deferred' && has(f, VIRTIO_BALLOON_F_MUST_TELL_HOST)) {
       if (!this.deferred) {
-        const bg = new BackgroundDiscard(discardThread(conn), (r) => this.accountDiscard(r));
-        conn.startDiscardThread(() => bg.onJobDone());
+        let bg: BackgroundDiscard | null = null;
+        const worker = conn.discardThread(() => {
+          bg?.onJobDone();
+          this.onThreadChunk();
+        });
+        bg = new BackgroundDiscard(worker, (r) => this.accountDiscard(r));
         this.deferred = bg;
       }
     } else if (this.deferred) {
@@ -245,7 +281,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         break;
       case 'same-guest': {
         // `actual` is the frontend's word: never more than the RAM it mapped.
-        const ramPages = Math.floor(this.guestRamBytes / 4096);
+        const ramPages = Math.floor(this.guestRamBytes / BALLOON_PAGE_SIZE);
         this.ledger.recover(ramPages > 0 ? Math.min(a.actual, ramPages) : a.actual);
         const pages = a.carried.reduce((n, r) => n + r.count, 0);
         if (pages && this.deferred) {
@@ -299,6 +335,20 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
    * connection discards it if it is the same guest (restart.ts).
    */
   private onClosing(): void {
+    // Elements under way are dropped unacknowledged: QEMU hands them out
+    // again to the next connection (a deflate's pages are cut out of the
+    // pending discards below, with the rest, only when it comes back).
+    for (const o of this.open.values()) {
+      try {
+        o.steps.return(false);
+      } catch {
+        continue; // running (this close came from inside one of its steps): it drops the element itself
+      }
+      this.conn?.drop(o.elem);
+    }
+    this.open.clear();
+    this.ready.clear();
+    this.waitingForThread.clear();
     const cc = this.conn?.configChangeState();
     if (cc) {
       this.configChangeBase.sent += cc.sent;
@@ -317,7 +367,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.statsBuffer.release(this.conn);
     this.conn = null;
     this.roles = [];
-    this.busy.clear();
+    this.ready.clear();
     this.log.info({ reason }, 'frontend disconnected');
     this.emit('disconnected', reason);
   }
@@ -330,37 +380,105 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.badInput.record(kind, detail, n);
   }
 
-  /** Handle up to maxPerTurn elements of a queue, then yield. */
+  /** The discard thread finished a chunk (or its job): elements waiting for it go on. */
+  private onThreadChunk(): void {
+    if (this.waitingForThread.size === 0) return;
+    for (const q of this.waitingForThread) this.ready.add(q);
+    this.waitingForThread.clear();
+    const conn = this.conn;
+    if (conn?.open && !this.inTurn && !this.turnScheduled) this.turn();
+  }
+
+  /** A queue has elements (a kick, a start): serve it now, or in the turn already planned. */
   private service(qidx: number): void {
     const conn = this.conn;
-    if (!conn?.open || this.busy.has(qidx)) return;
-    const role = this.roles[qidx];
-    if (role === undefined) return;
-    let handled = 0;
-    let pushed = false;
-    while (handled < this.maxPerTurn && this.conn === conn && conn.open) {
-      const elem = conn.pop(qidx);
-      if (!elem) break;
-      handled++;
-      if (this.handle(role, qidx, elem)) pushed = true;
+    if (!conn?.open || this.roles[qidx] === undefined) return;
+    this.ready.add(qidx);
+    if (!this.inTurn && !this.turnScheduled) this.turn();
+  }
+
+  /**
+   * One turn of this device: the ready queues in turn, one element each,
+   * each element in steps, until TURN_BUDGET_MS is spent (or maxPerTurn
+   * elements of a queue were started); the rest goes on in the next turn.
+   * Each queue that got elements back is notified once per turn.
+   */
+  private turn(): void {
+    const conn = this.conn;
+    if (!conn?.open) return;
+    this.inTurn = true;
+    this.turnDeadline = performance.now() + TURN_BUDGET_MS;
+    const pushed = new Set<number>();
+    const started = new Map<number, number>();
+    let stop = false;
+    try {
+      while (!stop && this.ready.size > 0 && this.conn === conn && conn.open) {
+        let progressed = false;
+        for (const qidx of this.ready) {
+          if (this.conn !== conn || !conn.open) break;
+          let o = this.open.get(qidx);
+          if (!o) {
+            const role = this.roles[qidx];
+            const n = started.get(qidx) ?? 0;
+            if (role === undefined) {
+              this.ready.delete(qidx);
+              continue;
+            }
+            if (n >= this.maxPerTurn) continue;
+            const elem = conn.pop(qidx);
+            if (!elem) {
+              this.ready.delete(qidx);
+              continue;
+            }
+            started.set(qidx, n + 1);
+            o = { elem, steps: this.work(role, qidx, elem) };
+            this.open.set(qidx, o);
+          }
+          progressed = true;
+          let r: IteratorResult<Step, boolean>;
+          do {
+            r = o.steps.next();
+          } while (!r.done && r.value !== WAIT && performance.now() < this.turnDeadline && this.conn === conn);
+          if (!r.done && r.value === WAIT) {
+            // Back when the discard thread's chunk is done (onThreadChunk).
+            this.ready.delete(qidx);
+            this.waitingForThread.add(qidx);
+            continue;
+          }
+          if (r.done) {
+            this.open.delete(qidx);
+            if (r.value) pushed.add(qidx);
+            // Messages held back while the element was under way go first.
+            if (this.open.size === 0 && conn.messagesWaiting) stop = true;
+          }
+          if (performance.now() >= this.turnDeadline) stop = true;
+          if (stop) break;
+        }
+        if (!progressed) break; // every ready queue had its maxPerTurn elements
+      }
+    } finally {
+      this.inTurn = false;
     }
-    if (pushed && this.conn === conn && conn.open) conn.notify(qidx);
-    if (handled === this.maxPerTurn && this.conn === conn) {
-      // More may be waiting: continue after other fds had their turn.
-      this.busy.add(qidx);
+    if (this.conn !== conn || !conn.open) return;
+    for (const q of pushed) conn.notify(q);
+    if (this.open.size === 0) conn.resumeDispatch();
+    if (this.ready.size > 0 && !this.turnScheduled) {
+      // More may be waiting: go on after other fds had their turn.
+      this.turnScheduled = true;
       setImmediate(() => {
-        this.busy.delete(qidx);
-        this.service(qidx);
+        this.turnScheduled = false;
+        if (this.conn === conn) this.turn();
       });
     }
   }
 
-  /** Returns whether the element was pushed back (needs a notify). */
-  private handle(role: QueueRole, qidx: number, elem: Element): boolean {
+  /** The steps of one element; returns whether it was pushed back (needs a notify). */
+  private *work(role: QueueRole, qidx: number, elem: Element): Generator<Step, boolean, void> {
+    const conn = this.conn!;
     switch (role) {
       case 'inflate':
       case 'deflate':
-        this.handlePfns(role, elem);
+        yield* this.handlePfns(role, elem);
         break;
       case 'stats':
         return this.handleStats(qidx, elem);
@@ -368,46 +486,81 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         this.handleMessages(elem);
         break;
       case 'reporting':
-        this.handleReporting(elem);
+        yield* this.handleReporting(elem);
         break;
       case 'free_page':
         break;
     }
-    this.conn?.push(qidx, elem, 0);
+    if (this.conn !== conn || !conn.open) {
+      conn.drop(elem); // the connection went during the last step
+      return false;
+    }
+    conn.push(qidx, elem, 0);
     return true;
   }
 
-  private handlePfns(role: 'inflate' | 'deflate', elem: Element): void {
+  /** Out of time for this turn: a point where the element's steps may pause. */
+  private get late(): boolean {
+    return performance.now() >= this.turnDeadline;
+  }
+
+  private *handlePfns(role: 'inflate' | 'deflate', elem: Element): Generator<Step, void, void> {
     const conn = this.conn;
     if (!conn) return;
     const buf = readOut(conn, elem, MAX_PFN_BYTES, this.recorder);
     if (!buf) return;
-    const { pfns, trailingBytes } = decodePfns(buf);
-    if (trailingBytes) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
-    const { ranges, rejected } = pfnsToRanges(pfns, this.ram);
-    if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: pfns.length }, rejected);
-    if (role === 'inflate') {
-      const { added, duplicate } = this.ledger.inflate(ranges);
-      if (duplicate) this.record('pfn_already_ballooned', { index: elem.index, pages: duplicate }, duplicate);
-      if (this.deferred) this.deferred.add(ranges);
-      else this.accountDiscard(discardRanges(ranges, (gpa, len) => conn.discard(gpa, len)));
-      this.counters.inflatedPages += added;
-      if (added) this.emit('inflated', added);
-    } else {
-      // Pages fault back in on use: deflate needs no host work, but a page
-      // still waiting for its discard must not be discarded any more.
-      this.deferred?.remove(ranges);
-      const before = this.ledger.size;
-      const { removed, unnamed, unknown } = this.ledger.deflate(ranges);
-      if (unknown) this.record('pfn_not_ballooned', { index: elem.index, pages: unknown }, unknown);
-      const pages = removed + unnamed;
-      this.counters.deflatedPages += pages;
-      // The guest deflating below our target on its own is deflate-on-OOM.
-      const requested = this.targetPages < before;
-      if (pages) this.emit('deflated', pages, requested);
-      if (pages && !requested && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
-        this.counters.guestPressure['deflate-on-oom']++;
-        this.emit('guestPressure', { source: 'deflate-on-oom', count: 1 });
+    if (buf.length & 3) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
+    // Linux's buffers (256 PFNs) are one slice; each slice decoded when its turn comes.
+    const count = buf.length >>> 2;
+    for (let at = 0; at < count; at += PFN_SLICE) {
+      if (at > 0) yield;
+      const slice = decodePfns(buf.subarray(4 * at, 4 * Math.min(count, at + PFN_SLICE))).pfns;
+      const { ranges, rejected } = pfnsToRanges(slice, this.ram);
+      if (rejected) this.record('pfn_outside_ram', { queue: role, rejected, of: slice.length }, rejected);
+      if (role === 'inflate') {
+        const { added, duplicate } = this.ledger.inflate(ranges);
+        if (duplicate) this.record('pfn_already_ballooned', { index: elem.index, pages: duplicate }, duplicate);
+        if (this.deferred) this.deferred.add(ranges);
+        else yield* this.discardOnLoop(conn, ranges);
+        this.counters.inflatedPages += added;
+        if (added) this.emit('inflated', added);
+      } else {
+        // Pages fault back in on use: deflate needs no host work, but a page
+        // still waiting for its discard must not be discarded any more. Each
+        // cut may wait for the discard thread's chunk under way.
+        // The loop never waits for it: a range under way waits, its element
+        // held (WAIT), until the thread says the chunk is done.
+        if (this.deferred) {
+          for (const r of ranges) {
+            while (!this.deferred.tryRemove(r)) yield WAIT;
+            if (this.late) yield;
+          }
+        }
+        const before = this.ledger.size;
+        const { removed, unnamed, unknown } = this.ledger.deflate(ranges);
+        if (unknown) this.record('pfn_not_ballooned', { index: elem.index, pages: unknown }, unknown);
+        const pages = removed + unnamed;
+        this.counters.deflatedPages += pages;
+        // The guest deflating below our target on its own is deflate-on-OOM.
+        const requested = this.targetPages < before;
+        if (pages) this.emit('deflated', pages, requested);
+        if (pages && !requested && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
+          this.counters.guestPressure['deflate-on-oom']++;
+          this.emit('guestPressure', { source: 'deflate-on-oom', count: 1 });
+        }
+      }
+    }
+  }
+
+  /** --discard immediate (or no MUST_TELL_HOST): discard before the ack, in pieces of LOOP_DISCARD_CHUNK. */
+  private *discardOnLoop(conn: DeviceTransport, ranges: readonly PfnRange[]): Generator<Step, void, void> {
+    for (const r of ranges) {
+      const { gpa, len } = rangeBytes(r);
+      for (let off = 0; off < len; off += LOOP_DISCARD_CHUNK) {
+        const n = Math.min(LOOP_DISCARD_CHUNK, len - off);
+        this.accountDiscard(discardRanges([{ pfn: (gpa + off) / BALLOON_PAGE_SIZE, count: n / BALLOON_PAGE_SIZE }],
+          (g, l) => conn.discard(g, l)));
+        if (this.late) yield;
       }
     }
   }
@@ -463,10 +616,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
   }
 
-  private handleReporting(elem: Element): void {
+  private *handleReporting(elem: Element): Generator<Step, void, void> {
     const conn = this.conn;
     if (!conn) return;
-    const r = discardReport(elem, this.recorder, (addr, len) => conn.discardHostRange(addr, len));
+    const r = yield* discardReportSteps(elem, this.recorder, (addr, len) => conn.discardHostRange(addr, len),
+      { chunk: LOOP_DISCARD_CHUNK, inRam: (addr, len) => conn.hostRangeInRam(addr, len) });
     this.counters.discardedBytes += r.bytes;
     this.counters.discardCalls += r.calls;
     this.counters.reportedPages += r.pages;

@@ -62,6 +62,12 @@ export interface DiscardWorker {
   submit(ranges: readonly PfnRange[]): number;
   /** Cut a range out of the job; pages cut. Waits for a chunk under way that overlaps it. */
   cancel(r: PfnRange): number;
+  /**
+   * cancel() that never waits: -1 while a chunk under way overlaps the
+   * range; the thread then starts no next chunk and says so (its done
+   * eventfd) once this one is finished, so that the next try goes through.
+   */
+  tryCancel?(r: PfnRange): number;
   /** Forget the job; pages left undone. */
   drop(): number;
   /** Block until the job is done (returns at once while suspended). */
@@ -189,6 +195,22 @@ export class BackgroundDiscard {
       }
     }
     return n;
+  }
+
+  /**
+   * remove() of one range without waiting for the thread: false while the
+   * thread's chunk under way overlaps it (try again once it said it is done,
+   * see DiscardWorker.tryCancel); true once it is out, never to be discarded.
+   */
+  tryRemove(r: PfnRange): boolean {
+    this.waiting.delete(r);
+    const job = this.job;
+    if (job && r.pfn < job.hi && r.pfn + r.count > job.lo) {
+      const cut = this.worker.tryCancel ? this.worker.tryCancel(r) : this.worker.cancel(r);
+      if (cut < 0) return false;
+      job.pages = Math.max(0, job.pages - cut);
+    }
+    return true;
   }
 
   /** Discard everything pending before returning (shutdown, tests); not while suspended. */

@@ -1,6 +1,6 @@
 // Reading the driver-readable part of a popped element, with the checks every
 // queue needs: wrong-direction descriptors, empty and oversized buffers.
-import type { Element, VhostUserConnection } from '../transport/connection.js';
+import type { DeviceTransport, Element } from './transport.js';
 import type { BadInputKind } from './bad-input.js';
 
 export type Recorder = (kind: BadInputKind, detail?: Record<string, unknown>, n?: number) => void;
@@ -9,7 +9,7 @@ export type Recorder = (kind: BadInputKind, detail?: Record<string, unknown>, n?
  * Concatenate the element's driver-readable bytes (at most `limit`), or null
  * when there is nothing usable. Writable descriptors are reported, not read.
  */
-export function readOut(conn: VhostUserConnection, elem: Element, limit: number, record: Recorder, scratch?: Buffer): Buffer | null {
+export function readOut(conn: DeviceTransport, elem: Element, limit: number, record: Recorder, scratch?: Buffer): Buffer | null {
   if (elem.in.length > 0) record('wrong_direction', { index: elem.index, writableDescriptors: elem.in.length });
   let total = 0;
   for (const sg of elem.out) total += sg.len;

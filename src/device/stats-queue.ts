@@ -1,7 +1,7 @@
 // The stats queue protocol: the driver primes one buffer; the device keeps it
 // and returns it (push + notify) whenever it wants a fresh sample; the driver
 // refills it and adds it again.
-import type { Element, VhostUserConnection } from '../transport/connection.js';
+import type { DeviceTransport, Element } from './transport.js';
 
 export class StatsBuffer {
   private held: Element | null = null;
@@ -18,7 +18,7 @@ export class StatsBuffer {
    * (a driver has only one in flight; a second one is not ours to keep).
    * Returns true when something was pushed and needs a notify.
    */
-  keep(conn: VhostUserConnection, qidx: number, elem: Element): boolean {
+  keep(conn: DeviceTransport, qidx: number, elem: Element): boolean {
     const old = this.held;
     this.held = elem;
     if (old) {
@@ -30,7 +30,7 @@ export class StatsBuffer {
   }
 
   /** Return the buffer now: the guest refills it with current stats. */
-  request(conn: VhostUserConnection, qidx: number): boolean {
+  request(conn: DeviceTransport, qidx: number): boolean {
     this.cancel();
     const elem = this.held;
     if (!elem || !conn.open) return false;
@@ -41,13 +41,13 @@ export class StatsBuffer {
   }
 
   /** The queue or the connection is gone: free the element. */
-  release(conn: VhostUserConnection | null): void {
+  release(conn: DeviceTransport | null): void {
     this.cancel();
     if (this.held && conn) conn.drop(this.held);
     this.held = null;
   }
 
-  private arm(conn: VhostUserConnection, qidx: number): void {
+  private arm(conn: DeviceTransport, qidx: number): void {
     if (this.timer || this.intervalMs <= 0) return;
     this.timer = setTimeout(() => {
       this.timer = null;

@@ -147,5 +147,5 @@ export function applyGrants(grants: Grant[], user: UserIdentity, chown: (path: s
 export function socketDirHint(dir: string): string {
   if (!existsSync(dir)) return `${dir} does not exist: create it for the daemon's user (install -d -o ${selfName()} -m 0755 ${dir})`;
   return `the daemon runs as ${selfDescription()}: make ${dir} writable by it, as root: chown ${selfName()} ${dir} `
-    + '(the systemd unit\'s RuntimeDirectory= and the libvirt hook do this for /run/vhost-user-balloon); see docs/privileges.md';
+    + '(the systemd unit\'s RuntimeDirectory= and --grant do this for /run/vhost-user-balloon); see docs/privileges.md';
 }

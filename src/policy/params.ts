@@ -2,6 +2,7 @@
 // allowed range (code EBALLOON_CONFIG). Sizes are bytes, times milliseconds.
 // Why each default is what it is: docs/policy.md.
 import { BalloonError } from '../errors.js';
+import { GiB, KiB, MiB } from '../units.js';
 
 export interface StatsPressureParams {
   /** Guest pressure when MemAvailable < this % of MemTotal (tags 6, 5); 0 disables. */
@@ -40,9 +41,6 @@ export interface PolicyParams {
   stats: StatsPressureParams;
 }
 
-const KiB = 1024;
-const MiB = 2 ** 20;
-const GiB = 2 ** 30;
 
 export const DEFAULT_PARAMS: Readonly<PolicyParams> = Object.freeze({
   enabled: true,

@@ -5,6 +5,7 @@
 // since the previous sample.
 import type { GuestStats } from '../device/stats.js';
 import type { PolicyParams } from './params.js';
+import { mibText } from '../units.js';
 
 export interface StatsPressure {
   /** Every threshold crossed, in words ("swap-in +8192 KiB; major faults +4990"). */
@@ -13,7 +14,7 @@ export interface StatsPressure {
   shortfallBytes: number;
 }
 
-const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
+const mib = mibText;
 
 /**
  * Growth of a counter between two samples; 0 when either sample lacks it or

@@ -20,6 +20,7 @@
 // docs/policy.md explains each with its default.
 import type { GuestStats } from '../device/stats.js';
 import type { PolicyParams } from './params.js';
+import { mibText } from '../units.js';
 import { baselineUsable, statsPressure } from './stats.js';
 import {
   Action, Cause, Decision, GuestPressureSource, MAX_PAGES, Mode, PAGE, PolicyEvent, PolicyState, Rule, StepResult,
@@ -64,7 +65,7 @@ export function ceilingPages(s: PolicyState): number {
 }
 
 export const stepPages = (p: PolicyParams): number => Math.max(1, Math.floor(p.stepBytes / PAGE));
-const mib = (pages: number) => `${Math.round((pages * PAGE) / 2 ** 20)} MiB`;
+const mib = (pages: number) => mibText(pages * PAGE);
 const pagesOf = (n: number) => (Number.isFinite(n) ? Math.min(MAX_PAGES, Math.max(0, Math.floor(n))) : 0);
 const times = (count: number | undefined) => (count === undefined || !Number.isFinite(count) ? 1 : Math.max(1, Math.floor(count)));
 

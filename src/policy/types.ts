@@ -5,7 +5,7 @@ import type { GuestStats } from '../device/stats.js';
 import type { PolicyParams } from './params.js';
 
 /** virtio-balloon page: num_pages and actual count 4 KiB units. */
-export const PAGE = 4096;
+export { PAGE } from '../units.js';
 /** num_pages is a le32. */
 export const MAX_PAGES = 0xffffffff;
 

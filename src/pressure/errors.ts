@@ -70,6 +70,6 @@ function permissionError(path: string, err: number, why: string, what: 'memcg' |
   const grant = path.startsWith('/proc/')
     ? `PSI triggers in /proc/pressure need Linux 6.4 or later without CAP_SYS_RESOURCE (systemd: AmbientCapabilities=CAP_SYS_RESOURCE); or watch a cgroup v2 group with --memcg and, as root: ${chownCommand(user, '<group>/memory.pressure')}`
     : `as root: ${chownCommand(user, path)}`
-      + ` (or run "vhost-user-balloon --grant ${user}" as root with the daemon's options, which the systemd unit and the libvirt hook do); see docs/privileges.md`;
+      + ` (or run "vhost-user-balloon --grant ${user}" as root with the daemon's options: the systemd unit does, with --host, for the VMs of its config and state directories; the libvirt hook grants each domain it adds); see docs/privileges.md`;
   return new PressureError('EBALLOON_PRESSURE_PERMISSION', path, message, `give ${user} ${access} access to ${path}, ${grant}`, err);
 }

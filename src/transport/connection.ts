@@ -2,11 +2,14 @@
 // the shim), keeps its fds in the event loop and turns the callbacks the shim
 // recorded into typed events for the balloon device.
 import { EventEmitter } from 'node:events';
-import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, FdWatcher } from './event-loop.js';
+import type { DiscardWorker } from '../device/discard.js';
+import type { DeviceTransport } from '../device/transport.js';
+import { discardThread } from './discard-thread.js';
+import { EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, FdWatcher } from './event-loop.js';
 import { eventfdRead, SysError } from './libc.js';
 import {
-  native, VUB_EVENT_SIZE, VUB_EV_KICK, VUB_EV_OVERFLOW, VUB_EV_PANIC, VUB_EV_QUEUE_STARTED,
-  VUB_EV_REMOVE_WATCH, VUB_EV_SET_CONFIG, VUB_EV_SET_FEATURES, VUB_EV_SET_WATCH,
+  native, VUB_DISPATCH_GONE, VUB_DISPATCH_IDLE, VUB_DISPATCH_WAIT_OUT, VUB_EVENT_SIZE, VUB_EV_KICK, VUB_EV_OVERFLOW,
+  VUB_EV_PANIC, VUB_EV_QUEUE_STARTED, VUB_EV_REMOVE_WATCH, VUB_EV_SET_CONFIG, VUB_EV_SET_FEATURES, VUB_EV_SET_WATCH,
 } from './native.js';
 
 // libvhost-user's VU_WATCH_* are poll(2) bits.
@@ -56,8 +59,16 @@ export interface DiscardThreadReport {
 
 const MAX_IOV = 64;
 const EVENT_BATCH = 64;
+/**
+ * vhost-user messages handled per connection per event-loop turn, and the
+ * time after which the rest wait for the next turn: a frontend's flood must
+ * leave the other VMs' fds their turn. QEMU sends at most ~60 at a start,
+ * most of them one at a time, waiting for a reply.
+ */
+const MESSAGES_PER_TURN = 32;
+const MESSAGES_BUDGET_MS = 1;
 
-export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
+export class VhostUserConnection extends EventEmitter<ConnectionEvents> implements DeviceTransport {
   private readonly shim = native();
   private dev: unknown;
   private readonly watched = new Set<number>();
@@ -69,6 +80,12 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
   private discardFd = -1;
   private discardDone: () => void = () => undefined;
   private readonly bgOut = Buffer.alloc(48);
+  /** Messages may wait in the socket: an edge came, or the last round stopped early. */
+  private wantDispatch = false;
+  /** The frontend has not read its replies: dispatching waits for EPOLLOUT. */
+  private waitingOut = false;
+  private dispatchScheduled = false;
+  private dispatchGate: () => boolean = () => true;
   /** A listener threw while an event of a batch was applied: the rest of the batch still runs. */
   onListenerError: (err: unknown, event: string) => void = (err) => {
     process.nextTick(() => { throw err; });
@@ -86,7 +103,29 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
     // Watches libvhost-user removes leave the epoll set inside the shim,
     // before libvhost-user closes their fds (see vub_set_epoll_fd).
     if (loop.epollFd !== undefined) this.shim.vub_set_epoll_fd(dev, loop.epollFd);
-    this.loop.watch(sock, EPOLLIN, (revents) => this.onSocket(revents));
+    // Edge-triggered: a partial message left in the socket must not wake
+    // the loop again and again; the rounds below keep track of what waits.
+    this.loop.watch(sock, EPOLLIN | EPOLLET, (revents) => this.onSocket(revents));
+  }
+
+  /**
+   * Messages are dispatched only while `gate` says so: the device closes it
+   * while an element is half handled (across turns), so that no message
+   * (a queue stop, a new memory table) lands in the middle of one. The device
+   * calls resumeDispatch() once it opens again.
+   */
+  setDispatchGate(gate: () => boolean): void {
+    this.dispatchGate = gate;
+  }
+
+  /** Complete messages may be waiting for their turn (not for the frontend to read replies). */
+  get messagesWaiting(): boolean {
+    return this.wantDispatch && !this.waitingOut;
+  }
+
+  /** The gate opened: dispatch what waits, in a turn of its own. */
+  resumeDispatch(): void {
+    if (this.wantDispatch && !this.waitingOut) this.scheduleDispatch();
   }
 
   get open(): boolean {
@@ -201,7 +240,18 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
     return Number(this.shim.vub_discard_hva(this.dev, addr, len));
   }
 
+  /** Would discardHostRange() take this range (aligned, inside one region)? */
+  hostRangeInRam(addr: bigint, len: number): boolean {
+    return this.dev !== null && this.shim.vub_hva_in_ram(this.dev, addr, len) === 1;
+  }
+
   // ---- the discard thread (native/vub-discard.c) ----
+
+  /** The discard thread as the device's BackgroundDiscard wants it (started on first use). */
+  discardThread(onDone: () => void): DiscardWorker {
+    this.startDiscardThread(onDone);
+    return discardThread(this);
+  }
 
   /** Start this connection's discard thread; onDone runs when a job is finished. */
   startDiscardThread(onDone: () => void): void {
@@ -228,6 +278,16 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
   discardCancel(gpa: number, len: number): number {
     if (this.dev === null) return 0; // the thread was joined: it discards nothing more
     return Number(this.shim.vub_bg_cancel(this.dev, gpa, len));
+  }
+
+  /**
+   * discardCancel() without waiting: -EBUSY (-16) while a chunk under way
+   * overlaps the range; the thread then holds off its next chunk and writes
+   * its done eventfd when this one is finished.
+   */
+  discardTryCancel(gpa: number, len: number): number {
+    if (this.dev === null) return 0;
+    return Number(this.shim.vub_bg_try_cancel(this.dev, gpa, len));
   }
 
   /** Forget the job (waits for a chunk under way); bytes not discarded. */
@@ -292,13 +352,57 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> {
 
   private onSocket(revents: number): void {
     if (this.dev === null) return;
-    if ((revents & EPOLLIN) === 0 && (revents & (EPOLLHUP | EPOLLERR)) !== 0) {
+    if ((revents & (EPOLLIN | EPOLLOUT)) === 0 && (revents & (EPOLLHUP | EPOLLERR)) !== 0) {
       this.close('frontend hung up');
       return;
     }
-    const ok = this.shim.vub_dispatch(this.dev) === 1;
-    this.drain();
-    if (!ok && this.dev !== null) this.close('frontend closed the connection or the device broke');
+    this.wantDispatch = true;
+    if (this.waitingOut) {
+      if ((revents & (EPOLLOUT | EPOLLHUP | EPOLLERR)) === 0) return; // still no room for replies
+      this.waitingOut = false;
+      this.loop.watch(this.sock, EPOLLIN | EPOLLET, (r) => this.onSocket(r));
+    }
+    this.dispatchRound();
+  }
+
+  private scheduleDispatch(): void {
+    if (this.dispatchScheduled) return;
+    this.dispatchScheduled = true;
+    setImmediate(() => {
+      this.dispatchScheduled = false;
+      this.dispatchRound();
+    });
+  }
+
+  /**
+   * Up to MESSAGES_PER_TURN complete messages (or MESSAGES_BUDGET_MS), each
+   * one's events applied before the next is read. A partial message waits
+   * in the socket for its next edge, a frontend that does not read its
+   * replies for EPOLLOUT, the rest of a flood for the next turn.
+   */
+  private dispatchRound(): void {
+    const t0 = performance.now();
+    for (let i = 0; i < MESSAGES_PER_TURN; i++) {
+      if (this.dev === null || !this.wantDispatch || this.waitingOut || !this.dispatchGate()) return;
+      const r = this.shim.vub_dispatch_ready(this.dev) as number;
+      this.drain();
+      if (this.dev === null) return;
+      if (r === VUB_DISPATCH_GONE) {
+        this.close('frontend closed the connection or the device broke');
+        return;
+      }
+      if (r === VUB_DISPATCH_IDLE) {
+        this.wantDispatch = false;
+        return;
+      }
+      if (r === VUB_DISPATCH_WAIT_OUT) {
+        this.waitingOut = true;
+        this.loop.watch(this.sock, EPOLLIN | EPOLLOUT | EPOLLET, (rv) => this.onSocket(rv));
+        return;
+      }
+      if (performance.now() - t0 >= MESSAGES_BUDGET_MS) break;
+    }
+    this.scheduleDispatch();
   }
 
   private onWatch(fd: number, revents: number): void {

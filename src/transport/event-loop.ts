@@ -24,6 +24,9 @@ export const EPOLLPRI = 0x002;
 export const EPOLLOUT = 0x004;
 export const EPOLLERR = 0x008;
 export const EPOLLHUP = 0x010;
+export const EPOLLRDHUP = 0x2000;
+/** Edge-triggered: reported once per change, not while the condition lasts. */
+export const EPOLLET = 0x80000000;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
 const EPOLL_CTL_MOD = 3;

@@ -67,9 +67,8 @@ export class UnixListener {
 
 /**
  * A socket file nobody accepts on (its daemon died without cleaning up).
- * Only ECONNREFUSED says so: EACCES (the libvirt hook gives the socket to
- * QEMU's user, whom an unprivileged daemon cannot connect as) is a live
- * socket we may not touch.
+ * Only ECONNREFUSED says so: EACCES (a socket whose owner and group shut
+ * this user out) may be another daemon's live socket, not ours to touch.
  */
 function isStaleSocket(path: string): boolean {
   if (!existsSync(path) || !lstatSync(path).isSocket()) return false;

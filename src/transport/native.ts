@@ -14,6 +14,11 @@ export const VUB_EV_SET_FEATURES = 5;
 export const VUB_EV_SET_CONFIG = 6;
 export const VUB_EV_PANIC = 7;
 export const VUB_EV_OVERFLOW = 8;
+/** vub_dispatch_ready() results. */
+export const VUB_DISPATCH_GONE = 0;
+export const VUB_DISPATCH_OK = 1;
+export const VUB_DISPATCH_IDLE = 2;
+export const VUB_DISPATCH_WAIT_OUT = 3;
 /** sizeof(vub_event): i32 kind, a, b, pad; u64 u. */
 export const VUB_EVENT_SIZE = 24;
 
@@ -41,6 +46,7 @@ function bind() {
     vub_new: lib.func('vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features, uint64_t extra_protocol_features, uint32_t config_len)'),
     vub_free: lib.func('void vub_free(vub_dev *d)'),
     vub_dispatch: lib.func('int vub_dispatch(vub_dev *d)'),
+    vub_dispatch_ready: lib.func('int vub_dispatch_ready(vub_dev *d)'),
     vub_fire_watch: lib.func('void vub_fire_watch(vub_dev *d, int fd, int condition)'),
     vub_set_epoll_fd: lib.func('void vub_set_epoll_fd(vub_dev *d, int epfd)'),
     vub_next_events: lib.func('int vub_next_events(vub_dev *d, _Out_ void *out, int max)'),
@@ -67,9 +73,11 @@ function bind() {
     vub_write: lib.func('void vub_write(uint64_t hva, const void *src, size_t len)'),
     vub_discard: lib.func('int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len)'),
     vub_discard_hva: lib.func('int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)'),
+    vub_hva_in_ram: lib.func('int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len)'),
     vub_bg_start: lib.func('int vub_bg_start(vub_dev *d)'),
     vub_bg_submit: lib.func('int vub_bg_submit(vub_dev *d, const void *pairs, uint32_t n)'),
     vub_bg_cancel: lib.func('int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len)'),
+    vub_bg_try_cancel: lib.func('int64_t vub_bg_try_cancel(vub_dev *d, uint64_t gpa, uint64_t len)'),
     vub_bg_drop: lib.func('int64_t vub_bg_drop(vub_dev *d)'),
     vub_bg_resume: lib.func('void vub_bg_resume(vub_dev *d)'),
     vub_bg_export: lib.func('uint32_t vub_bg_export(vub_dev *d, _Out_ void *pairs, uint32_t max)'),

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
+import { sleep, until } from '../sim/wait.js';
 import { SimGuest } from '../sim/driver.js';
 import { PAGE } from '../sim/guest-memory.js';
 
@@ -20,24 +21,8 @@ afterEach(async () => {
   daemon = undefined;
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await sleep(20);
-  }
-  return cond();
-}
 
-async function status(d: DaemonProcess): Promise<DaemonStatus> {
-  const c = await ControlClient.connect(d.controlPath);
-  try {
-    return await c.request<DaemonStatus>({ op: 'status' });
-  } finally {
-    c.close();
-  }
-}
+const status = (d: DaemonProcess): Promise<DaemonStatus> => d.status();
 
 async function control(d: DaemonProcess, req: Record<string, unknown>): Promise<unknown> {
   const c = await ControlClient.connect(d.controlPath);

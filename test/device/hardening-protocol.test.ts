@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
+import { sleep } from '../sim/wait.js';
 import { SimGuest } from '../sim/driver.js';
 import { VHOST_USER, VHOST_USER_SLAVE_CONFIG_CHANGE_MSG } from '../sim/frontend.js';
 import { PAGE } from '../sim/guest-memory.js';
@@ -23,16 +24,8 @@ afterEach(async () => {
   daemon = undefined;
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function status(d: DaemonProcess): Promise<DaemonStatus> {
-  const c = await ControlClient.connect(d.controlPath);
-  try {
-    return await c.request<DaemonStatus>({ op: 'status' });
-  } finally {
-    c.close();
-  }
-}
+const status = (d: DaemonProcess): Promise<DaemonStatus> => d.status();
 
 /** The daemon's user + system CPU time in ms (clock ticks of 10 ms). */
 function cpuMs(d: DaemonProcess): number {

@@ -16,14 +16,7 @@ afterEach(async () => {
   daemon = undefined;
 });
 
-async function status(d: DaemonProcess): Promise<DaemonStatus> {
-  const c = await ControlClient.connect(d.controlPath);
-  try {
-    return await c.request<DaemonStatus>({ op: 'status' });
-  } finally {
-    c.close();
-  }
-}
+const status = (d: DaemonProcess): Promise<DaemonStatus> => d.status();
 
 describe('stats queue', () => {
   it('keeps the primed buffer, asks again every interval and parses every tag', async () => {

@@ -33,7 +33,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     await cleanupLeftovers();
     swap = ensureSwap(); // reclaim in the pressure memcg needs somewhere to go
     cg = makeCgroup({ limitBytes: 64 * MiB });
-    // The product's own grant, as the systemd unit and the libvirt hook run it.
+    // The product's own grant, as the systemd unit runs it (the libvirt hook applies the same rule in-process).
     const g = spawnSync(process.execPath, [DAEMON_JS, '--grant', user.name, '--socket-path', '/nonexistent/vm.sock',
       '--pressure', 'vmpressure', '--memcg', cg.v1], { encoding: 'utf8' });
     if (g.status !== 0) throw new Error(`--grant failed: ${g.stderr}`);

@@ -98,12 +98,12 @@ describe('control socket security and bad requests', () => {
     expect(none.status).toBe(3);
     expect(none.stderr).toMatch(/no daemon at .*no-such-vm-here\.ctl[\s\S]*balloonctl list/);
 
-    const unit = balloonctl(['set', 'x', '512', '--socket', daemon.controlPath]);
+    const unit = balloonctl(['set', 'vhost', '512', '--socket', daemon.controlPath]);
     expect(unit.status).toBe(1);
     expect(unit.stderr).toMatch(/no unit[\s\S]*512M/);
 
     // 64 MiB of guest RAM with a 48 MiB floor: at most 16 MiB may be ballooned.
-    const floor = balloonctl(['set', 'x', '32M', '--socket', daemon.controlPath]);
+    const floor = balloonctl(['set', 'vhost', '32M', '--socket', daemon.controlPath]);
     expect(floor.status).toBe(1);
     expect(floor.stderr).toMatch(/floor/);
     expect((await status()).targetBytes).toBe(0);
@@ -130,7 +130,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
 
   it('low -> critical, with the daemon\'s own eventfd registration replaced', async () => {
     expect(await source()).toBe(`vmpressure low on ${V1_MEMORY}`);
-    const r = balloonctl(['tune', 'x', '--level', 'critical', '--step', '16M', '--socket', daemon.controlPath]);
+    const r = balloonctl(['tune', 'vhost', '--level', 'critical', '--step', '16M', '--socket', daemon.controlPath]);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(await source()).toBe(`vmpressure critical on ${V1_MEMORY}`);

@@ -9,6 +9,8 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { ControlClient } from '../../src/control/client.js';
+import type { DaemonStatus } from '../../src/control/status.js';
 
 // test/sim in the tree, or dist/test/sim when compiled for the benchmarks.
 const up = resolve(import.meta.dirname, '..', '..');
@@ -45,7 +47,7 @@ export class DaemonProcess {
   exitCode: number | null = null;
   private exited: Promise<number | null>;
 
-  private constructor(readonly child: ChildProcess, readonly socketPath: string, readonly dir: string) {
+  private constructor(readonly child: ChildProcess, readonly socketPath: string, readonly dir: string, readonly controlPath = join(dir, 'vhost.ctl')) {
     let buf = '';
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (chunk: string) => {
@@ -100,9 +102,63 @@ export class DaemonProcess {
     return d;
   }
 
-  /** The control socket next to the vhost-user socket. */
-  get controlPath(): string {
-    return join(this.dir, 'vhost.ctl');
+  /**
+   * A host daemon (--host) in `dir`: control socket dir/run/control.sock, state
+   * in dir/state, config files in dir/conf (write them before starting), VM
+   * sockets in dir/run (VUB_RUN_DIR). `socketPath` is unused; addVm() gives
+   * each VM's. `env.VUB_RUN_DIR` moves the run directory (and the control
+   * socket with it). `as` runs the daemon as that uid:gid (no supplementary
+   * groups; `dir` is given to it), `umask` with that umask (the unit's UMask=).
+   */
+  static async startHost(args: string[] = [], env: Record<string, string> = {}, dir = mkdtempSync(join(tmpdir(), 'vub-host-')),
+    o: { as?: { uid: number; gid: number }; umask?: number } = {}): Promise<DaemonProcess> {
+    if (!existsSync(DAEMON_JS)) throw new Error(`${DAEMON_JS} missing: run npm run build (or npm test, which builds)`);
+    // The control socket is the default one in VUB_RUN_DIR, where balloonctl looks.
+    const run = env.VUB_RUN_DIR ?? join(dir, 'run');
+    const control = join(run, 'control.sock');
+    const nodeArgs = (process.env.VUB_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    if (o.as) chownSync(dir, o.as.uid, o.as.gid);
+    const oldMask = o.umask === undefined ? undefined : process.umask(o.umask); // the child inherits it
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [...nodeArgs, DAEMON_JS, '--host', '--state-dir', join(dir, 'state'),
+        '--config-dir', join(dir, 'conf'), '--log-level', 'debug', ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...sanitizerEnv(), VUB_RUN_DIR: run, ...env },
+        ...(o.as ? { uid: o.as.uid, gid: o.as.gid } : {}),
+      });
+    } finally {
+      if (oldMask !== undefined) process.umask(oldMask);
+    }
+    const d = new DaemonProcess(child, '', dir, control);
+    const deadline = Date.now() + 10_000;
+    while (!(existsSync(control) && d.logs.some((l) => l.msg === 'vhost-user-balloon running'))) {
+      if (d.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`host daemon did not come up (exit ${d.exitCode}): ${d.logs.map((l) => l.msg).join(' | ')}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return d;
+  }
+
+  /** A control request (host daemons: per-VM requests name their VM). */
+  async request<T = unknown>(req: Record<string, unknown>): Promise<T> {
+    const c = await ControlClient.connect(this.controlPath);
+    try {
+      return await c.request<T>(req as never);
+    } finally {
+      c.close();
+    }
+  }
+
+  /** A VM's status (single-VM daemons: `vm` may be left out). */
+  status(vm?: string): Promise<DaemonStatus> {
+    return this.request<DaemonStatus>(vm ? { op: 'status', vm } : { op: 'status' });
+  }
+
+  /** Host daemons: add a VM (tests drive pressure themselves unless given); returns its vhost-user socket. */
+  async addVm(vm: string, options: Record<string, unknown> = {}): Promise<string> {
+    const r = await this.request<{ socket: string }>({ op: 'add', vm, options: { pressure: 'none', ...options } });
+    return r.socket;
   }
 
   /** Log lines whose msg or kind matches. */

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from './daemon.js';
+import { sleep, until } from './wait.js';
 import { SimGuest } from './driver.js';
 import { QEMU_7_2_PROTOCOL_MASK, VHOST_USER, VHOST_USER_PROTOCOL_F } from './frontend.js';
 import { PAGE } from './guest-memory.js';
@@ -27,20 +28,7 @@ afterEach(async () => {
   daemon = undefined;
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!(await cond()) && Date.now() < deadline) await sleep(10);
-  return cond();
-}
-async function status(d: DaemonProcess): Promise<DaemonStatus> {
-  const c = await ControlClient.connect(d.controlPath);
-  try {
-    return await c.request<DaemonStatus>({ op: 'status' });
-  } finally {
-    c.close();
-  }
-}
+const status = (d: DaemonProcess): Promise<DaemonStatus> => d.status();
 async function start(args: string[] = ['--stats-interval', '0']): Promise<DaemonProcess> {
   daemon = await DaemonProcess.start(args);
   return daemon;

@@ -15,6 +15,13 @@ export const lseek = lib.func('int64_t lseek(int fd, int64_t offset, int whence)
 const socketpairRaw = lib.func('int socketpair(int domain, int type, int protocol, void *sv)');
 const setsockoptRaw = lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)');
 export const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
+const fcntlRaw = lib.func('int fcntl(int fd, int cmd, int arg)');
+const F_GETFL = 3;
+
+/** The file status flags of fd (O_NONBLOCK is 0o4000). */
+export function fcntlFlags(fd: number): number {
+  return check('fcntl(F_GETFL)', fcntlRaw(fd, F_GETFL, 0));
+}
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
-  BackgroundDiscard, Clock, DEFAULT_HAND_OVER, DiscardResult, DiscardWorker, discardRanges, HandOverRule,
+  BackgroundDiscard, Clock, DEFAULT_HAND_OVER, DiscardResult, discardRanges, HandOverRule,
 } from '../../src/device/discard.js';
 import type { PfnRange } from '../../src/device/pfn.js';
 import { PageSet } from '../../src/device/page-set.js';
+import { FakeWorker } from './fake-transport.js';
 
 describe('PageSet', () => {
   it.each([
@@ -72,77 +73,6 @@ describe('discardRanges', () => {
     expect(r).toEqual({ bytes: 8192, calls: 2, failures: [{ gpa: 40960, len: 4096, errno: 22 }] });
   });
 });
-
-// A stand-in for the shim's thread: a job of page runs that "runs" only when
-// the test says so, with the C side's cancel/drop semantics.
-class FakeWorker implements DiscardWorker {
-  job: PfnRange[] = [];
-  submitted: PfnRange[][] = [];
-  discarded: PfnRange[] = [];
-  cancels: PfnRange[] = [];
-  submitRet = 0;
-  failNext: { errno: number } | null = null;
-  private done: DiscardResult = { bytes: 0, calls: 0, failures: [] };
-
-  submit(ranges: readonly PfnRange[]): number {
-    if (this.submitRet) return this.submitRet;
-    if (this.job.length) return -16;
-    this.job = ranges.map((r) => ({ ...r }));
-    this.submitted.push(ranges.map((r) => ({ ...r })));
-    return 0;
-  }
-  cancel(c: PfnRange): number {
-    this.cancels.push(c);
-    let cut = 0;
-    const out: PfnRange[] = [];
-    for (const r of this.job) {
-      const lo = Math.max(r.pfn, c.pfn);
-      const hi = Math.min(r.pfn + r.count, c.pfn + c.count);
-      if (lo >= hi) { out.push(r); continue; }
-      cut += hi - lo;
-      if (lo > r.pfn) out.push({ pfn: r.pfn, count: lo - r.pfn });
-      if (hi < r.pfn + r.count) out.push({ pfn: hi, count: r.pfn + r.count - hi });
-    }
-    this.job = out;
-    return cut;
-  }
-  drop(): number {
-    const n = this.job.reduce((a, r) => a + r.count, 0);
-    this.job = [];
-    return n;
-  }
-  /** Run the job to its end. */
-  finish(): void {
-    for (const r of this.job) {
-      this.done.calls++;
-      if (this.failNext) {
-        this.done.failures = [{ gpa: r.pfn * 4096, len: r.count * 4096, errno: this.failNext.errno, count: this.done.calls }];
-      } else {
-        this.discarded.push(r);
-        this.done.bytes += r.count * 4096;
-      }
-    }
-    this.job = [];
-  }
-  waitIdle(): void {
-    if (!this.suspended) this.finish();
-  }
-  /** The shim's thread is suspended by the queue stop itself; the fake by the test. */
-  suspended = false;
-  resumes = 0;
-  resume(): void {
-    this.suspended = false;
-    this.resumes++;
-  }
-  exportJob(): PfnRange[] {
-    return this.job.map((r) => ({ ...r }));
-  }
-  collect(): { result: DiscardResult; pending: boolean } {
-    const result = this.done;
-    this.done = { bytes: 0, calls: 0, failures: [] };
-    return { result, pending: this.job.length > 0 };
-  }
-}
 
 class FakeClock implements Clock {
   t = 0;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatBytes, parseSize, sizeToBytes } from '../../src/control/units.js';
+import { formatBytes, parseSize, sizeToBytes } from '../../src/units.js';
 
 describe('parseSize', () => {
   it.each([

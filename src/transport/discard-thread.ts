@@ -1,8 +1,8 @@
 // The connection's discard thread (native/vub-discard.c) as BackgroundDiscard
 // needs it: page runs in, page counts out.
-import type { VhostUserConnection } from '../transport/connection.js';
-import type { DiscardWorker } from './discard.js';
-import { rangeBytes } from './pfn.js';
+import type { DiscardWorker } from '../device/discard.js';
+import { rangeBytes } from '../device/pfn.js';
+import type { VhostUserConnection } from './connection.js';
 
 /** The connection's discard thread, in pages and ranges. */
 export function discardThread(conn: VhostUserConnection): DiscardWorker {
@@ -21,6 +21,11 @@ export function discardThread(conn: VhostUserConnection): DiscardWorker {
     cancel(r) {
       const { gpa, len } = rangeBytes(r);
       return conn.discardCancel(gpa, len) / PAGE;
+    },
+    tryCancel(r) {
+      const { gpa, len } = rangeBytes(r);
+      const n = conn.discardTryCancel(gpa, len);
+      return n < 0 ? -1 : n / PAGE;
     },
     drop: () => conn.discardDrop() / PAGE,
     waitIdle: () => conn.discardWait(),

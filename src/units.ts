@@ -1,10 +1,15 @@
 // Memory sizes as operators type them: 512M, 512MiB, 2G, 1.5GiB, 4096K,
 // 25% (of guest RAM), or bytes with a B suffix. Binary units throughout,
 // as QEMU's -m and libvirt's <memory unit='MiB'> use.
-import { BalloonError } from '../errors.js';
+import { BalloonError } from './errors.js';
+import { BALLOON_PAGE_SIZE } from './virtio/constants.js';
+
+export const KiB = 2 ** 10;
+export const MiB = 2 ** 20;
+export const GiB = 2 ** 30;
 
 const UNITS: Record<string, number> = {
-  b: 1, k: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gib: 2 ** 30, t: 2 ** 40, tib: 2 ** 40,
+  b: 1, k: KiB, kib: KiB, m: MiB, mib: MiB, g: GiB, gib: GiB, t: 2 ** 40, tib: 2 ** 40,
 };
 
 export type SizeSpec = { bytes: number } | { percent: number };
@@ -42,12 +47,16 @@ export function sizeToBytes(spec: SizeSpec, guestRamBytes: number): number {
 
 export function formatBytes(bytes: number): string {
   const abs = Math.abs(bytes);
-  if (abs >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(abs % 2 ** 30 === 0 ? 0 : 2)} GiB`;
-  if (abs >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(abs % 2 ** 20 === 0 ? 0 : 1)} MiB`;
-  if (abs >= 2 ** 10) return `${(bytes / 2 ** 10).toFixed(0)} KiB`;
+  if (abs >= GiB) return `${(bytes / GiB).toFixed(abs % GiB === 0 ? 0 : 2)} GiB`;
+  if (abs >= MiB) return `${(bytes / MiB).toFixed(abs % MiB === 0 ? 0 : 1)} MiB`;
+  if (abs >= KiB) return `${(bytes / KiB).toFixed(0)} KiB`;
   return `${bytes} B`;
 }
 
-export const PAGE = 4096;
+/** Whole MiB, for decision reasons and chart labels ("32 MiB"). */
+export const mibText = (bytes: number): string => `${Math.round(bytes / MiB)} MiB`;
+
+/** virtio-balloon's page: num_pages, actual and PFNs count 4 KiB units. */
+export const PAGE = BALLOON_PAGE_SIZE;
 export const bytesToPages = (b: number): number => Math.floor(b / PAGE);
 export const pagesToBytes = (p: number): number => p * PAGE;
