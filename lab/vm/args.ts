@@ -48,6 +48,12 @@ export interface QemuArgsOptions {
    * cache, which its memcg would be charged for.
    */
   swapDisk?: string;
+  /**
+   * Raw files as more virtio-blk disks, after the swap disk (vdb, vdc, ...
+   * with a swap disk; vda, ... without), also cache=none: a guest's page
+   * cache of them is guest RAM, not host page cache.
+   */
+  dataDisks?: string[];
   /** QEMU itself copies the serial output here (chardev logfile=). */
   serialLog?: string;
   /** Firmware search path (-L), in order. */
@@ -111,6 +117,18 @@ export function swapDiskArgs(path: string): string[] {
   ];
 }
 
+export function dataDiskArgs(paths: string[]): string[] {
+  return paths.flatMap((p, i) => [
+    '-drive', `file=${qemuOptValue(p)},if=none,id=data${i},format=raw,cache=none,aio=threads`,
+    '-device', `virtio-blk-pci,drive=data${i}`,
+  ]);
+}
+
+/** The guest's name of data disk i (virtio-blk disks are named in PCI order: the swap disk first). */
+export function dataDiskName(i: number, withSwapDisk: boolean): string {
+  return `vd${String.fromCharCode('a'.charCodeAt(0) + i + (withSwapDisk ? 1 : 0))}`;
+}
+
 export function buildQemuArgs(o: QemuArgsOptions): string[] {
   if (!Number.isInteger(o.memMiB) || o.memMiB < 64) throw new RangeError(`memMiB=${o.memMiB}: need an integer >= 64`);
   const cpus = o.cpus ?? 1;
@@ -134,6 +152,7 @@ export function buildQemuArgs(o: QemuArgsOptions): string[] {
     '-qmp', `unix:${qemuOptValue(o.qmpSocket)},server=on,wait=off`,
     ...balloonArgs(o.balloon),
     ...(o.swapDisk ? swapDiskArgs(o.swapDisk) : []),
+    ...dataDiskArgs(o.dataDisks ?? []),
     ...(o.extraArgs ?? []),
   ];
 }

@@ -77,6 +77,30 @@ export function guestSwap(e: VubEvent): GuestSwap | undefined {
   return Number.isFinite(s.pswpin) && Number.isFinite(s.pswpout) ? s : undefined;
 }
 
+/** Guest page cache, kB (`VUB meminfo` Buffers + Cached; lines of an older init lack them). */
+export function memCacheKiB(e: VubEvent): { buffers: number; cached: number; up: number } | undefined {
+  if (e.type !== 'meminfo' || e.fields.Buffers === undefined || e.fields.Cached === undefined) return undefined;
+  const c = { buffers: Number(e.fields.Buffers), cached: Number(e.fields.Cached), up: Number(e.fields.up) };
+  return Number.isFinite(c.buffers) && Number.isFinite(c.cached) ? c : undefined;
+}
+
+/** OOM kills in the guest since boot (`VUB vmstat oom_kill=`). */
+export function guestOomKills(e: VubEvent): number | undefined {
+  if (e.type !== 'vmstat' || e.fields.oom_kill === undefined) return undefined;
+  const n = Number(e.fields.oom_kill);
+  return Number.isInteger(n) ? n : undefined;
+}
+
+/** `VUB cache dev= kib= before= after= seconds=`: a block device read whole and held open (kB). */
+export interface CacheRead { dev: string; kib: number; beforeKiB: number; afterKiB: number; seconds: number }
+
+export function cacheRead(e: VubEvent): CacheRead | undefined {
+  if (e.type !== 'cache' || e.fields.dev === undefined) return undefined;
+  const f = e.fields;
+  const r = { dev: f.dev ?? '', kib: Number(f.kib), beforeKiB: Number(f.before), afterKiB: Number(f.after), seconds: Number(f.seconds) };
+  return [r.kib, r.beforeKiB, r.afterKiB, r.seconds].every(Number.isFinite) ? r : undefined;
+}
+
 export interface BalloonState {
   dev: string;
   driver?: string;
