@@ -105,7 +105,8 @@ async function main(): Promise<void> {
   process.once('SIGTERM', onSignal);
   const qemu = await qemuBinary();
   const img = await guestImage();
-  live.swap = ensureSwap(`/var/tmp/vub-policy-${process.pid}.swap`, 2048);
+  // Our own swap file even when the machine has swap: another job's may go away mid-run (seen: a memcg OOM).
+  live.swap = ensureSwap(`/var/tmp/vub-policy-${process.pid}.swap`, 2048, { always: true });
   const saved: Saved = { scenario, size, ...(scenario === 'weights' ? { weights } : {}), arms: arms.map((a) => a.name), results: [], timelines: {} };
   mkdirSync(out, { recursive: true });
   try {

@@ -117,7 +117,8 @@ export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: 
       const step = num(s, 'growStepMiB');
       squeezeMiB = num(s, 'growMiB');
       for (let done = 0; done < squeezeMiB; done += step) {
-        await g.vm.command(`alloc ${step}`, 120_000).catch(() => { allocFailed++; });
+        await g.vm.command(`alloc ${step}`, 120_000).catch((e: Error) => { if (!allocFailed++) c.log(`  ${g.spec.name}: ${e.message}`); });
+        if (!g.vm.running) break;
         await sleep(250);
       }
     } else {

@@ -18,9 +18,12 @@ export function removeSwapFile(path: string): void {
   rmSync(path, { force: true });
 }
 
-/** Turn on a swap file at `path` unless some swap is already on. */
-export function ensureSwap(path: string, sizeMiB: number): TempSwap {
-  if (activeSwaps().length > 0) return { path: null, remove: () => {} };
+/**
+ * Turn on a swap file at `path` unless some swap is already on; `always`:
+ * even then (on a shared machine another job's swap may go away mid-run).
+ */
+export function ensureSwap(path: string, sizeMiB: number, o: { always?: boolean } = {}): TempSwap {
+  if (!o.always && activeSwaps().length > 0) return { path: null, remove: () => {} };
   try {
     execFileSync('fallocate', ['-l', `${sizeMiB}M`, path]);
     execFileSync('chmod', ['600', path]);
