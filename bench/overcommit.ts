@@ -5,7 +5,9 @@
 // seed's did. Arms: vanilla (stock virtio-balloon-pci, no daemon), device (our
 // device, balloon never moved), our daemon with the seed's policy (+ stats /
 // message-queue guest pressure), and our daemon's defaults (with and without
-// free page reporting). Writes a JSON of
+// free page reporting); and, for issue 16, arms on one --host daemon for
+// both guests (seed, mom, proxmox, ours, ours-reporting; the --policy arms
+// need a daemon that has --policy). Writes a JSON of
 // raw results, an SVG timeline, and prints the seed-style table.
 //
 //   node dist/bench/overcommit.js [--arms vanilla,device,auto,auto-stats,auto-msgq,defaults,...] [--runs 3]
@@ -23,6 +25,8 @@ import { ensureSwap, type TempSwap } from '../lab/host/swap.js';
 import {
   type BalloonChoice, bizzyResult, createSwapDisk, type GuestImage, guestImage, guestSwap, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
 } from '../lab/vm/index.js';
+import { ARMS as POLICY_ARMS, type Arm as PolicyArm, unknownFlags } from './policy/arms.js';
+import { daemonHelp, Rig } from './policy/rig.js';
 import {
   type ArmRun, type BizzyRun, type GuestRun, markdownTable, procFaults, type Sample, seedTable, summarize, timelineSvg, vmstatSwap,
 } from './overcommit/report.js';
@@ -42,8 +46,10 @@ const STATS_OFF = ['--stats-available-percent', '0', '--stats-swap-in', '0', '--
 /**
  * seedPolicy: the daemon runs with SEED_POLICY; otherwise with its own defaults (and --hysteresis).
  * stockReporting: without a daemon, QEMU's stock device with free-page-reporting=on.
+ * host: one --host daemon serves both guests, as bench/policy's arm of that name (its flags, its reporting).
  */
-interface Arm { name: string; daemon: boolean; seedPolicy: boolean; daemonArgs: string[]; patched: boolean; stockReporting?: boolean }
+interface Arm { name: string; daemon: boolean; seedPolicy: boolean; daemonArgs: string[]; patched: boolean; stockReporting?: boolean; host?: PolicyArm }
+const hostArm = (name: string): Arm => ({ name, daemon: true, seedPolicy: false, daemonArgs: [], patched: false, host: POLICY_ARMS[name] as PolicyArm });
 const ARMS: Record<string, Arm> = {
   vanilla: { name: 'vanilla', daemon: false, seedPolicy: false, daemonArgs: [], patched: false },
   // Our device with the daemon attached but never moving the balloon: what the device itself costs.
@@ -58,6 +64,8 @@ const ARMS: Record<string, Arm> = {
   'vanilla-reporting': { name: 'vanilla-reporting', daemon: false, seedPolicy: false, daemonArgs: [], patched: false, stockReporting: true },
   // Our defaults without free page reporting: what our policy alone does with the balloon.
   'defaults-no-reporting': { name: 'defaults-no-reporting', daemon: true, seedPolicy: false, daemonArgs: ['--pressure', 'vmpressure', '--no-page-reporting'], patched: false },
+  // Issue 16: the presets and our policy on one host daemon that sees both guests.
+  seed: hostArm('seed'), mom: hostArm('mom'), proxmox: hostArm('proxmox'), ours: hostArm('ours'), 'ours-reporting': hostArm('ours-reporting'),
 };
 // The seed's policy: 32M per event, no rate limit, no waiting for the guest,
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page
@@ -66,12 +74,17 @@ let HYSTERESIS = '60s';
 let SEED_POLICY = ['--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
   '--pressure', 'vmpressure', '--pressure-level', 'low', '--no-page-reporting'];
 
-interface Live { vms: Vm[]; daemons: ChildProcess[]; memcg?: Memcg; swap?: TempSwap; runDir?: string }
+// Without --arms: the arms from before issue 16 (they run on any build).
+const DEFAULT_ARMS = Object.values(ARMS).filter((a) => !a.host).map((a) => a.name);
+
+interface Live { vms: Vm[]; daemons: ChildProcess[]; memcg?: Memcg; swap?: TempSwap; runDir?: string; rig?: Rig }
 const live: Live = { vms: [], daemons: [] };
 
 async function cleanup(): Promise<void> {
   await Promise.all(live.vms.splice(0).map((v) => v.shutdown(3000).catch(() => undefined)));
   for (const d of live.daemons.splice(0)) if (d.exitCode === null) d.kill('SIGKILL');
+  await live.rig?.stop();
+  live.rig = undefined;
   await live.memcg?.remove().catch(() => undefined);
   live.memcg = undefined;
 }
@@ -132,9 +145,15 @@ async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number
   const runDir = mkdtempSync(join(tmpdir(), 'vub-oc-'));
   const img = arm.patched ? (o.patched as GuestImage) : o.stock;
   const vms: Vm[] = [];
+  if (arm.host) {
+    live.rig = new Rig(runDir, memcg, arm.host, o.qemu, img);
+    await live.rig.startDaemon(['vm-down', 'vm-up'].map((name) => ({ name, memMiB: GUEST_MIB, swapMiB: o.guestSwapMiB })));
+  }
   for (const name of ['vm-down', 'vm-up'] as const) {
     let balloon: BalloonChoice = { kind: 'stock', ...(arm.stockReporting ? { freePageReporting: true } : {}) };
-    if (arm.daemon) {
+    if (live.rig) {
+      balloon = { kind: 'vhost-user', socketPath: live.rig.socket(name), reconnectSeconds: 1 };
+    } else if (arm.daemon) {
       startDaemon(name, memcg.path, arm, runDir);
       await waitFile(join(runDir, `${name}.sock`), 10_000);
       balloon = { kind: 'vhost-user', socketPath: join(runDir, `${name}.sock`), reconnectSeconds: 1 };
@@ -194,7 +213,8 @@ const HELP = `Usage: node dist/bench/overcommit.js [options]   (npm run bench:ov
 The seed's overcommit experiment, scaled to this machine (docs/experiment.md).
 Needs root (memcg, swap file) and the patched QEMU + guest image (npm run setup).
 
-  --arms LIST        comma-separated: ${Object.keys(ARMS).join(', ')} (default: all)
+  --arms LIST        comma-separated: ${Object.keys(ARMS).join(', ')}
+                     (default: ${DEFAULT_ARMS.join(',')}; seed, mom, proxmox need a daemon with --policy)
   --runs N           runs per arm, arms interleaved (default 3)
   --seconds S        length of one bizzy run in the guests (default 15)
   --delay S          vm-up starts this much later (default 15)
@@ -210,7 +230,7 @@ async function main(): Promise<void> {
     return;
   }
   const { values } = parseArgs({ options: {
-    arms: { type: 'string', default: Object.keys(ARMS).join(',') },
+    arms: { type: 'string', default: DEFAULT_ARMS.join(',') },
     runs: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '15' },
     delay: { type: 'string', default: '15' },
@@ -232,6 +252,11 @@ async function main(): Promise<void> {
     if (!arm) throw new UsageError(`unknown arm '${a}' (${Object.keys(ARMS).join(', ')})`);
     return arm;
   });
+  const help = daemonHelp();
+  for (const a of arms) {
+    const missing = a.host ? unknownFlags(a.host.daemonArgs, help) : [];
+    if (missing.length) throw new UsageError(`arm ${a.name} needs daemon option(s) ${missing.map((m) => `--${m}`).join(', ')}, which this build lacks (vhost-user-balloon --help)`);
+  }
   HYSTERESIS = values.hysteresis as string;
   SEED_POLICY = SEED_POLICY.map((a, i, all) => (all[i - 1] === '--hysteresis' ? HYSTERESIS : a));
   const runs = Number(values.runs), seconds = Number(values.seconds), delay = Number(values.delay);
