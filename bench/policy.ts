@@ -17,6 +17,7 @@ import { daemonHelp, type Rig } from './policy/rig.js';
 import { DEFAULT_WEIGHTS, runScenario, SIZES } from './policy/scenarios.js';
 import { timelineSvg } from './overcommit/report.js';
 import type { Allocator } from '../lab/host/allocator.js';
+import type { Memcg } from '../lab/host/memcg.js';
 
 const SCENARIOS = Object.keys(SIZES) as ScenarioName[];
 const RESERVE_PERCENT = DEFAULT_HOST_PARAMS.guestReservePercent;
@@ -98,8 +99,13 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new UsageError('needs root: it makes a memory cgroup and a swap file');
 
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  const live: { rig?: Rig; neighbour?: Allocator; swap?: TempSwap } = {};
-  const cleanup = async () => { await live.neighbour?.kill(); await live.rig?.stop(); live.swap?.remove(); };
+  const live: { rig?: Rig; neighbour?: Allocator; memcg?: Memcg; swap?: TempSwap } = {};
+  const cleanup = async () => {
+    await live.neighbour?.kill();
+    await live.rig?.stop();
+    await live.memcg?.remove().catch(() => undefined);
+    live.swap?.remove();
+  };
   const onSignal = () => { void cleanup().finally(() => process.exit(130)); };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);

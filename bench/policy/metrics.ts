@@ -139,7 +139,11 @@ export function shareErrors(vms: readonly VmResult[], reservePercent: number): {
 
 // --- tables -----------------------------------------------------------------------
 
-const f = (x: number | null | undefined, d = 0): string => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
+const f = (x: number | null | undefined, d = 0): string => {
+  if (x === null || x === undefined || !Number.isFinite(x)) return '-';
+  const t = x.toFixed(d);
+  return Number(t) === 0 ? (0).toFixed(d) : t;
+};
 const present = (xs: Array<number | null | undefined>): number[] => xs.filter((x): x is number => x !== null && x !== undefined && Number.isFinite(x));
 const m = (xs: Array<number | null | undefined>): number => mean(present(xs));
 const msd = (xs: number[], d = 0): string => `${f(mean(xs), d)}${xs.length > 1 ? ` ± ${f(stdev(xs), d)}` : ''}`;

@@ -53,14 +53,15 @@ export class Rig {
     if (this.arm.balloon !== 'ours') return;
     const conf = join(this.dir, 'conf');
     mkdirSync(conf, { recursive: true });
-    let host: string[] = [];
+    const { hostArgs: host, vmOptions: armOptions } = splitDaemonArgs(this.arm.daemonArgs, OPTION_TABLE);
     for (const s of specs) {
-      const { hostArgs, vmOptions } = splitDaemonArgs([...this.arm.daemonArgs, ...(s.daemonArgs ?? [])], OPTION_TABLE);
-      host = hostArgs;
+      const own = splitDaemonArgs(s.daemonArgs ?? [], OPTION_TABLE);
+      if (own.hostArgs.length) throw new Error(`${s.name}: ${own.hostArgs.join(' ')} is not a per-VM option of this daemon`);
       const options: Record<string, ConfigValue> = {
         ...splitDaemonArgs(this.memcg.pressureArgs(), OPTION_TABLE).vmOptions,
         'page-reporting': this.arm.freePageReporting,
-        ...vmOptions,
+        ...armOptions,
+        ...own.vmOptions,
         'socket-path': this.socket(s.name),
       };
       writeFileSync(join(conf, `${s.name}.json`), `${JSON.stringify(options, null, 1)}\n`);

@@ -65,11 +65,12 @@ function specs(c: RunContext): GuestSpec[] {
 }
 
 /** Shared by the three scenarios: set up, prepare, squeeze, hold, measure, tear down. */
-export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: Allocator }): Promise<RunOutput> {
+export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: Allocator; memcg?: Memcg }): Promise<RunOutput> {
   const s = c.size;
   const dir = mkdtempSync(join(tmpdir(), 'vub-pb-'));
   const fixedLimit = c.scenario === 'idle-neighbour';
   const memcg = Memcg.createAny(`vub-policy-${process.pid}-${c.arm.name}-${c.run}`, (fixedLimit ? num(s, 'limitMiB') : 16384) * MiB);
+  live.memcg = memcg;
   const rig = new Rig(dir, memcg, c.arm, c.qemu, c.img);
   live.rig = rig;
   try {
@@ -177,6 +178,7 @@ export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: 
     await rig.stop();
     live.rig = undefined;
     await memcg.remove().catch(() => undefined);
+    live.memcg = undefined;
     rmSync(dir, { recursive: true, force: true });
   }
 }
