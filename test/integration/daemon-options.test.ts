@@ -24,6 +24,11 @@ describe('daemon option errors', () => {
     [['--stats-direct-reclaim', '1X'], /--stats-direct-reclaim 1X: unknown unit/, /units: K, M, G/],
     [['--stats-available=50%'], /--stats-available 50%: give an absolute size/, /512M/],
     [['--message-vq-bit', '40'], /message.*40/, /6-23|off/],
+    [['--policy', 'hots'], /--policy "hots" is not a policy/, /did you mean "host"\? use one of host, seed, mom, proxmox/],
+    [['--policy', 'ovirt'], /--policy "ovirt" is not a policy/, /use one of host, seed, mom, proxmox/],
+    [['--weight', '-2'], /--weight: -2 is out of range/, /0 to 1000/],
+    [['--weight', 'heavy'], /--weight: not a number/, /from 0 to 1000/],
+    [['--reserve', '10%'], /--reserve 10%: give an absolute size/, /512M/],
     [['--pressure', 'vmpressure', '--memcg', '/sys/fs/cgroup/memory/vub-no-such-memcg'], /EBALLOON_PRESSURE_NOENT: .*vub-no-such-memcg does not exist/, /--memcg/],
     [['--pressure', 'psi', '--psi-trigger', 'some 150000 1000000'], /psi|trigger/i, /2 s|multiple/],
   ])('%j', (args, message, hint) => {
