@@ -5,11 +5,11 @@ import { basename, isAbsolute, resolve } from 'node:path';
 import yargs, { type Argv, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ControlClient } from '../control/client.js';
-import type { DaemonStatus, DecisionRecord } from '../control/status.js';
+import type { DaemonStatus, DecisionRecord, HostDecisionRecord } from '../control/status.js';
 import { parseSize } from '../units.js';
 import { BalloonError } from '../errors.js';
 import { controlSocketPath, hostControlSocket, runDir, validVmName } from '../paths.js';
-import { decisionsTable, hostStatusText, listTable, statusText, type ListRow } from './format.js';
+import { decisionsTable, hostDecisionsText, hostStatusText, listTable, statusText, type ListRow } from './format.js';
 import type { HostStatus } from '../service/host.js';
 import type { VmSummary } from '../service/vm.js';
 import { DEVICE_OPTION_NAMES, DEVICE_OPTIONS } from '../options/device.js';
@@ -184,10 +184,14 @@ export async function main(argv: string[]): Promise<void> {
       const r = await withClient(socketFor(a.vm, a), (c) => c.request(forVm(a.vm, { op: 'tune' as const, params })));
       print(a, r, () => `tuned: ${JSON.stringify(r)}`);
     })
-    .command('history [vm]', 'Policy decisions with their reasons', (y) => vmArg(y).option('limit', { type: 'number', default: 50 }), async (a) => {
-      const r = await withClient(socketFor(a.vm, a), (c) => c.request<{ decisions: DecisionRecord[] }>(forVm(a.vm, { op: 'history' as const, limit: a.limit })));
-      print(a, r, () => (r.decisions.length ? decisionsTable(r.decisions) : 'no decisions yet'));
-    })
+    .command('history [vm]', 'Policy decisions with their reasons; without a VM (host daemon): the host-wide decisions, each with the need, every VM\'s spare and its share',
+      (y) => vmArg(y).option('limit', { type: 'number', default: 50 }), async (a) => {
+        const r = await withClient(socketFor(a.vm, a), (c) => c.request<{ decisions: DecisionRecord[]; host?: HostDecisionRecord[] }>(forVm(a.vm, { op: 'history' as const, limit: a.limit })));
+        print(a, r, () => {
+          if (a.vm === undefined && r.host && r.decisions.length === 0) return r.host.length ? hostDecisionsText(r.host) : 'no host-wide decisions yet';
+          return r.decisions.length ? decisionsTable(r.decisions) : 'no decisions yet';
+        });
+      })
     .command('watch [vm]', 'Stream events (decisions, pressure, balloon changes) until Ctrl-C', (y) => vmArg(y), async (a) => {
       const c = await ControlClient.connect(socketFor(a.vm, a));
       await c.watch((ev) => process.stdout.write(`${JSON.stringify(ev)}\n`), a.vm);

@@ -19,6 +19,8 @@ export interface HostParams {
   headroomBytes: number;
   /** Look this far ahead at the cgroup's growth. */
   horizonMs: number;
+  /** Growth is measured against a sample at least this old (events can come ms apart: noise). */
+  growthWindowMs: number;
   /** A guest keeps at least this share of its RAM available (or its own --reserve, if larger). */
   guestReservePercent: number;
   /** Page cache a guest keeps whatever the need, as a share of its RAM. */
@@ -33,6 +35,7 @@ export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   headroomPercent: 10,
   headroomBytes: 128 * 2 ** 20,
   horizonMs: 2000,
+  growthWindowMs: 1000,
   guestReservePercent: 10,
   guestCacheKeepPercent: 5,
   stallPercent: 10,
@@ -275,7 +278,9 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     roomSince = null;
     reason = `headroom holds: ${mb(need.freeBytes)} free of ${mb(need.headroomBytes)} wanted${outstandingBytes ? `, ${mb(outstandingBytes)} on the way` : ''}`;
   }
-  return { state: { prev: cur, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
+  // Keep the older sample until the growth window has passed.
+  const prev = state.prev && cur.at - state.prev.at < p.growthWindowMs ? state.prev : cur;
+  return { state: { prev, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
 }
 
 const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
