@@ -134,8 +134,10 @@ export class PolicyRunner {
     }));
   }
 
+  /** The group's VMs of `policy`; none when none of them has a frontend (nothing to read the memcg for). */
   private members(g: Group, policy: PolicyName): Array<{ vm: RunnerVm; view: HostView }> {
-    return [...g.vms].map((vm) => ({ vm, view: vm.controller.hostView() })).filter((m) => m.view.policy === policy);
+    const m = [...g.vms].map((vm) => ({ vm, view: vm.controller.hostView() })).filter((x) => x.view.policy === policy);
+    return m.some((x) => x.view.connected) ? m : [];
   }
 
   private read(g: Group): MemcgReading | null {
