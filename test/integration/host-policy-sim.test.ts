@@ -141,4 +141,20 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     }));
     expect(daemon.find((l) => l.level >= 50)).toEqual([]);
   }, 60_000);
+
+  it('balloonctl tune changes a VM\'s policy, weight and reserve at run time, and says what to do with a bad one', async () => {
+    daemon = await DaemonProcess.startHost();
+    await daemon.addVm('t', { 'stats-interval': 0 });
+    const ctl = (args: string[]) => spawnSync(process.execPath, [BALLOONCTL, ...args], { encoding: 'utf8', env: { ...process.env, VUB_RUN_DIR: join(daemon!.dir, 'run') } });
+    expect(ctl(['tune', 't', '--policy', 'proxmox', '--weight', '2', '--reserve', '256M']).status).toBe(0);
+    const s = await daemon.request<DaemonStatus>({ op: 'status', vm: 't' });
+    expect(s.params).toMatchObject({ policy: 'proxmox', weight: 2, reserveBytes: 256 * MiB });
+    const bad = ctl(['tune', 't', '--policy', 'sed']);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/--policy "sed" is not a policy/);
+    expect(bad.stderr).toMatch(/did you mean "seed"\?/);
+    const heavy = ctl(['tune', 't', '--weight', '5000']);
+    expect(heavy.status).toBe(1);
+    expect(heavy.stderr).toMatch(/weight = 5000 is out of range[\s\S]*0 to 1000/);
+  });
 });
