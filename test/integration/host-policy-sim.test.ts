@@ -134,7 +134,22 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     expect(text.stdout).toMatch(/host (sample|pressure).* memcg .*: need \d+/);
     expect(text.stdout).toMatch(/VM +weight +spare +of it cache +share/);
     expect(text.stdout).toMatch(/\n +d +4 +[\d.]+ MiB/);
-    console.log('host policy, 4 VMs in one memcg:', JSON.stringify({
+    // Guest pressure: c's workload grows until MemAvailable (8 MiB) is far below its
+    // reserve (38.4 MiB): its next stats sample gives the whole shortfall back at once.
+    const c = guests[2]!;
+    const cBalloon = (await status('c')).balloonBytes;
+    Object.assign(c.vm, { cacheBytes: 8 * MiB, usedBytes: RAM - cBalloon - 8 * MiB });
+    const tPressure = Date.now();
+    await until(async () => (await status('c')).targetBytes < cBalloon, 5000, 'c to get memory back');
+    const giveBackMs = Date.now() - tPressure;
+    const cHist = (await daemon.request<{ decisions: Array<{ rule: string; event: string; reason: string; oldTargetBytes: number; newTargetBytes: number }> }>({ op: 'history', vm: 'c' })).decisions;
+    const back = cHist.filter((x) => x.rule === 'guest-pressure-deflate');
+    expect(back).toHaveLength(1);
+    expect(back[0]!.event).toMatch(/MemAvailable 8 MiB < reserve 38 MiB/);
+    expect(back[0]!.reason).toMatch(/deflate 30 MiB at once/);
+    expect((back[0]!.oldTargetBytes - back[0]!.newTargetBytes) / STEP).toBeGreaterThan(7); // not one 4 MiB step
+    expect((await status('c')).pressure.guest.inPressure).toBe(true); // hysteresis: the host leaves c alone now
+    console.log('host policy, 4 VMs in one memcg:', JSON.stringify({ giveBackMs,
       needMiB: Math.round(d0.needBytes / MiB), sharesMiB: Object.fromEntries(d0.vms.map((v) => [v.vm, Math.round(v.shareBytes / MiB)])),
       sparesMiB: Object.fromEntries(d0.vms.map((v) => [v.vm, Math.round(v.spareBytes / MiB)])), coveredMs,
       balloonsMiB: Object.fromEntries(final.map((s) => [s.vm, Math.round(s.balloonBytes / MiB)])),
