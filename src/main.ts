@@ -212,7 +212,13 @@ function hostPolicyOptions(a: Args): { sampleIntervalMs: number; hostParams: Hos
     if (n > 90) throw new BalloonError('EBALLOON_CONFIG', `--headroom ${text} is out of range`, 'allowed: 0% to 90% of the memcg limit, or a size such as 512M');
     hostParams = { ...DEFAULT_HOST_PARAMS, headroomPercent: n };
   } else {
-    hostParams = { ...DEFAULT_HOST_PARAMS, headroomPercent: 0, headroomBytes: bytesOption('headroom', text) };
+    let bytes: number;
+    try {
+      bytes = bytesOption('headroom', text);
+    } catch (err) {
+      throw new BalloonError('EBALLOON_CONFIG', (err as Error).message.split('\n')[0]!, 'give a share of the memcg limit (10%) or a size (512M)');
+    }
+    hostParams = { ...DEFAULT_HOST_PARAMS, headroomPercent: 0, headroomBytes: bytes };
   }
   return { sampleIntervalMs, hostParams };
 }

@@ -29,6 +29,10 @@ describe('daemon option errors', () => {
     [['--weight', '-2'], /--weight: -2 is out of range/, /0 to 1000/],
     [['--weight', 'heavy'], /--weight: not a number/, /from 0 to 1000/],
     [['--reserve', '10%'], /--reserve 10%: give an absolute size/, /512M/],
+    [['--sample-interval', '10ms'], /--sample-interval 10ms is out of range/, /100ms to 60s/],
+    [['--sample-interval', 'soon'], /--sample-interval soon: not a duration/, /60s/],
+    [['--headroom', '95%'], /--headroom 95% is out of range/, /0% to 90% of the memcg limit/],
+    [['--headroom', 'lots'], /--headroom lots: "lots" is not a size/, /a share of the memcg limit \(10%\) or a size \(512M\)/],
     [['--pressure', 'vmpressure', '--memcg', '/sys/fs/cgroup/memory/vub-no-such-memcg'], /EBALLOON_PRESSURE_NOENT: .*vub-no-such-memcg does not exist/, /--memcg/],
     [['--pressure', 'psi', '--psi-trigger', 'some 150000 1000000'], /psi|trigger/i, /2 s|multiple/],
   ])('%j', (args, message, hint) => {
