@@ -14,7 +14,8 @@ import { DEFAULT_HOST_PARAMS, splitNeed, type Spare } from '../../src/policy/hos
 import { DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
 import { SKIP, skipUnlessAll } from '../skip.js';
-import { haveV1Memory, isRoot, makeCgroup, MiB, useCgroupRig, V1_MEMORY, waitUntil } from './pressure-helpers.js';
+import { haveV1Memory, haveV2Psi, isRoot, makeCgroup, makePsiGroup, MiB, useCgroupRig, V1_MEMORY, V2, waitUntil } from './pressure-helpers.js';
+import { readScope } from '../../src/service/memcg-sample.js';
 
 async function until(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -171,5 +172,23 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     const heavy = ctl(['tune', 't', '--weight', '5000']);
     expect(heavy.status).toBe(1);
     expect(heavy.stderr).toMatch(/weight = 5000 is out of range[\s\S]*0 to 1000/);
+  });
+
+  it('reads the real files: a v1 memcg as its files say, a cgroup2 group with its PSI', async () => {
+    const cg = makeCgroup({ limitBytes: 256 * MiB });
+    rig.cgroups.push(cg);
+    const r = readScope({ kind: 'v1', dir: cg.v1 });
+    expect(r).toMatchObject({ limitBytes: 256 * MiB, psiSomeAvg10: null, source: 'memory.usage_in_bytes / memory.limit_in_bytes' });
+    expect(r.usageBytes).toBeLessThanOrEqual(readNumber(cg.v1, 'memory.usage_in_bytes'));
+    if (V2 === null || !haveV2Psi) return; // (v1-only view: nothing more to read)
+    const g = makePsiGroup();
+    try {
+      const v2 = readScope({ kind: 'v2', dir: g.dir });
+      expect(v2.psiSomeAvg10).toBeGreaterThanOrEqual(0);
+      expect(v2.limitBytes).toBeGreaterThan(0);
+      expect(v2.usageBytes).toBeLessThanOrEqual(v2.limitBytes);
+    } finally {
+      await g.remove();
+    }
   });
 });
