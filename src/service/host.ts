@@ -314,6 +314,8 @@ export class HostDaemon implements ControlHandler {
         if (req.vm === undefined && !(this.opts.mode === 'single' && this.vms.size === 1)) {
           return { decisions: [], host: this.runner.decisions.last(req.limit ?? 1000) };
         }
+        // One VM: its own decisions carry their host share; a single-VM daemon adds the host-wide ones.
+        if (this.opts.mode === 'host') return this.target(req.vm).controller.handle(req, peer);
         return { ...(this.target(req.vm).controller.handle(req, peer) as object), host: this.runner.decisions.last(req.limit ?? 1000) };
       case 'hello':
         if (req.vm === undefined && !(this.opts.mode === 'single' && this.vms.size === 1)) {
