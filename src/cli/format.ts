@@ -20,6 +20,8 @@ export function statusText(s: DaemonStatus): string {
     ['target', mib(s.targetBytes)],
     ['actual', `${mib(s.actualBytes)} (counted from queues: ${mib(s.balloonBytes)})`],
     ['mode', s.mode + (s.hold ? ` (held by ${s.hold.owner} since ${s.hold.sinceTime})` : '')],
+    ['policy', s.params.policy === undefined ? '?' : `${String(s.params.policy)}${s.params.policy === 'host'
+      ? ` (weight ${String(s.params.weight)}, reserve ${Number(s.params.reserveBytes) ? mib(Number(s.params.reserveBytes)) : '10 % of RAM'})` : ''}`],
     ['host pressure', `${s.pressure.host.source}: ${s.pressure.host.events} events, last ${s.pressure.host.lastEventTime ?? 'never'}`],
     ['guest pressure', s.pressure.guest.inPressure
       ? `yes, until ${s.pressure.guest.untilTime} (last signal: ${s.pressure.guest.lastSignal})`

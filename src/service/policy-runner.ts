@@ -85,7 +85,7 @@ export class PolicyRunner {
     }
     g.vms.add(vm);
     this.scopes.set(vm, key);
-    this.timer ??= setInterval(() => this.tick(), this.opts.intervalMs).unref();
+    this.timer ??= setInterval(() => this.safely('sample', () => this.tick()), this.opts.intervalMs).unref();
   }
 
   remove(vm: RunnerVm): void {
@@ -104,7 +104,16 @@ export class PolicyRunner {
     const g = this.groups.get(this.scopes.get(vm) ?? '');
     if (!g || g.lastEvent === ev) return;
     g.lastEvent = ev;
-    this.runHost(g, `pressure ${ev.source} ${ev.level}${ev.count > 1 ? ` x${ev.count}` : ''}`, ev.wokeAt);
+    this.safely('pressure', () => this.runHost(g, `pressure ${ev.source} ${ev.level}${ev.count > 1 ? ` x${ev.count}` : ''}`, ev.wokeAt));
+  }
+
+  /** A failing round is logged, never a crash of the daemon: the VMs keep their targets. */
+  private safely(what: string, f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      this.opts.log.error({ err, what }, 'host policy round failed; targets unchanged');
+    }
   }
 
   /** The periodic sample: the host policy every interval, the baselines on their own intervals. */

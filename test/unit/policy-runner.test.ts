@@ -145,6 +145,15 @@ describe('policy runner', () => {
     expect(r2.runner.status()[0]).toMatchObject({ reading: null, error: null });
   });
 
+  it('a round that fails is logged, not thrown: the daemon and the other groups go on', () => {
+    const r = rig(2040);
+    stops.push(() => r.runner.stop());
+    const a = new FakeVm('a');
+    a.controller.hostTarget = () => { throw new Error('boom'); };
+    r.runner.add(a, { kind: 'v1', dir: CG });
+    expect(() => r.runner.pressure(a, ev())).not.toThrow();
+  });
+
   it('an unreadable memcg changes nothing and says so in status', () => {
     const r = rig(2040);
     stops.push(() => r.runner.stop());
