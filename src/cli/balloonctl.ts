@@ -167,7 +167,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('ceiling', { type: 'string', describe: 'Largest balloon, e.g. 2G' })
       .option('rate-limit', { type: 'string', describe: 'At most one host-driven step per this interval, e.g. 1s' })
       .option('level', { choices: ['low', 'medium', 'critical'] as const, describe: 'vmpressure level to react to' })
-      .option('policy', { type: 'string', describe: 'host, seed, mom or proxmox (docs/policy.md)' })
+      .option('policy', { type: 'string', describe: 'host, seed, mom or proxmox (docs/policy.md); seed without --rate-limit is the source design: no rate limit, no waiting' })
       .option('weight', { type: 'number', describe: 'Host policy: share of the memcg\'s need, relative to its other VMs (0-1000)' })
       .option('reserve', { type: 'string', describe: 'Host policy: memory the guest keeps available, e.g. 512M (0: 10 % of its RAM)' }),
     async (a) => {
@@ -184,6 +184,8 @@ export async function main(argv: string[]): Promise<void> {
       if (a['rate-limit']) params.rateLimitMs = parseDurationMs(a['rate-limit']);
       if (a.level) params.level = a.level;
       if (a.policy !== undefined) params.policy = policyOption(a.policy);
+      // The seed is the source design unless a rate limit is asked for with it, as on the command line.
+      if (params.policy === 'seed' && params.rateLimitMs === undefined) Object.assign(params, { rateLimitMs: 0, waitForGuest: false });
       if (a.weight !== undefined) {
         if (!Number.isFinite(a.weight)) throw new BalloonError('EBALLOON_CONFIG', '--weight: not a number', 'give a weight from 0 to 1000, e.g. --weight 2');
         params.weight = a.weight;

@@ -165,6 +165,8 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     expect(ctl(['tune', 't', '--policy', 'proxmox', '--weight', '2', '--reserve', '256M']).status).toBe(0);
     const s = await daemon.request<DaemonStatus>({ op: 'status', vm: 't' });
     expect(s.params).toMatchObject({ policy: 'proxmox', weight: 2, reserveBytes: 256 * MiB });
+    expect(ctl(['tune', 't', '--policy', 'seed']).status).toBe(0);
+    expect((await daemon.request<DaemonStatus>({ op: 'status', vm: 't' })).params).toMatchObject({ policy: 'seed', rateLimitMs: 0, waitForGuest: false });
     const bad = ctl(['tune', 't', '--policy', 'sed']);
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/--policy "sed" is not a policy/);
