@@ -54,29 +54,58 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     daemon = undefined;
   });
 
+  /** A VM in `memcg` and its simulated guest, whose RAM is charged to the memcg as QEMU's would be (touched from inside it). */
+  async function addGuest(memcg: string, name: string, usedMiB: number, cacheMiB: number, options: Record<string, unknown> = {}): Promise<SimGuest> {
+    const socket = await daemon!.addVm(name, {
+      pressure: 'vmpressure', memcg, step: `${STEP / MiB}M`, 'stats-interval': 1, 'page-reporting': false, ...options,
+    });
+    const g = await SimGuest.start({ socketPath: socket, ramBytes: RAM, autoStats: true });
+    Object.assign(g.vm, { usedBytes: usedMiB * MiB, cacheBytes: cacheMiB * MiB });
+    guests.push(g);
+    const home = ownMemcg();
+    writeFileSync(join(memcg, 'cgroup.procs'), String(process.pid));
+    try {
+      g.mem.touch(0, g.mem.usableEnd);
+    } finally {
+      writeFileSync(join(home, 'cgroup.procs'), String(process.pid));
+    }
+    followers.push(g.follow());
+    return g;
+  }
+
+  it.each([
+    // MOM: below 20 % free every guest shrinks by 5 % of its size in a round.
+    ['mom', (size: number) => 0.05 * size, 'mom round'],
+    // Proxmox: at most 100 MiB per VM per round towards 80 % use.
+    ['proxmox', () => 100 * MiB, 'proxmox round'],
+  ] as const)('--policy %s runs its published round in the same runner, on the memcg\'s limit and usage', async (policy, most, event) => {
+    const cg = makeCgroup({ limitBytes: 4096 * MiB });
+    rig.cgroups.push(cg);
+    daemon = await DaemonProcess.startHost();
+    for (const name of ['x', 'y']) await addGuest(cg.v1, name, 48, 48, { policy, floor: '128M' });
+    const status = (vm: string) => daemon!.request<DaemonStatus>({ op: 'status', vm });
+    await until(async () => (await Promise.all(['x', 'y'].map(status))).every((s) => s.stats !== null), 10_000, 'stats from both guests');
+    // 30 MiB free of the limit: 1-2 % free, 98 % used.
+    writeFileSync(join(cg.v1, 'memory.limit_in_bytes'), String(readNumber(cg.v1, 'memory.usage_in_bytes') + 30 * MiB));
+    await until(async () => (await Promise.all(['x', 'y'].map(status))).every((s) => s.targetBytes > 0), 20_000, `a ${policy} round (every 15 s for MOM, 10 s for Proxmox)`);
+    for (const vm of ['x', 'y']) {
+      const s = await status(vm);
+      const d = s.decisions.find((x) => x.rule === 'host-policy-inflate')!;
+      expect(d.event).toBe(event);
+      expect(d.newTargetBytes).toBeLessThanOrEqual(Math.ceil(most(RAM)) + 4096);
+      expect(d.newTargetBytes).toBeGreaterThan(0);
+    }
+    const host = (await daemon.request<{ host: HostDecisionRecord[] }>({ op: 'history' })).host;
+    expect(host.find((x) => x.vms.some((v) => v.shareBytes > 0))).toMatchObject({ policy, trigger: 'round', group: `memcg ${cg.v1}` });
+  }, 60_000);
+
   it('splits the need by weight and spare, caps the guest with little to spare, and the memcg gets its headroom back', async () => {
     const cg = makeCgroup({ limitBytes: 4096 * MiB });
     rig.cgroups.push(cg);
     daemon = await DaemonProcess.startHost(['--headroom', `${HEADROOM / MiB}M`]);
     // name, weight, guest used memory and page cache (MiB): d has little to spare.
     const spec = [['a', 1, 48, 48], ['b', 1, 48, 48], ['c', 2, 48, 48], ['d', 4, 300, 20]] as const;
-    const home = ownMemcg();
-    for (const [name, weight, used, cache] of spec) {
-      const socket = await daemon.addVm(name, {
-        pressure: 'vmpressure', memcg: cg.v1, weight, step: `${STEP / MiB}M`, 'stats-interval': 1, 'page-reporting': false,
-      });
-      const g = await SimGuest.start({ socketPath: socket, ramBytes: RAM, autoStats: true });
-      Object.assign(g.vm, { usedBytes: used * MiB, cacheBytes: cache * MiB });
-      guests.push(g);
-      // Charge the guest's RAM to the memcg, as QEMU's would be: touched from inside it.
-      writeFileSync(join(cg.v1, 'cgroup.procs'), String(process.pid));
-      try {
-        g.mem.touch(0, g.mem.usableEnd);
-      } finally {
-        writeFileSync(join(home, 'cgroup.procs'), String(process.pid));
-      }
-      followers.push(g.follow());
-    }
+    for (const [name, weight, used, cache] of spec) await addGuest(cg.v1, name, used, cache, { weight });
     const status = (vm: string) => daemon!.request<DaemonStatus>({ op: 'status', vm });
     // Every guest has sent stats: none is stale.
     await until(async () => (await Promise.all(spec.map(([n]) => status(n)))).every((s) => s.stats !== null), 10_000, 'stats from every guest');
