@@ -92,7 +92,10 @@ export class HostDaemon implements ControlHandler {
     }
     if (this.opts.metricsListen) {
       this.metrics = await serveMetrics(this.opts.metricsListen,
-        buildRegistry(() => [...this.vms.values()].map((v) => ({ vm: v.name, src: v.metrics() })), this.latency));
+        buildRegistry(() => [...this.vms.values()].map((v) => ({ vm: v.name, src: v.metrics() })), this.latency,
+          () => this.runner.status().map((g) => ({
+            group: g.group, usageBytes: g.reading?.usageBytes ?? null, limitBytes: g.reading?.limitBytes ?? null, needBytes: g.lastDecision?.needBytes ?? null,
+          }))));
       log.info({ metrics: this.opts.metricsListen }, 'metrics on /metrics');
     }
     const runtime = this.restoreState();

@@ -6,9 +6,11 @@
 // back within its headroom. `balloonctl history` shows the need, each VM's
 // spare and its share.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
+import { scrapeUnix } from '../../bench/device/prom.js';
 import type { DaemonStatus, HostDecisionRecord } from '../../src/control/status.js';
 import { DEFAULT_HOST_PARAMS, splitNeed, type Spare } from '../../src/policy/host.js';
 import { DaemonProcess } from '../sim/daemon.js';
@@ -43,6 +45,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
   let daemon: DaemonProcess | undefined;
   const guests: SimGuest[] = [];
   const followers: Array<{ stop: () => void; done: Promise<void> }> = [];
+  const files: string[] = [];
 
   afterEach(async () => {
     for (const f of followers.splice(0)) {
@@ -52,6 +55,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     for (const g of guests.splice(0)) g.close();
     await daemon?.stop();
     daemon = undefined;
+    for (const f of files.splice(0)) rmSync(f, { force: true });
   });
 
   /** A VM in `memcg` and its simulated guest, whose RAM is charged to the memcg as QEMU's would be (touched from inside it). */
@@ -102,7 +106,9 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
   it('splits the need by weight and spare, caps the guest with little to spare, and the memcg gets its headroom back', async () => {
     const cg = makeCgroup({ limitBytes: 4096 * MiB });
     rig.cgroups.push(cg);
-    daemon = await DaemonProcess.startHost(['--headroom', `${HEADROOM / MiB}M`]);
+    const metricsSock = join(tmpdir(), `vub-hp-metrics-${process.pid}.sock`);
+    files.push(metricsSock);
+    daemon = await DaemonProcess.startHost(['--headroom', `${HEADROOM / MiB}M`, '--metrics-listen', `unix:${metricsSock}`]);
     // name, weight, guest used memory and page cache (MiB): d has little to spare.
     const spec = [['a', 1, 48, 48], ['b', 1, 48, 48], ['c', 2, 48, 48], ['d', 4, 300, 20]] as const;
     for (const [name, weight, used, cache] of spec) await addGuest(cg.v1, name, used, cache, { weight });
@@ -179,6 +185,12 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     expect(back[0]!.reason).toMatch(/deflate 30 MiB at once/);
     expect((back[0]!.oldTargetBytes - back[0]!.newTargetBytes) / STEP).toBeGreaterThan(7); // not one 4 MiB step
     expect((await status('c')).pressure.guest.inPressure).toBe(true); // hysteresis: the host leaves c alone now
+    // Metrics: the group's usage, limit and latest need.
+    const prom = await scrapeUnix(metricsSock);
+    const group = `memcg ${cg.v1}`;
+    expect(prom).toContain(`vub_group_limit_bytes{group="${group}"} ${readNumber(cg.v1, 'memory.limit_in_bytes')}`);
+    expect(prom).toMatch(new RegExp(`vub_group_need_bytes\\{group="${group}"\\} \\d+`));
+    expect(prom).toMatch(new RegExp(`vub_group_usage_bytes\\{group="${group}"\\} \\d+`));
     console.log('host policy, 4 VMs in one memcg:', JSON.stringify({ giveBackMs,
       needMiB: Math.round(d0.needBytes / MiB), sharesMiB: Object.fromEntries(d0.vms.map((v) => [v.vm, Math.round(v.shareBytes / MiB)])),
       sparesMiB: Object.fromEntries(d0.vms.map((v) => [v.vm, Math.round(v.spareBytes / MiB)])), coveredMs,
