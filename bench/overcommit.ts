@@ -71,7 +71,7 @@ const ARMS: Record<string, Arm> = {
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page
 // reporting off: as in the seed, the balloon is the only way memory goes back.
 let HYSTERESIS = '60s';
-let SEED_POLICY = ['--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
+let SEED_POLICY = ['--policy', 'seed', '--step', '32M', '--hysteresis', '60s', '--rate-limit', '0', '--no-wait-for-guest',
   '--pressure', 'vmpressure', '--pressure-level', 'low', '--no-page-reporting'];
 
 // Without --arms: the arms from before issue 16 (they run on any build).

@@ -21,6 +21,7 @@ export default defineConfig({
       'test/integration/hysteresis-sim.test.ts',
       'test/integration/control-socket.test.ts',
       'test/integration/metrics.test.ts',
+      'test/integration/host-policy-sim.test.ts',
     ],
     env: { VUB_SANITIZE_DIR: dir },
     fileParallelism: false,

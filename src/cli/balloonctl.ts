@@ -5,14 +5,14 @@ import { basename, isAbsolute, resolve } from 'node:path';
 import yargs, { type Argv, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ControlClient } from '../control/client.js';
-import type { DaemonStatus, DecisionRecord } from '../control/status.js';
+import type { DaemonStatus, DecisionRecord, HostDecisionRecord } from '../control/status.js';
 import { parseSize } from '../units.js';
 import { BalloonError } from '../errors.js';
 import { controlSocketPath, hostControlSocket, runDir, validVmName } from '../paths.js';
-import { decisionsTable, hostStatusText, listTable, statusText, type ListRow } from './format.js';
+import { decisionsTable, hostDecisionsText, hostStatusText, listTable, statusText, type ListRow } from './format.js';
 import type { HostStatus } from '../service/host.js';
 import type { VmSummary } from '../service/vm.js';
-import { DEVICE_OPTION_NAMES, DEVICE_OPTIONS } from '../options/device.js';
+import { DEVICE_OPTION_NAMES, DEVICE_OPTIONS, policyOption } from '../options/device.js';
 import { closest } from '../options/values.js';
 import { timelineSvg, TimelineMark, TimelineSample } from './plot.js';
 
@@ -166,7 +166,10 @@ export async function main(argv: string[]): Promise<void> {
       .option('floor', { type: 'string', describe: 'Never shrink the guest below this size, e.g. 512M' })
       .option('ceiling', { type: 'string', describe: 'Largest balloon, e.g. 2G' })
       .option('rate-limit', { type: 'string', describe: 'At most one host-driven step per this interval, e.g. 1s' })
-      .option('level', { choices: ['low', 'medium', 'critical'] as const, describe: 'vmpressure level to react to' }),
+      .option('level', { choices: ['low', 'medium', 'critical'] as const, describe: 'vmpressure level to react to' })
+      .option('policy', { type: 'string', describe: 'host, seed, mom or proxmox (docs/policy.md); seed without --rate-limit is the source design: no rate limit, no waiting' })
+      .option('weight', { type: 'number', describe: 'Host policy: share of the memcg\'s need, relative to its other VMs (0-1000)' })
+      .option('reserve', { type: 'string', describe: 'Host policy: memory the guest keeps available, e.g. 512M (0: 10 % of its RAM)' }),
     async (a) => {
       const params: Record<string, unknown> = {};
       const bytes = (v: string) => {
@@ -180,14 +183,28 @@ export async function main(argv: string[]): Promise<void> {
       if (a.ceiling) params.maxBalloonBytes = bytes(a.ceiling);
       if (a['rate-limit']) params.rateLimitMs = parseDurationMs(a['rate-limit']);
       if (a.level) params.level = a.level;
-      if (Object.keys(params).length === 0) throw new BalloonError('EBALLOON_CONFIG', 'nothing to tune', 'give at least one of --step --hysteresis --floor --ceiling --rate-limit --level');
+      if (a.policy !== undefined) params.policy = policyOption(a.policy);
+      // The seed is the source design unless a rate limit is asked for with it, as on the command line.
+      if (params.policy === 'seed' && params.rateLimitMs === undefined) Object.assign(params, { rateLimitMs: 0, waitForGuest: false });
+      if (a.weight !== undefined) {
+        if (!Number.isFinite(a.weight)) throw new BalloonError('EBALLOON_CONFIG', '--weight: not a number', 'give a weight from 0 to 1000, e.g. --weight 2');
+        params.weight = a.weight;
+      }
+      if (a.reserve !== undefined) params.reserveBytes = a.reserve === '0' ? 0 : bytes(a.reserve);
+      if (Object.keys(params).length === 0) {
+        throw new BalloonError('EBALLOON_CONFIG', 'nothing to tune', 'give at least one of --step --hysteresis --floor --ceiling --rate-limit --level --policy --weight --reserve');
+      }
       const r = await withClient(socketFor(a.vm, a), (c) => c.request(forVm(a.vm, { op: 'tune' as const, params })));
       print(a, r, () => `tuned: ${JSON.stringify(r)}`);
     })
-    .command('history [vm]', 'Policy decisions with their reasons', (y) => vmArg(y).option('limit', { type: 'number', default: 50 }), async (a) => {
-      const r = await withClient(socketFor(a.vm, a), (c) => c.request<{ decisions: DecisionRecord[] }>(forVm(a.vm, { op: 'history' as const, limit: a.limit })));
-      print(a, r, () => (r.decisions.length ? decisionsTable(r.decisions) : 'no decisions yet'));
-    })
+    .command('history [vm]', 'Policy decisions with their reasons; without a VM (host daemon): the host-wide decisions, each with the need, every VM\'s spare and its share',
+      (y) => vmArg(y).option('limit', { type: 'number', default: 50 }), async (a) => {
+        const r = await withClient(socketFor(a.vm, a), (c) => c.request<{ decisions: DecisionRecord[]; host?: HostDecisionRecord[] }>(forVm(a.vm, { op: 'history' as const, limit: a.limit })));
+        print(a, r, () => {
+          if (a.vm === undefined && r.host && r.decisions.length === 0) return r.host.length ? hostDecisionsText(r.host) : 'no host-wide decisions yet';
+          return r.decisions.length ? decisionsTable(r.decisions) : 'no decisions yet';
+        });
+      })
     .command('watch [vm]', 'Stream events (decisions, pressure, balloon changes) until Ctrl-C', (y) => vmArg(y), async (a) => {
       const c = await ControlClient.connect(socketFor(a.vm, a));
       await c.watch((ev) => process.stdout.write(`${JSON.stringify(ev)}\n`), a.vm);

@@ -1,5 +1,5 @@
 // Human-readable output for balloonctl: aligned tables and status blocks.
-import type { DaemonStatus, DecisionRecord } from '../control/status.js';
+import type { DaemonStatus, DecisionRecord, HostDecisionRecord } from '../control/status.js';
 import { formatBytes } from '../units.js';
 import type { HostStatus } from '../service/host.js';
 import type { VmSummary } from '../service/vm.js';
@@ -20,6 +20,8 @@ export function statusText(s: DaemonStatus): string {
     ['target', mib(s.targetBytes)],
     ['actual', `${mib(s.actualBytes)} (counted from queues: ${mib(s.balloonBytes)})`],
     ['mode', s.mode + (s.hold ? ` (held by ${s.hold.owner} since ${s.hold.sinceTime})` : '')],
+    ['policy', s.params.policy === undefined ? '?' : `${String(s.params.policy)}${s.params.policy === 'host'
+      ? ` (weight ${String(s.params.weight)}, reserve ${Number(s.params.reserveBytes) ? mib(Number(s.params.reserveBytes)) : '10 % of RAM'})` : ''}`],
     ['host pressure', `${s.pressure.host.source}: ${s.pressure.host.events} events, last ${s.pressure.host.lastEventTime ?? 'never'}`],
     ['guest pressure', s.pressure.guest.inPressure
       ? `yes, until ${s.pressure.guest.untilTime} (last signal: ${s.pressure.guest.lastSignal})`
@@ -39,12 +41,36 @@ export function statusText(s: DaemonStatus): string {
   return out.join('\n');
 }
 
+const when = (t: string) => t.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+const signed = (b: number) => (b > 0 ? `+${mib(b)}` : b < 0 ? `-${mib(-b)}` : '0');
+
 export function decisionsTable(d: DecisionRecord[]): string {
-  return table(['time', 'rule', 'event', 'target', 'reason'], d.map((x) => [
-    x.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), x.rule, x.event,
+  const withHost = d.some((x) => x.host);
+  const headers = ['time', 'rule', 'event', 'target', ...(withHost ? ['need', 'spare', 'share'] : []), 'reason'];
+  return table(headers, d.map((x) => [
+    when(x.time), x.rule, x.event,
     x.oldTargetBytes === x.newTargetBytes ? mib(x.newTargetBytes) : `${mib(x.oldTargetBytes)} -> ${mib(x.newTargetBytes)}`,
+    ...(withHost ? (x.host ? [mib(x.host.needBytes), x.host.policy === 'host' ? `${mib(x.host.spareBytes)}${x.host.stale ? ' (stale)' : ''}` : '-', signed(x.host.shareBytes)] : ['', '', '']) : []),
     x.reason,
   ]));
+}
+
+/** The host-wide decisions: per decision its need and reason, then each VM's spare and share. */
+export function hostDecisionsText(d: HostDecisionRecord[]): string {
+  const out: string[] = [];
+  for (const x of d) {
+    const psi = x.psiSomeAvg10 === null ? '' : `, PSI some avg10 ${x.psiSomeAvg10}%`;
+    out.push(`${when(x.time)}  #${x.seq} ${x.policy} ${x.trigger}${x.count > 1 ? ` (x${x.count})` : ''}  ${x.group}: need ${mib(x.needBytes)}`
+      + ` (usage ${mib(x.usageBytes)} of ${mib(x.limitBytes)}${x.headroomBytes ? `, headroom ${mib(x.headroomBytes)}` : ''}${psi}`
+      + `${x.outstandingBytes ? `, ${mib(x.outstandingBytes)} on the way` : ''})`);
+    out.push(`  ${x.reason}`);
+    out.push(table(['  VM', 'weight', 'spare', 'of it cache', 'share', 'target', 'note'], x.vms.map((v) => [
+      `  ${v.vm}`, String(v.weight), x.policy === 'host' ? mib(v.spareBytes) : '-', x.policy === 'host' ? mib(v.cacheSpareBytes) : '-', signed(v.shareBytes),
+      v.oldTargetBytes === v.newTargetBytes ? mib(v.newTargetBytes) : `${mib(v.oldTargetBytes)} -> ${mib(v.newTargetBytes)}`,
+      v.excluded ?? (v.stale ? 'stats stale: one step at most' : ''),
+    ])));
+  }
+  return out.join('\n');
 }
 
 /** A VM as `list` shows it: from the host daemon (summary) or its own daemon (status). */
@@ -75,6 +101,8 @@ export function hostStatusText(h: HostStatus): string {
     `host daemon pid ${h.pid} (${h.version}): ${h.devices} VM${h.devices === 1 ? '' : 's'}, ${h.connected} connected`,
     `guest RAM ${mib(t.guestRamBytes)}, target ${mib(t.targetBytes)}, actual ${mib(t.actualBytes)}, ballooned ${mib(t.balloonBytes)}`,
     ...h.pressure.map((p) => `host pressure: ${p.description} (${p.subscribers} VM${p.subscribers === 1 ? '' : 's'}, ${p.state})`),
+    ...(h.policy ?? []).map((g) => `host policy: ${g.group} (${g.vms.join(', ')}): ${g.error ? `cannot read: ${g.error}`
+      : g.reading ? `usage ${mib(g.reading.usageBytes)} of ${mib(g.reading.limitBytes)}${g.lastDecision ? `, last need ${mib(g.lastDecision.needBytes)} at ${when(g.lastDecision.time)}` : ''}` : 'not read yet'}`),
   ];
   if (h.vms.length) lines.push('', listTable(h.vms.map((v) => ({ name: v.vm, summary: v }))));
   return lines.join('\n');

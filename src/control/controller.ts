@@ -7,6 +7,7 @@ import { BalloonError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { mergeParams, PolicyParams } from '../policy/params.js';
 import { ceilingPages, Decision, guestInPressure, initialState, mode, PolicyEvent, PolicyState, step } from '../policy/step.js';
+import type { HostShareInfo } from '../policy/types.js';
 import type { HostPressureEvent } from '../pressure/types.js';
 import { featureNames } from '../virtio/features.js';
 import { PressureLatency } from './latency.js';
@@ -44,6 +45,28 @@ export interface HistoryRecord extends DecisionRecord {
   cause: string | null;
   count: number;
   firstTime?: string;
+}
+
+/** What the host-wide runner needs of one VM (bytes; times on the controller's clock). */
+export interface HostView {
+  vm: string;
+  connected: boolean;
+  policy: PolicyParams['policy'];
+  /** Automatic mode on, no manual hold. */
+  auto: boolean;
+  inGuestPressure: boolean;
+  weight: number;
+  reserveBytes: number;
+  stepBytes: number;
+  floorBytes: number;
+  ramBytes: number;
+  balloonBytes: number;
+  targetBytes: number;
+  ceilingBytes: number;
+  /** Latest stats, MemAvailable corrected by what the balloon will have moved since (see hostView). */
+  stats: { availableBytes?: number; cachesBytes?: number; freeBytes?: number } | null;
+  /** Age of the latest stats sample (ms), or null without one. */
+  statsAgeMs: number | null;
 }
 
 export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged: [RuntimeSettings] }> {
@@ -151,6 +174,40 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
     this.apply({ type: 'host-pressure', source: ev.source, level: ev.level, count: ev.count }, ev.wokeAt);
   }
 
+  /**
+   * This VM as the host-wide policy sees it. MemAvailable (and MemFree) in
+   * the last sample were measured with the balloon at the size it had then;
+   * what the balloon will have taken since, once it reaches its target, is
+   * no longer available, so it is subtracted.
+   */
+  hostView(): HostView {
+    const s = this.state;
+    const now = this.now();
+    const dev = this.device;
+    const st = s.prevStats;
+    const balloon = pagesToBytes(dev.balloonPages);
+    const target = pagesToBytes(s.targetPages);
+    const since = Math.max(0, Math.max(target, balloon) - pagesToBytes(s.prevStatsBalloonPages));
+    const less = (v: number | undefined) => (v === undefined ? undefined : Math.max(0, v - since));
+    const ceiling = pagesToBytes(ceilingPages(s));
+    return {
+      vm: this.opts.vm, connected: dev.connected, policy: s.params.policy, auto: mode(s) === 'auto', inGuestPressure: guestInPressure(s, now),
+      weight: s.params.weight, reserveBytes: s.params.reserveBytes, stepBytes: s.params.stepBytes, floorBytes: s.params.floorBytes,
+      ramBytes: dev.guestRamBytes || s.guestRamBytes, balloonBytes: balloon, targetBytes: target, ceilingBytes: ceiling,
+      stats: st ? {
+        ...(st.available_memory !== undefined ? { availableBytes: less(st.available_memory)! } : {}),
+        ...(st.disk_caches !== undefined ? { cachesBytes: st.disk_caches } : {}),
+        ...(st.free_memory !== undefined ? { freeBytes: less(st.free_memory)! } : {}),
+      } : null,
+      statsAgeMs: s.prevStatsAt === null ? null : now - s.prevStatsAt,
+    };
+  }
+
+  /** The host-wide runner sets a target (host policy, mom, proxmox); returns the decision. */
+  hostTarget(bytes: number, event: string, reason: string, host?: HostShareInfo, wokeAt?: bigint): Decision | null {
+    return this.apply({ type: 'host-target', pages: bytesToPages(bytes), event, reason, ...(host ? { host } : {}) }, wokeAt);
+  }
+
   /** Guest RAM from the memory table, once QEMU connected. */
   guestRamKnown(bytes: number): void {
     if (bytes > 0) this.apply({ type: 'guest-ram', bytes });
@@ -190,6 +247,7 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
       time, rule: d.rule, event: d.event,
       oldTargetBytes: pagesToBytes(d.oldTargetPages), newTargetBytes: pagesToBytes(d.newTargetPages), reason: d.reason,
       cause: d.cause, count: fold ? fold.count + 1 : 1, ...(fold ? { firstTime: fold.firstTime ?? fold.time } : {}),
+      ...(d.host ? { host: d.host } : {}),
     };
     // A storm of ignored host events (85 a second measured) folds into one
     // entry with a count, so the bounded history keeps the decisions that matter.

@@ -35,7 +35,17 @@ export function pressureToConfigChangeSummary(): Summary<'vm'> {
  * One registry for every VM of the daemon: each sample carries the VM's name
  * in the `vm` label, read at scrape time from `vms()`.
  */
-export function buildRegistry(vms: () => ReadonlyArray<{ vm: string; src: MetricsSource }>, latency: Summary<'vm'>): Registry {
+/** What the host-wide policy shows per group (the memcg its VMs share). */
+export interface GroupMetrics {
+  group: string;
+  usageBytes: number | null;
+  limitBytes: number | null;
+  /** The need of the latest host-policy decision, or null before one. */
+  needBytes: number | null;
+}
+
+export function buildRegistry(vms: () => ReadonlyArray<{ vm: string; src: MetricsSource }>, latency: Summary<'vm'>,
+  groups: () => readonly GroupMetrics[] = () => []): Registry {
   const registry = new Registry();
   const perVm = <L extends string>(name: string, help: string, labels: L[], kind: 'counter' | 'gauge',
     fill: (src: MetricsSource, add: (labels: Record<L, string>, v: number) => void) => void) => {
@@ -82,6 +92,19 @@ export function buildRegistry(vms: () => ReadonlyArray<{ vm: string; src: Metric
     for (const [stat, v] of Object.entries(src.guestStats() ?? {})) add({ stat }, v ?? 0);
   });
   new Gauge({ name: 'vub_devices', help: 'Balloon devices this daemon serves', registers: [registry], collect() { this.set(vms().length); } });
+  const perGroup = (name: string, help: string, read: (g: GroupMetrics) => number | null) => new Gauge({
+    name, help, labelNames: ['group'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const g of groups()) {
+        const v = read(g);
+        if (v !== null) this.set({ group: g.group }, v);
+      }
+    },
+  });
+  perGroup('vub_group_usage_bytes', 'Host-wide policy: the group\'s usage (less inactive file cache) at its last reading', (g) => g.usageBytes);
+  perGroup('vub_group_limit_bytes', 'Host-wide policy: the group\'s limit at its last reading', (g) => g.limitBytes);
+  perGroup('vub_group_need_bytes', 'Host-wide policy: what the group needed back at its latest decision', (g) => g.needBytes);
   return registry;
 }
 

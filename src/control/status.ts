@@ -1,6 +1,7 @@
 // What `status` returns: the contract between the daemon and balloonctl.
 import type { DeviceCounters } from '../device/counters.js';
 import type { GuestStats } from '../device/stats.js';
+import type { HostShareInfo } from '../policy/types.js';
 import type { LatencySnapshot } from './latency.js';
 
 export type Mode = 'auto' | 'manual' | 'off';
@@ -16,6 +17,35 @@ export interface DecisionRecord {
   newTargetBytes: number;
   /** Why, in words (ignored events say why they were ignored). */
   reason: string;
+  /** Host-wide decisions: the need, this VM's spare and its share. */
+  host?: HostShareInfo;
+}
+
+/** One decision of the host-wide runner for the VMs of one memcg (balloonctl history, no VM). */
+export interface HostDecisionRecord {
+  seq: number;
+  time: string;
+  /** The memcg (or host memory) the VMs share. */
+  group: string;
+  policy: string;
+  /** What woke the runner: "sample", "pressure vmpressure low", "round" (baselines). */
+  trigger: string;
+  needBytes: number;
+  headroomBytes: number;
+  freeBytes: number;
+  limitBytes: number;
+  usageBytes: number;
+  growthBps: number;
+  psiSomeAvg10: number | null;
+  /** Inflation asked for and not done yet, counted against the need. */
+  outstandingBytes: number;
+  reason: string;
+  vms: Array<{
+    vm: string; weight: number; spareBytes: number; cacheSpareBytes: number; stale: boolean; excluded: string | null;
+    shareBytes: number; oldTargetBytes: number; newTargetBytes: number;
+  }>;
+  /** Decisions folded into this one (no target changed in any of them). */
+  count: number;
 }
 
 export interface DaemonStatus {

@@ -5,7 +5,7 @@
 // every source gets the same defaults, checks and messages.
 import yargs, { type Argv } from 'yargs';
 import { BalloonError } from '../errors.js';
-import { DEFAULT_PARAMS, mergeParams, type PolicyParams } from '../policy/params.js';
+import { DEFAULT_PARAMS, mergeParams, POLICY_NAMES, type PolicyName, type PolicyParams } from '../policy/params.js';
 import type { PressureConfig } from '../pressure/detect.js';
 import { DEFAULT_PSI_TRIGGER, parsePsiTrigger, psiTriggerText } from '../pressure/psi.js';
 import { VMPRESSURE_LEVELS, VMPRESSURE_MODES } from '../pressure/types.js';
@@ -19,13 +19,19 @@ const HOST = 'Host pressure:';
 const DEVICE = 'Device:';
 
 export const DEVICE_OPTIONS = {
+  policy: {
+    group: POLICY, type: 'string', default: 'host',
+    describe: 'What moves the balloon on host pressure: host = the host-wide policy (how much the memcg needs back, split among its VMs by what each can spare and --weight; guest pressure gives back the guest\'s shortfall at once); seed = the source design (+--step per host event, no rate limit, no waiting, cancellation, --hysteresis); mom, proxmox = the oVirt MOM and Proxmox auto-ballooning algorithms, as baselines',
+  },
+  weight: { group: POLICY, type: 'number', default: DEFAULT_PARAMS.weight, describe: 'Host policy: this VM\'s share of what its memcg needs back, relative to the other VMs there (weight x spare); 0 = never asked. Proxmox: shares = 1000 x weight' },
+  reserve: { group: POLICY, type: 'string', default: '0', describe: 'Host policy: memory the guest keeps available whatever the host needs (0: 10 % of its RAM; the larger applies); below it, the guest gets its shortfall back at once' },
   auto: { group: POLICY, type: 'boolean', default: true, describe: 'Automatic ballooning; --no-auto starts with only manual targets (balloonctl auto VM on turns it on)' },
   step: { group: POLICY, type: 'string', default: '32M', describe: 'Balloon change per host-pressure event and per guest-pressure deflate; the source design\'s value, about 85 ms of inflation under TCG' },
   hysteresis: { group: POLICY, type: 'string', default: '60s', describe: 'After guest pressure, ignore host pressure this long; the source design\'s value, about 12 stats samples' },
   floor: { group: POLICY, type: 'string', default: '0', describe: 'Never balloon the guest below this size (0: no floor, as the daemon cannot know the working set; set one in production)' },
   'max-balloon': { group: POLICY, type: 'string', default: '0', describe: 'Largest balloon (0: guest RAM minus the floor)' },
-  'rate-limit': { group: POLICY, type: 'string', default: '1s', describe: 'At most one host-driven step per interval, so a storm (~85 vmpressure events/s measured) is one step; 0 steps on every event as the source design did' },
-  'wait-for-guest': { group: POLICY, type: 'boolean', default: true, describe: 'Step again only once the guest is within 256 pages of the last target, so a guest that cannot inflate is not pushed further (--no-wait-for-guest: the source design)' },
+  'rate-limit': { group: POLICY, type: 'string', describe: '--policy seed: at most one host-driven step per interval, so a storm (~85 vmpressure events/s measured) is one step (default 0: every event steps, as the source design did; 1s is this project\'s fix)' },
+  'wait-for-guest': { group: POLICY, type: 'boolean', describe: '--policy seed: step again only once the guest is within 256 pages of the last target, so a guest that cannot inflate is not pushed further (default off, as the source design)' },
   'stats-available-percent': { group: STATS, type: 'number', default: DEFAULT_PARAMS.stats.availablePercent, describe: 'MemAvailable (tag 6) under this % of MemTotal: the guest is short of memory' },
   'stats-available': { group: STATS, type: 'string', default: '0', describe: 'MemAvailable under this size (the larger threshold applies); for large guests, with a lower percentage' },
   'stats-swap-in': { group: STATS, type: 'string', default: '4M', describe: 'Swap-in (tag 0) grew this much since the last sample: the guest fetches back pages it needs' },
@@ -71,6 +77,15 @@ export interface DeviceSettings {
   device: { statsIntervalMs: number; discard: 'deferred' | 'immediate'; features: FeatureChoice };
 }
 
+/** --policy NAME, with a did-you-mean for a near miss. */
+export function policyOption(text: unknown): PolicyName {
+  const name = String(text);
+  if ((POLICY_NAMES as readonly string[]).includes(name)) return name as PolicyName;
+  const near = closest(name, POLICY_NAMES);
+  throw new BalloonError('EBALLOON_CONFIG', `--policy ${JSON.stringify(name)} is not a policy`,
+    `${near ? `did you mean "${near}"? ` : ''}use one of ${POLICY_NAMES.join(', ')} (host is the default)`);
+}
+
 /** Parsed arguments to settings; every error names its option. */
 export function settingsFromArgs(a: DeviceArgs): DeviceSettings {
   if (!(a['stats-interval'] >= 0)) throw new BalloonError('EBALLOON_CONFIG', `--stats-interval ${a['stats-interval']}: expected seconds >= 0`);
@@ -78,14 +93,21 @@ export function settingsFromArgs(a: DeviceArgs): DeviceSettings {
   if (bit !== 'off' && !validMessageVqBit(Number(bit))) {
     throw new BalloonError('EBALLOON_CONFIG', `--message-vq-bit ${bit}: expected ${MESSAGE_VQ_BIT_MIN}-${MESSAGE_VQ_BIT_MAX} or "off"`, 'bits 0-5 belong to upstream features');
   }
+  const policy = policyOption(a.policy);
+  // The seed runs as the source design unless told otherwise; the fixes
+  // (rate limit, wait for the guest) only matter to the per-event policy.
+  const seed = policy === 'seed';
   const params = withOptionNames(() => mergeParams(DEFAULT_PARAMS, {
+    policy,
+    weight: countOption('weight', 'weight', a.weight),
+    reserveBytes: bytesOrZero('reserve', a.reserve),
     stepBytes: bytesOption('step', a.step),
     hysteresisMs: durationMs('hysteresis', a.hysteresis),
     floorBytes: bytesOrZero('floor', a.floor),
     maxBalloonBytes: bytesOrZero('max-balloon', a['max-balloon']),
-    rateLimitMs: durationMs('rate-limit', a['rate-limit']),
+    rateLimitMs: a['rate-limit'] === undefined ? (seed ? 0 : DEFAULT_PARAMS.rateLimitMs) : durationMs('rate-limit', a['rate-limit']),
     enabled: a.auto,
-    waitForGuest: a['wait-for-guest'],
+    waitForGuest: a['wait-for-guest'] ?? (seed ? false : DEFAULT_PARAMS.waitForGuest),
     stats: {
       availablePercent: countOption('stats-available-percent', 'stats.availablePercent', a['stats-available-percent']),
       availableBytes: bytesOrZero('stats-available', a['stats-available']),

@@ -29,6 +29,7 @@ export function durationMs(name: string, text: string): number {
 
 /** Policy parameter names as operators type them. */
 export const OPTION_OF_PARAM: Record<string, string> = {
+  policy: '--policy', weight: '--weight', reserveBytes: '--reserve',
   stepBytes: '--step', hysteresisMs: '--hysteresis', floorBytes: '--floor', maxBalloonBytes: '--max-balloon',
   rateLimitMs: '--rate-limit', enabled: '--auto', waitForGuest: '--wait-for-guest',
   'stats.availablePercent': '--stats-available-percent', 'stats.availableBytes': '--stats-available',

@@ -19,18 +19,27 @@ export interface HostParams {
   headroomBytes: number;
   /** Look this far ahead at the cgroup's growth. */
   horizonMs: number;
+  /** Growth is measured against a sample at least this old (events can come ms apart: noise). */
+  growthWindowMs: number;
   /** A guest keeps at least this share of its RAM available (or its own --reserve, if larger). */
   guestReservePercent: number;
   /** Page cache a guest keeps whatever the need, as a share of its RAM. */
   guestCacheKeepPercent: number;
+  /** PSI "some avg10" at or above this (%): the group stalls on memory, whatever its usage says ... */
+  stallPercent: number;
+  /** ... and then needs at least this much back (and gets nothing given back). */
+  stallNeedBytes: number;
 }
 
 export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   headroomPercent: 10,
   headroomBytes: 128 * 2 ** 20,
   horizonMs: 2000,
+  growthWindowMs: 1000,
   guestReservePercent: 10,
   guestCacheKeepPercent: 5,
+  stallPercent: 10,
+  stallNeedBytes: 32 * 2 ** 20,
 });
 
 export interface CgroupSample {
@@ -38,6 +47,8 @@ export interface CgroupSample {
   usageBytes: number;
   /** Monotonic ms. */
   at: number;
+  /** PSI some avg10 (%) of the group, where the kernel has it. */
+  psiSomeAvg10?: number | null;
 }
 
 export interface Need {
@@ -48,6 +59,8 @@ export interface Need {
   freeBytes: number;
   /** Bytes per second, from the previous sample (0 without one, or when shrinking). */
   growthBps: number;
+  /** The group stalls on memory (PSI at or above stallPercent). */
+  stalling: boolean;
 }
 
 export function headroomOf(p: HostParams, limitBytes: number): number {
@@ -61,7 +74,9 @@ export function computeNeed(p: HostParams, prev: CgroupSample | null, cur: Cgrou
   const dt = prev ? cur.at - prev.at : 0;
   const growthBps = prev && dt > 0 ? Math.max(0, ((cur.usageBytes - prev.usageBytes) * 1000) / dt) : 0;
   const ahead = (growthBps * p.horizonMs) / 1000;
-  return { needBytes: Math.max(0, Math.ceil(headroomBytes - freeBytes + ahead)), headroomBytes, freeBytes, growthBps };
+  const stalling = cur.psiSomeAvg10 != null && p.stallPercent > 0 && cur.psiSomeAvg10 >= p.stallPercent;
+  const byUsage = Math.max(0, Math.ceil(headroomBytes - freeBytes + ahead));
+  return { needBytes: stalling ? Math.max(byUsage, p.stallNeedBytes) : byUsage, headroomBytes, freeBytes, growthBps, stalling };
 }
 
 /** What the policy knows of one VM. */
@@ -90,9 +105,13 @@ export interface Spare {
   stale: boolean;
 }
 
+/** A guest's reserve: its own --reserve, or the default share of its RAM, whichever is larger. */
+export const reserveOf = (ramBytes: number, ownReserveBytes: number, percent = DEFAULT_HOST_PARAMS.guestReservePercent): number =>
+  Math.max(ownReserveBytes, Math.floor((ramBytes * percent) / 100));
+
 /** What a VM can give: MemAvailable above its reserve, split into cache and free; bounded by its ceiling. */
 export function spareOf(p: HostParams, v: VmView): Spare {
-  const reserveBytes = Math.max(v.reserveBytes, Math.floor((v.ramBytes * p.guestReservePercent) / 100));
+  const reserveBytes = reserveOf(v.ramBytes, v.reserveBytes, p.guestReservePercent);
   const room = Math.max(0, v.ceilingBytes - v.balloonBytes);
   const available = v.stats?.availableBytes;
   // Nothing known: it may still be asked for one step (the split caps stale VMs).
@@ -201,7 +220,24 @@ export interface GroupDecision {
  * covered by inflations under way, or, after `give.afterMs` with plenty of
  * room, give some back, most to the VMs that gave most for their weight.
  */
-export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState, cur: CgroupSample, vms: readonly GroupVm[], staleStepBytes: number): { state: GroupState; decision: GroupDecision } {
+/**
+ * Shares in whole units (the VM's step): rounded up, but never beyond what
+ * the VM can spare in whole units. A VM that cannot spare one unit gives nothing.
+ */
+export function inUnits(shares: readonly Share[], spares: readonly Spare[], staleStepBytes: number, unitBytes: (vm: string) => number): Share[] {
+  return shares.map((sh) => {
+    if (sh.bytes <= 0) return sh;
+    const sp = spares.find((x) => x.vm === sh.vm);
+    const unit = Math.max(1, unitBytes(sh.vm));
+    const total = sp ? (sp.stale ? Math.min(sp.cacheBytes + sp.freeBytes, staleStepBytes) : sp.cacheBytes + sp.freeBytes) : sh.bytes;
+    const bytes = Math.min(Math.ceil(sh.bytes / unit), Math.floor(total / unit)) * unit;
+    const fromCache = Math.min(sh.fromCache, bytes);
+    return { ...sh, bytes, fromCache, fromFree: bytes - fromCache };
+  });
+}
+
+export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState, cur: CgroupSample, vms: readonly GroupVm[], staleStepBytes: number,
+  unitBytes?: (vm: string) => number): { state: GroupState; decision: GroupDecision } {
   const need = computeNeed(p, state.prev, cur);
   const managed = vms.filter((v) => !v.excluded);
   const outstandingBytes = managed.reduce((n, v) => n + Math.max(0, v.targetBytes - v.balloonBytes), 0);
@@ -215,15 +251,16 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
   if (toAsk > 0) {
     roomSince = null;
     shares = splitNeed(toAsk, spares, weights, staleStepBytes);
+    if (unitBytes) shares = inUnits(shares, spares, staleStepBytes, unitBytes);
     for (const s of shares) {
       if (s.bytes <= 0) continue;
       const v = managed.find((m) => m.vm === s.vm)!;
       targets.set(s.vm, Math.max(v.targetBytes, v.balloonBytes) + s.bytes);
     }
     const given = shares.reduce((n, s) => n + s.bytes, 0);
-    reason = `need ${mb(need.needBytes)} (headroom ${mb(need.headroomBytes)}, free ${mb(need.freeBytes)}, growth ${mb(need.growthBps)}/s)`
+    reason = `need ${mb(need.needBytes)} (headroom ${mb(need.headroomBytes)}, free ${mb(need.freeBytes)}, growth ${mb(need.growthBps)}/s${need.stalling ? `, PSI some avg10 ${cur.psiSomeAvg10}%` : ''})`
       + `${outstandingBytes ? `, ${mb(outstandingBytes)} already on the way` : ''}: asked ${mb(given)}${given < toAsk ? `, ${mb(toAsk - given)} more than the guests can spare` : ''}`;
-  } else if (need.freeBytes >= give.roomFactor * need.headroomBytes) {
+  } else if (!need.stalling && need.freeBytes >= give.roomFactor * need.headroomBytes) {
     roomSince ??= cur.at;
     const room = need.freeBytes - 1.5 * need.headroomBytes;
     const holders = managed.filter((v) => v.balloonBytes > 0);
@@ -241,7 +278,9 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     roomSince = null;
     reason = `headroom holds: ${mb(need.freeBytes)} free of ${mb(need.headroomBytes)} wanted${outstandingBytes ? `, ${mb(outstandingBytes)} on the way` : ''}`;
   }
-  return { state: { prev: cur, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
+  // Keep the older sample until the growth window has passed.
+  const prev = state.prev && cur.at - state.prev.at < p.growthWindowMs ? state.prev : cur;
+  return { state: { prev, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
 }
 
 const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;

@@ -23,9 +23,22 @@ export interface StatsPressureParams {
   maxSampleGapMs: number;
 }
 
+/**
+ * Who moves the balloon on host pressure: `host` (the host-wide policy:
+ * need, spare, weighted split; the default), `seed` (the source design: a
+ * step per host event), or the `mom` / `proxmox` baselines.
+ */
+export type PolicyName = 'host' | 'seed' | 'mom' | 'proxmox';
+export const POLICY_NAMES: readonly PolicyName[] = Object.freeze(['host', 'seed', 'mom', 'proxmox']);
+
 export interface PolicyParams {
   /** Automatic mode at start; runtime changes go through the `auto` event. */
   enabled: boolean;
+  policy: PolicyName;
+  /** Share of the host's need this VM gives, relative to the other VMs of its memcg (host policy; Proxmox: shares / 1000). */
+  weight: number;
+  /** Memory the guest keeps available whatever the need (host policy); 0: 10 % of its RAM. The larger of the two applies. */
+  reserveBytes: number;
   /** Balloon change per host-pressure event and per guest-pressure deflate (seed: 32 MiB). */
   stepBytes: number;
   /** After a guest-pressure signal the guest counts as in pressure this long; host events are ignored meanwhile (seed: 60 s). */
@@ -44,6 +57,9 @@ export interface PolicyParams {
 
 export const DEFAULT_PARAMS: Readonly<PolicyParams> = Object.freeze({
   enabled: true,
+  policy: 'host',
+  weight: 1,
+  reserveBytes: 0,
   stepBytes: 32 * MiB,
   hysteresisMs: 60_000,
   floorBytes: 0,
@@ -63,10 +79,13 @@ export const DEFAULT_PARAMS: Readonly<PolicyParams> = Object.freeze({
 }) as PolicyParams;
 
 /** The seed design's behaviour: every host event steps, no wait for the guest. */
-export const SEED_PARAMS: Readonly<PolicyParams> = Object.freeze({ ...DEFAULT_PARAMS, rateLimitMs: 0, waitForGuest: false });
+export const SEED_PARAMS: Readonly<PolicyParams> = Object.freeze({ ...DEFAULT_PARAMS, policy: 'seed', rateLimitMs: 0, waitForGuest: false });
+
+/** The step policy with this project's fixes (rate limit, wait for the guest): the defaults of --policy seed --rate-limit 1s --wait-for-guest. */
+export const SEED_FIXED_PARAMS: Readonly<PolicyParams> = Object.freeze({ ...DEFAULT_PARAMS, policy: 'seed' });
 
 type NumberRange = { kind: 'number'; min: number; max: number; integer: boolean; unit: string };
-type Spec = NumberRange | { kind: 'boolean' };
+type Spec = NumberRange | { kind: 'boolean' } | { kind: 'choice'; values: readonly string[] };
 
 const num = (min: number, max: number, unit: string, integer = true): NumberRange => ({ kind: 'number', min, max, integer, unit });
 const bool: Spec = { kind: 'boolean' };
@@ -74,6 +93,9 @@ const bool: Spec = { kind: 'boolean' };
 /** Every setting, by its dotted name, with the range validation enforces. */
 export const PARAM_SPECS: Readonly<Record<string, Spec>> = {
   enabled: bool,
+  policy: { kind: 'choice', values: POLICY_NAMES },
+  weight: num(0, 1000, '(0 to 1000; 0 = never asked by the host policy)', false),
+  reserveBytes: num(0, 2 ** 50, 'bytes (0 = 10 % of guest RAM)'),
   stepBytes: num(4 * KiB, 64 * GiB, 'bytes (4 KiB to 64 GiB)'),
   hysteresisMs: num(0, 24 * 3600_000, 'ms (0 to 24 h)'),
   floorBytes: num(0, 2 ** 50, 'bytes (0 = no floor)'),
@@ -93,6 +115,7 @@ export const PARAM_SPECS: Readonly<Record<string, Spec>> = {
 export const PARAM_NAMES: readonly string[] = Object.freeze(Object.keys(PARAM_SPECS));
 
 function describeRange(spec: Spec): string {
+  if (spec.kind === 'choice') return `one of ${spec.values.join(', ')}`;
   return spec.kind === 'boolean' ? 'true or false' : `${spec.integer ? 'an integer ' : ''}from ${spec.min} to ${spec.max} ${spec.unit}`;
 }
 
@@ -100,9 +123,13 @@ function configError(message: string, hint: string): BalloonError {
   return new BalloonError('EBALLOON_CONFIG', message, hint);
 }
 
-function checked(name: string, value: unknown): number | boolean {
+function checked(name: string, value: unknown): number | boolean | string {
   const spec = PARAM_SPECS[name];
   if (!spec) throw configError(`unknown setting ${name}`, `settings: ${PARAM_NAMES.join(', ')}`);
+  if (spec.kind === 'choice') {
+    if (typeof value !== 'string' || !spec.values.includes(value)) throw configError(`${name} = ${JSON.stringify(value)} is not allowed`, `allowed: ${describeRange(spec)}`);
+    return value;
+  }
   if (spec.kind === 'boolean') {
     if (typeof value !== 'boolean') throw configError(`${name} = ${JSON.stringify(value)} is not allowed`, `allowed: ${describeRange(spec)}`);
     return value;

@@ -21,6 +21,8 @@
 import type { GuestStats } from '../device/stats.js';
 import type { PolicyParams } from './params.js';
 import { mibText } from '../units.js';
+import { giveBack } from './give-back.js';
+import { reserveOf } from './host.js';
 import { baselineUsable, statsPressure } from './stats.js';
 import {
   Action, Cause, Decision, GuestPressureSource, MAX_PAGES, Mode, PAGE, PolicyEvent, PolicyState, Rule, StepResult,
@@ -40,7 +42,7 @@ export const GUEST_SLACK_PAGES = 256;
 export function initialState(params: PolicyParams, autoEnabled = params.enabled): PolicyState {
   return {
     params: { ...params, enabled: autoEnabled }, targetPages: 0, balloonPages: 0, guestRamBytes: 0, autoEnabled, hold: null,
-    lastGuestPressureAt: null, lastGuestPressureSource: null, lastHostStepAt: null, prevStats: null, prevStatsAt: null,
+    lastGuestPressureAt: null, lastGuestPressureSource: null, lastHostStepAt: null, prevStats: null, prevStatsAt: null, prevStatsBalloonPages: 0,
     clockMs: Number.NEGATIVE_INFINITY, previousGuest: null,
   };
 }
@@ -86,7 +88,11 @@ export function step(prev: PolicyState, ev: PolicyEvent, nowIn: number): StepRes
   const s = now === prev.clockMs ? prev : { ...prev, clockMs: now };
   switch (ev.type) {
     case 'host-pressure':
-      return hostPressure(s, ev, now);
+      // Only the seed steps per host event; the other policies hear host
+      // pressure through the host-wide runner (service/policy-runner.ts).
+      return s.params.policy === 'seed' ? hostPressure(s, ev, now) : quiet(s);
+    case 'host-target':
+      return hostTarget(s, ev, now);
     case 'guest-pressure': {
       const n = times(ev.count);
       return guestPressure(s, now, ev.source, n, 0, `guest pressure (${ev.source}${n > 1 ? ` x${n}` : ''})`);
@@ -218,6 +224,11 @@ function guestPressure(s: PolicyState, now: number, source: GuestPressureSource,
   const noted: PolicyState = { ...s, lastGuestPressureAt: now, lastGuestPressureSource: source };
   const until = `in pressure until +${Math.round(s.params.hysteresisMs / 1000)} s`;
   const m = mode(s);
+  const policy = s.params.policy;
+  if ((policy === 'mom' || policy === 'proxmox') && m === 'auto') {
+    // The published algorithms read guest memory each round and nothing else.
+    return decide(noted, s, now, 'guest-pressure-ignored', 'baseline', event, `--policy ${policy} has no guest-pressure rule: its next round decides`);
+  }
   if (m !== 'auto') {
     const why = m === 'manual' ? `manual target held by ${s.hold!.owner}` : 'automatic mode is off';
     // The guest gave pages back to survive an OOM: asking for them again
@@ -228,6 +239,7 @@ function guestPressure(s: PolicyState, now: number, source: GuestPressureSource,
     }
     return decide(noted, s, now, 'guest-pressure-ignored', m === 'manual' ? 'manual-hold' : 'auto-off', event, `${why}; the guest counts as ${until}`);
   }
+  if (policy === 'host') return hostGiveBack(noted, s, now, source, event, until);
   let target = s.targetPages;
   let cancelled = false;
   let deflated = 0;
@@ -256,8 +268,71 @@ function guestPressure(s: PolicyState, now: number, source: GuestPressureSource,
 
 function statsSample(s: PolicyState, stats: GuestStats, now: number): StepResult {
   const prev = baselineUsable(s.params, s.prevStatsAt, now) ? s.prevStats : null;
-  const pressure = statsPressure(s.params, prev, stats);
-  const next = { ...s, prevStats: stats, prevStatsAt: now };
+  let pressure = statsPressure(s.params, prev, stats);
+  const next = { ...s, prevStats: stats, prevStatsAt: now, prevStatsBalloonPages: s.balloonPages };
+  if (s.params.policy === 'host' && stats.available_memory !== undefined) {
+    // The host policy keeps each guest's reserve available: below it, the guest is short.
+    const reserve = reserveOf(s.guestRamBytes || stats.total_memory || 0, s.params.reserveBytes);
+    if (stats.available_memory < reserve) {
+      const why = `MemAvailable ${mibText(stats.available_memory)} < reserve ${mibText(reserve)}`;
+      pressure = { why: pressure ? `${pressure.why}; ${why}` : why, shortfallBytes: Math.max(pressure?.shortfallBytes ?? 0, reserve - stats.available_memory) };
+    }
+  }
   if (!pressure) return quiet(next);
   return guestPressure(next, now, 'stats', 1, Math.ceil(pressure.shortfallBytes / PAGE), `guest pressure (stats: ${pressure.why})`);
+}
+
+/** The host policy's answer to guest pressure: cancel, then give back the guest's shortfall at once (give-back.ts). */
+function hostGiveBack(noted: PolicyState, s: PolicyState, now: number, source: GuestPressureSource, event: string, until: string): StepResult {
+  const afterCancel = Math.min(s.targetPages, s.balloonPages);
+  const stats = s.prevStats;
+  const avail = stats?.available_memory;
+  // The sample saw the balloon at prevStatsBalloonPages; what moved since comes back (or went) too.
+  const availablePages = avail === undefined ? null : Math.max(0, Math.floor(avail / PAGE) + s.prevStatsBalloonPages - afterCancel);
+  const reservePages = Math.ceil(reserveOf(s.guestRamBytes || stats?.total_memory || 0, s.params.reserveBytes) / PAGE);
+  const g = giveBack({ targetPages: s.targetPages, balloonPages: s.balloonPages, stepPages: stepPages(s.params), reservePages, availablePages, source });
+  const next = { ...noted, targetPages: g.targetPages };
+  const short = g.shortfallPages > 0 ? `shortfall ${mib(g.shortfallPages)} against its reserve ${mib(reservePages)}` : `no shortfall known${availablePages === null ? ' (no stats)' : ''}: one step`;
+  if (g.deflatedPages > 0) {
+    return decide(next, s, now, 'guest-pressure-deflate', null, event,
+      `${g.cancelledPages ? `inflation cancelled at ${mib(s.balloonPages)}, then ` : ''}deflate ${mib(g.deflatedPages)} at once (${short}); ${until}`);
+  }
+  if (g.cancelledPages) {
+    return decide(next, s, now, 'guest-pressure-cancel', null, event,
+      `inflation in progress (balloon ${mib(s.balloonPages)} < target ${mib(s.targetPages)}): cancelled at the current size; ${until}`);
+  }
+  return decide(next, s, now, 'guest-pressure-ignored', 'balloon-empty', event, `nothing ballooned to give back; ${until}`);
+}
+
+/**
+ * A target from the host-wide runner. Manual holds and auto off win; the
+ * host policy does not inflate a guest in pressure (hysteresis; the runner
+ * leaves such guests out, this catches a race); the baselines have no such
+ * rule. Always within the ceiling.
+ */
+function hostTarget(s: PolicyState, ev: Extract<PolicyEvent, { type: 'host-target' }>, now: number): StepResult {
+  const host = ev.host;
+  const withHost = (r: StepResult): StepResult => {
+    if (!host || !r.decision) return r;
+    const decision = { ...r.decision, host };
+    return { ...r, decision, actions: r.actions.map((a) => ({ ...a, decision })) };
+  };
+  const ignore = (cause: Cause, reason: string) => withHost(decide(s, s, now, 'host-policy-ignored', cause, ev.event, reason));
+  const m = mode(s);
+  if (m === 'manual') return ignore('manual-hold', `manual target held by ${s.hold!.owner}`);
+  if (m === 'off') return ignore('auto-off', 'automatic mode is off');
+  const wanted = pagesOf(ev.pages);
+  if (wanted > s.targetPages) {
+    if (s.params.policy === 'host' && guestInPressure(s, now)) {
+      const left = s.lastGuestPressureAt! + s.params.hysteresisMs - now;
+      return ignore('guest-pressure', `guest in pressure (${s.lastGuestPressureSource}) for another ${Math.ceil(left / 1000)} s`);
+    }
+    if (s.guestRamBytes === 0) return ignore('guest-ram-unknown', 'guest RAM not known yet: the floor cannot be checked');
+  }
+  const max = ceilingPages(s);
+  const target = Math.min(max, wanted);
+  if (target === s.targetPages) return wanted > max ? ignore('ceiling', `balloon at its ceiling ${mib(max)}`) : quiet(s);
+  const rule = target > s.targetPages ? 'host-policy-inflate' : 'host-policy-deflate';
+  return withHost(decide({ ...s, targetPages: target, lastHostStepAt: now }, s, now, rule, wanted > max ? 'ceiling' : null, ev.event,
+    `${ev.reason}${wanted > max ? `; stopped at the ceiling ${mib(max)}` : ''}`));
 }

@@ -28,6 +28,8 @@ export interface PolicyState {
   lastHostStepAt: number | null;
   prevStats: GuestStats | null;
   prevStatsAt: number | null;
+  /** Balloon size when prevStats came: MemAvailable in it was measured with this much ballooned. */
+  prevStatsBalloonPages: number;
   /** Latest time seen: a `now` that goes backwards is read as this. */
   clockMs: number;
   /**
@@ -65,19 +67,42 @@ export type PolicyEvent =
   | { type: 'release' }
   | { type: 'auto'; enabled: boolean }
   /** New, already validated settings (mergeParams / validateParams). */
-  | { type: 'tune'; params: PolicyParams };
+  | { type: 'tune'; params: PolicyParams }
+  /** The host-wide runner (host policy, or the mom / proxmox baselines) sets a new target. */
+  | { type: 'host-target'; pages: number; event: string; reason: string; host?: HostShareInfo };
+
+/** What the host-wide policy saw of one VM when it decided (for the history). */
+export interface HostShareInfo {
+  /** Host decision this share belongs to (its seq in the host history). */
+  decision?: number;
+  policy: string;
+  /** What the memcg needed back (host policy), or the baseline's goal. */
+  needBytes: number;
+  /** What this VM could give (cache + free tiers), and of that its reclaimable cache. */
+  spareBytes: number;
+  cacheSpareBytes: number;
+  weight: number;
+  /** Stats missing or stale: asked for at most one step. */
+  stale: boolean;
+  /** What the VM was asked for (negative: given back). */
+  shareBytes: number;
+}
 
 export type Rule =
   | 'host-pressure-inflate' | 'host-pressure-ignored'
   | 'guest-pressure-cancel' | 'guest-pressure-deflate' | 'guest-pressure-ignored'
   /** deflate-on-OOM during a manual hold or with auto off: the inflation is still cancelled. */
   | 'oom-cancel'
-  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover' | 'new-frontend';
+  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover' | 'new-frontend'
+  /** The host-wide runner moved the target: host policy need / give-back, or a baseline's round. */
+  | 'host-policy-inflate' | 'host-policy-deflate' | 'host-policy-ignored';
 
 /** Machine-readable why, for ignored events and limits (the CLI groups on it). */
 export type Cause =
   | 'auto-off' | 'manual-hold' | 'guest-pressure' | 'rate-limit' | 'guest-behind' | 'ceiling'
-  | 'guest-ram-unknown' | 'balloon-empty';
+  | 'guest-ram-unknown' | 'balloon-empty'
+  /** mom / proxmox: the published algorithm has no guest-pressure rule. */
+  | 'baseline';
 
 export interface Decision {
   /** The (monotonic) time of the step. */
@@ -93,6 +118,8 @@ export interface Decision {
   newTargetPages: number;
   /** Why, in words. */
   reason: string;
+  /** Host-wide decisions: the need, this VM's spare and its share. */
+  host?: HostShareInfo;
 }
 
 export type Action =

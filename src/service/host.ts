@@ -17,6 +17,8 @@ import { vhostSocketPath } from '../paths.js';
 import { EpollLoop } from '../transport/event-loop.js';
 import { diffConfigDir, readConfigDir, type ConfigDirEntry } from './config-dir.js';
 import { PressureHub } from './pressure-hub.js';
+import { DEFAULT_SAMPLE_INTERVAL_MS, PolicyRunner } from './policy-runner.js';
+import type { HostParams } from '../policy/host.js';
 import { StateStore, STATE_VERSION, type PersistedVm } from './state.js';
 import { VmService, type VmSpec, type VmSummary } from './vm.js';
 
@@ -29,6 +31,9 @@ export interface HostOptions {
   stateDir: string | null;
   configDir: string | null;
   log: Logger;
+  /** The host-wide policy: how often each memcg is read (default 1 s), and its headroom. */
+  sampleIntervalMs?: number;
+  hostParams?: HostParams;
 }
 
 export interface HostStatus {
@@ -39,12 +44,15 @@ export interface HostStatus {
   connected: number;
   totals: { guestRamBytes: number; targetBytes: number; actualBytes: number; balloonBytes: number };
   pressure: ReturnType<PressureHub['sources']['slice']>;
+  /** The host-wide policy's groups: the memcg each reads, its VMs, the last reading and decision. */
+  policy: ReturnType<PolicyRunner['status']>;
   vms: VmSummary[];
 }
 
 export class HostDaemon implements ControlHandler {
   readonly loop = new EpollLoop();
   readonly hub: PressureHub;
+  readonly runner: PolicyRunner;
   private readonly vms = new Map<string, VmService>();
   /** VMs the config directory gave, as it gave them (for reloads). */
   private readonly fromConfigDir = new Map<string, ConfigDirEntry>();
@@ -62,6 +70,7 @@ export class HostDaemon implements ControlHandler {
 
   constructor(private readonly opts: HostOptions) {
     this.hub = new PressureHub(this.loop, opts.log);
+    this.runner = new PolicyRunner({ intervalMs: opts.sampleIntervalMs ?? DEFAULT_SAMPLE_INTERVAL_MS, log: opts.log, ...(opts.hostParams ? { host: opts.hostParams } : {}) });
     this.state = opts.stateDir ? new StateStore(opts.stateDir) : null;
     this.loop.onHandlerError = (err, fd) => opts.log.error({ err, fd }, 'event handler failed');
   }
@@ -83,7 +92,10 @@ export class HostDaemon implements ControlHandler {
     }
     if (this.opts.metricsListen) {
       this.metrics = await serveMetrics(this.opts.metricsListen,
-        buildRegistry(() => [...this.vms.values()].map((v) => ({ vm: v.name, src: v.metrics() })), this.latency));
+        buildRegistry(() => [...this.vms.values()].map((v) => ({ vm: v.name, src: v.metrics() })), this.latency,
+          () => this.runner.status().map((g) => ({
+            group: g.group, usageBytes: g.reading?.usageBytes ?? null, limitBytes: g.reading?.limitBytes ?? null, needBytes: g.lastDecision?.needBytes ?? null,
+          }))));
       log.info({ metrics: this.opts.metricsListen }, 'metrics on /metrics');
     }
     const runtime = this.restoreState();
@@ -159,9 +171,11 @@ export class HostDaemon implements ControlHandler {
     const vm = new VmService({ ...s, settings }, {
       loop: this.loop, hub: this.hub, version: this.opts.version, log: this.opts.log,
       observeLatency: (name, seconds) => this.latency.observe({ vm: name }, seconds),
+      onHostPressure: (v, ev) => this.runner.pressure(v, ev),
     });
     vm.start(); // throws: socket in use, pressure source missing, ...
     this.vms.set(s.vm, vm);
+    this.runner.add(vm, vm.scope);
     if (runtime) vm.controller.restoreRuntime(runtime);
     vm.controller.subscribe((ev) => this.publish({ vm: s.vm, ...(ev as Record<string, unknown>) }));
     vm.on('runtimeChanged', () => this.persist(vm));
@@ -179,6 +193,7 @@ export class HostDaemon implements ControlHandler {
         `stop the VM first, or balloonctl remove ${name} --force (QEMU then runs on without its balloon, or reconnects if it comes back)`);
     }
     vm.stop(why);
+    this.runner.remove(vm);
     this.latency.remove({ vm: name });
     this.vms.delete(name);
     this.fromConfigDir.delete(name);
@@ -297,6 +312,14 @@ export class HostDaemon implements ControlHandler {
         return this.status();
       case 'reload':
         return this.reload();
+      case 'history':
+        // No VM on the host daemon: the host-wide decisions (need, spares, shares).
+        if (req.vm === undefined && !(this.opts.mode === 'single' && this.vms.size === 1)) {
+          return { decisions: [], host: this.runner.decisions.last(req.limit ?? 1000) };
+        }
+        // One VM: its own decisions carry their host share; a single-VM daemon adds the host-wide ones.
+        if (this.opts.mode === 'host') return this.target(req.vm).controller.handle(req, peer);
+        return { ...(this.target(req.vm).controller.handle(req, peer) as object), host: this.runner.decisions.last(req.limit ?? 1000) };
       case 'hello':
         if (req.vm === undefined && !(this.opts.mode === 'single' && this.vms.size === 1)) {
           return { protocol: 1, version: this.opts.version, mode: this.opts.mode, vms: this.vmNames };
@@ -330,13 +353,14 @@ export class HostDaemon implements ControlHandler {
     return {
       mode: this.opts.mode, version: this.opts.version, pid: process.pid, devices: vms.length, connected: vms.filter((v) => v.connected).length,
       totals: { guestRamBytes: sum('guestRamBytes'), targetBytes: sum('targetBytes'), actualBytes: sum('actualBytes'), balloonBytes: sum('balloonBytes') },
-      pressure: this.hub.sources, vms,
+      pressure: this.hub.sources, policy: this.runner.status(), vms,
     };
   }
 
   stop(code = 0): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.runner.stop();
     for (const vm of this.vms.values()) vm.stop('daemon stopping');
     this.vms.clear();
     this.hub.stop();

@@ -15,6 +15,8 @@ import { VhostUserConnection } from '../transport/connection.js';
 import { close } from '../transport/libc.js';
 import { UnixListener } from '../transport/listener.js';
 import type { PressureHub, PressureSubscription } from './pressure-hub.js';
+import { type MemcgScope, scopeOf } from './memcg-sample.js';
+import type { HostPressureEvent } from '../pressure/types.js';
 
 /** Where a VM came from: decides what a reload or a restart does with it. */
 export type VmOrigin = 'command-line' | 'control' | 'config-dir';
@@ -39,6 +41,8 @@ export interface VmContext {
   version: string;
   log: Logger;
   observeLatency: (vm: string, seconds: number) => void;
+  /** After the controller heard a host pressure event: the host-wide runner decides. */
+  onHostPressure?: (vm: VmService, ev: HostPressureEvent) => void;
 }
 
 export interface VmSummary {
@@ -62,11 +66,14 @@ export class VmService extends EventEmitter<{ runtimeChanged: [RuntimeSettings];
   private plan: Plan;
   private stopped = false;
   private readonly log: Logger;
+  /** The memory this VM shares with others (the host-wide policy's group), or null. */
+  readonly scope: MemcgScope | null;
 
   constructor(readonly spec: VmSpec, private readonly ctx: VmContext) {
     super();
     this.log = ctx.log.child({ vm: spec.vm });
     this.plan = planPressure(spec.settings.pressure);
+    this.scope = scopeOf(this.plan, spec.settings.pressure);
     this.device = new BalloonDevice({ ...spec.settings.device, log: this.log });
     this.controller = new Controller(this.device, {
       vm: spec.vm, version: ctx.version, vhostSocket: spec.socketPath ?? null, params: spec.settings.params,
@@ -76,6 +83,16 @@ export class VmService extends EventEmitter<{ runtimeChanged: [RuntimeSettings];
     });
     this.controller.on('runtimeChanged', (r) => this.emit('runtimeChanged', r));
     this.device.on('disconnected', (reason) => this.emit('frontendGone', reason));
+  }
+
+  private hostPressure(ev: HostPressureEvent): void {
+    this.controller.hostPressure(ev);
+    this.ctx.onHostPressure?.(this, ev);
+  }
+
+  /** Seconds between stats requests, in ms (the runner judges staleness by it). */
+  get statsIntervalMs(): number {
+    return this.spec.settings.device.statsIntervalMs;
   }
 
   get name(): string {
@@ -88,7 +105,7 @@ export class VmService extends EventEmitter<{ runtimeChanged: [RuntimeSettings];
 
   /** Subscribe to host pressure and listen for the frontend; a BalloonError says what is wrong. */
   start(): void {
-    this.subscription = this.ctx.hub.subscribe(this.plan, (ev) => this.controller.hostPressure(ev));
+    this.subscription = this.ctx.hub.subscribe(this.plan, (ev) => this.hostPressure(ev));
     this.controller.setPressureDescription(this.subscription?.description ?? 'none');
     try {
       if (this.spec.fd !== undefined) {
@@ -133,7 +150,7 @@ export class VmService extends EventEmitter<{ runtimeChanged: [RuntimeSettings];
       throw new BalloonError('EBALLOON_CONFIG', `level "${level}" is not a vmpressure level`, `use one of ${VMPRESSURE_LEVELS.join(', ')}`);
     }
     const next: Plan = { ...plan, level: level as VmpressureLevel };
-    const sub = this.ctx.hub.subscribe(next, (ev) => this.controller.hostPressure(ev)); // throws: the old one stays
+    const sub = this.ctx.hub.subscribe(next, (ev) => this.hostPressure(ev)); // throws: the old one stays
     this.subscription?.unsubscribe();
     this.subscription = sub;
     this.plan = next;

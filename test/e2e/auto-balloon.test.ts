@@ -13,6 +13,7 @@ import { type DemoResult, runDemo } from '../../lab/demo/scenario.js';
 import { DAEMON_JS } from '../sim/daemon.js';
 import { memoryCgroupRoot } from '../../src/host/cgroups.js';
 import { SKIP, skipUnlessAll } from '../skip.js';
+import { SEED_FIXED_ARGS } from '../integration/pressure-helpers.js';
 
 const MiB = 2 ** 20;
 const STEP = 32 * MiB;
@@ -27,7 +28,7 @@ skipUnlessAll([process.getuid?.() === 0, SKIP.notRoot], [memoryCgroupRoot() !== 
     result = await runDemo({
       vm: 'auto-e2e', memMiB: 1024, limitMiB: 1400, neighbourMiB: 700, guestTouchMiB: 700,
       // Without deflate-on-OOM the way down can only come from the stats queue.
-      guestNeedMiB: 700, phaseSeconds: 45, daemonArgs: ['--no-deflate-on-oom'], daemonJs: DAEMON_JS,
+      guestNeedMiB: 700, phaseSeconds: 45, daemonArgs: ['--no-deflate-on-oom', ...SEED_FIXED_ARGS], daemonJs: DAEMON_JS,
     });
     console.log(result.decisions.filter(moved)
       .map((d) => `${d.time.slice(11, 19)} ${d.rule} ${d.oldTargetBytes / MiB} -> ${d.newTargetBytes / MiB} MiB (${d.event})`).join('\n'));

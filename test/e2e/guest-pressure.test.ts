@@ -64,7 +64,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
       patchedDriver: true, memMiB: MEM_MIB,
       daemonArgs: [
         '--pressure', 'vmpressure', '--memcg', memcg.v1, '--pressure-level', 'low',
-        '--step', '32M', '--hysteresis', `${HYSTERESIS_MS / 1000}s`, '--rate-limit', '1s', '--max-balloon', '256M',
+        '--step', '32M', '--hysteresis', `${HYSTERESIS_MS / 1000}s`, '--policy', 'seed', '--wait-for-guest', '--rate-limit', '1s', '--max-balloon', '256M',
         '--stats-available-percent', '0', '--stats-swap-in', '0', '--stats-major-faults', '0', '--stats-stalls', '0',
         '--no-deflate-on-oom', '--no-page-reporting',
       ],

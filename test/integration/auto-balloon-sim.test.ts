@@ -10,7 +10,7 @@ import type { HistoryRecord } from '../../src/control/controller.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
-import { haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, waitUntil } from './pressure-helpers.js';
+import { haveV1Memory, isRoot, makeCgroup, MiB, SEED_FIXED_ARGS, sleep, startAllocator, useCgroupRig, waitUntil } from './pressure-helpers.js';
 import { SKIP, skipUnlessAll } from '../skip.js';
 
 const STEP = 32 * MiB;
@@ -61,7 +61,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
   }
 
   it('vmpressure events raise the target in 32 MiB steps, one per second; the guest gets CONFIG_CHANGE and inflates', async () => {
-    const { cg, configChanges, status, history } = await setUp([]);
+    const { cg, configChanges, status, history } = await setUp(SEED_FIXED_ARGS);
     expect((await status()).pressure.host.source).toBe(`vmpressure low on ${cg.v1}`);
     const a = startAllocator([cg.v1], 200, 8000);
     rig.allocators.push(a);
@@ -112,7 +112,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
   }, 60_000);
 
   it('with the source design\'s settings (--rate-limit 0 --no-wait-for-guest) the same storm runs to the ceiling at once', async () => {
-    const { cg, configChanges, status, history } = await setUp(['--rate-limit', '0', '--no-wait-for-guest']);
+    const { cg, configChanges, status, history } = await setUp(['--policy', 'seed', '--rate-limit', '0', '--no-wait-for-guest']);
     const a = startAllocator([cg.v1], 200, 8000);
     rig.allocators.push(a);
     await waitUntil(() => configChanges.length > 0, 15_000, 'the first CONFIG_CHANGE');

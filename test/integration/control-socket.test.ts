@@ -10,7 +10,7 @@ import type { DaemonStatus } from '../../src/control/status.js';
 import { DAEMON_JS, DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
 import { SKIP, skipUnless, skipUnlessAll } from '../skip.js';
-import { haveV1Memory, isRoot, V1_MEMORY } from './pressure-helpers.js';
+import { haveV1Memory, isRoot, SEED_FIXED_ARGS, V1_MEMORY } from './pressure-helpers.js';
 
 const BALLOONCTL = join(DAEMON_JS, '..', 'cli', 'balloonctl.js');
 const NOBODY = 65534;
@@ -43,7 +43,7 @@ describe('control socket security and bad requests', () => {
   let guest: SimGuest;
 
   beforeAll(async () => {
-    daemon = await DaemonProcess.start(['--floor', '48M']);
+    daemon = await DaemonProcess.start(['--floor', '48M', ...SEED_FIXED_ARGS]);
     guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 64 * MiB });
   });
   afterAll(async () => {
@@ -113,7 +113,7 @@ describe('control socket security and bad requests', () => {
 skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('balloonctl tune --level re-registers the vmpressure source at run time', () => {
   let daemon: DaemonProcess;
   beforeAll(async () => {
-    daemon = await DaemonProcess.start(['--pressure', 'vmpressure', '--memcg', V1_MEMORY!, '--pressure-level', 'low']);
+    daemon = await DaemonProcess.start(['--pressure', 'vmpressure', '--memcg', V1_MEMORY!, '--pressure-level', 'low', ...SEED_FIXED_ARGS]);
   });
   afterAll(async () => {
     await daemon?.stop();

@@ -7,7 +7,7 @@ import { afterEach, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess, type LogLine } from '../sim/daemon.js';
-import { haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, uniqueName, useCgroupRig } from './pressure-helpers.js';
+import { haveV1Memory, isRoot, makeCgroup, MiB, SEED_FIXED_ARGS, sleep, startAllocator, uniqueName, useCgroupRig } from './pressure-helpers.js';
 import { SKIP, skipUnlessAll } from '../skip.js';
 
 const WARN = 40;
@@ -27,7 +27,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     const name = uniqueName('lost');
     const cg = makeCgroup({ limitBytes: 64 * MiB, name });
     rig.cgroups.push(cg);
-    const d = await DaemonProcess.start(['--pressure', 'vmpressure', '--memcg', cg.v1, '--stats-interval', '0']);
+    const d = await DaemonProcess.start(['--pressure', 'vmpressure', '--memcg', cg.v1, '--stats-interval', '0', ...SEED_FIXED_ARGS]);
     daemon = d;
     const c = await ControlClient.connect(d.controlPath);
     ctl = c;

@@ -6,6 +6,7 @@ import { ControlClient } from '../../src/control/client.js';
 import type { DaemonStatus, DecisionRecord } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
+import { SEED_FIXED_ARGS } from './pressure-helpers.js';
 
 const MiB = 2 ** 20;
 const MSG_PRESSURE = 1;
@@ -15,7 +16,7 @@ let guest: SimGuest;
 let ctl: ControlClient;
 
 async function start(args: string[], autoStats = false): Promise<void> {
-  daemon = await DaemonProcess.start(['--step', '4M', ...args]);
+  daemon = await DaemonProcess.start(['--step', '4M', ...SEED_FIXED_ARGS, ...args]);
   guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 128 * MiB, autoStats });
   ctl = await ControlClient.connect(daemon.controlPath);
 }

@@ -42,7 +42,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     // A 5 s rate limit leaves room to act between host steps; the message
     // goes out after it has run out, so the hysteresis alone holds host steps.
     daemon = await DaemonProcess.start(['--pressure', 'vmpressure', '--memcg', cg.v1, '--stats-interval', '0',
-      '--hysteresis', `${HYSTERESIS_MS / 1000}s`, '--rate-limit', '5s']);
+      '--hysteresis', `${HYSTERESIS_MS / 1000}s`, '--policy', 'seed', '--wait-for-guest', '--rate-limit', '5s']);
     guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 512 * MiB });
     const c = await ControlClient.connect(daemon.controlPath);
     ctl = c;

@@ -18,6 +18,13 @@ import { Memcg, removeCgroupTree } from '../../lab/host/memcg.js';
 import { ensureSwap as ensureSwapFile, removeSwapFile, type TempSwap } from '../../lab/host/swap.js';
 
 /** This machine's cgroup mounts, as the daemon sees them. */
+/**
+ * The step policy as it was the default before the host-wide policy: the
+ * seed's rules (--policy seed) plus this project's fixes, a 1 s rate limit
+ * and waiting for the guest. Tests of those rules ask for them by name.
+ */
+export const SEED_FIXED_ARGS = ['--policy', 'seed', '--rate-limit', '1s', '--wait-for-guest'];
+
 export const layout = cgroupLayout();
 /** The cgroup v1 memory hierarchy (vmpressure), or null on a v2-only host. */
 export const V1_MEMORY = layout.v1Memory;

@@ -12,7 +12,7 @@ import { PRESSURE_TO_CONFIG_CHANGE_METRIC } from '../../src/control/latency.js';
 import type { DaemonStatus } from '../../src/control/status.js';
 import { DaemonProcess } from '../sim/daemon.js';
 import { SimGuest } from '../sim/driver.js';
-import { haveV1Memory, isRoot, makeCgroup, MiB, sleep, startAllocator, useCgroupRig, waitUntil } from './pressure-helpers.js';
+import { haveV1Memory, isRoot, makeCgroup, MiB, SEED_FIXED_ARGS, sleep, startAllocator, useCgroupRig, waitUntil } from './pressure-helpers.js';
 import { SKIP, skipUnlessAll } from '../skip.js';
 
 skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe('host pressure to CONFIG_CHANGE latency metric', () => {
@@ -31,7 +31,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     const metricsSock = join(dir, 'metrics.sock');
     // 32 MiB steps up to a 32 MiB ceiling: the first host step reaches it, later events are ignored.
     const daemon = await DaemonProcess.start(['--pressure', 'vmpressure', '--memcg', cg.v1, '--stats-interval', '0',
-      '--max-balloon', '32M', '--metrics-listen', `unix:${metricsSock}`]);
+      ...SEED_FIXED_ARGS, '--max-balloon', '32M', '--metrics-listen', `unix:${metricsSock}`]);
     cleanups.push(() => daemon.stop().then(() => undefined));
     const guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 512 * MiB });
     const follower = guest.follow();

@@ -5,7 +5,7 @@
 import { expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { DecisionHistory } from '../../src/policy/history.js';
-import { DEFAULT_PARAMS, SEED_PARAMS } from '../../src/policy/params.js';
+import { SEED_FIXED_PARAMS, SEED_PARAMS } from '../../src/policy/params.js';
 import { initialState, step } from '../../src/policy/step.js';
 import type { PolicyState } from '../../src/policy/types.js';
 import { isPressureError } from '../../src/pressure/errors.js';
@@ -74,7 +74,7 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     // The controller's wiring: every event through step(); the guest (simulated) follows the target.
     const history = new DecisionHistory(100);
     const pushes: Array<{ t: number; pages: number }> = [];
-    let s: PolicyState = step(initialState(DEFAULT_PARAMS), { type: 'guest-ram', bytes: 4096 * MiB }, 0).state;
+    let s: PolicyState = step(initialState(SEED_FIXED_PARAMS), { type: 'guest-ram', bytes: 4096 * MiB }, 0).state;
     for (const { t, ev } of events) {
       const r = step(s, { type: 'host-pressure', source: ev.source, level: ev.level, count: ev.count }, t);
       s = r.state;
@@ -89,9 +89,9 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     const span = events.at(-1)!.t - events[0]!.t;
     const stepPages = (32 * MiB) / 4096;
     expect(pushes.length).toBeGreaterThanOrEqual(2);
-    expect(pushes.length).toBeLessThanOrEqual(Math.floor(span / DEFAULT_PARAMS.rateLimitMs) + 1);
+    expect(pushes.length).toBeLessThanOrEqual(Math.floor(span / SEED_FIXED_PARAMS.rateLimitMs) + 1);
     pushes.forEach((p, i) => expect(p.pages).toBe((i + 1) * stepPages));
-    for (let i = 1; i < pushes.length; i++) expect(pushes[i]!.t - pushes[i - 1]!.t).toBeGreaterThanOrEqual(DEFAULT_PARAMS.rateLimitMs);
+    for (let i = 1; i < pushes.length; i++) expect(pushes[i]!.t - pushes[i - 1]!.t).toBeGreaterThanOrEqual(SEED_FIXED_PARAMS.rateLimitMs);
     expect(history.last().filter((e) => e.ignored).every((e) => e.cause === 'rate-limit')).toBe(true);
     // The seed's rule on the same events: one step per kernel event.
     let seed = step(initialState(SEED_PARAMS), { type: 'guest-ram', bytes: 4096 * MiB }, 0).state;

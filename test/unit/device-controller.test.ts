@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Controller } from '../../src/control/controller.js';
 import { BalloonDevice } from '../../src/device/balloon.js';
 import { silentLogger } from '../../src/log.js';
-import { DEFAULT_PARAMS, mergeParams } from '../../src/policy/params.js';
+import { SEED_FIXED_PARAMS, mergeParams } from '../../src/policy/params.js';
 import { FakeTransport, PAGE } from './fake-transport.js';
 
 const MiB = 1 << 20;
@@ -15,7 +15,7 @@ const FEATURES = bit(0) | bit(1) | bit(2) | bit(32) | bit(23);
 const [INFLATE, DEFLATE, STATS, MESSAGE] = [0, 1, 2, 3];
 const peer = { pid: 1, uid: 0, gid: 0 };
 
-function setup(params = DEFAULT_PARAMS) {
+function setup(params = SEED_FIXED_PARAMS) {
   const device = new BalloonDevice({ log: silentLogger(), statsIntervalMs: 0 });
   let now = 0;
   const controller = new Controller(device, {
@@ -116,7 +116,7 @@ describe('targets between the controller and the frontend', () => {
   });
 
   it('QMP balloon above the ceiling is lowered to it (cause ceiling), never refused', async () => {
-    const { controller, t } = setup(mergeParams(DEFAULT_PARAMS, { maxBalloonBytes: 32 * MiB }));
+    const { controller, t } = setup(mergeParams(SEED_FIXED_PARAMS, { maxBalloonBytes: 32 * MiB }));
     t.writeNumPages((48 * MiB) / PAGE);
     const s = controller.status();
     expect(s.targetBytes).toBe(32 * MiB);
@@ -125,7 +125,7 @@ describe('targets between the controller and the frontend', () => {
   });
 
   it('an operator target above the ceiling is refused with what to do', async () => {
-    const { controller } = setup(mergeParams(DEFAULT_PARAMS, { maxBalloonBytes: 32 * MiB }));
+    const { controller } = setup(mergeParams(SEED_FIXED_PARAMS, { maxBalloonBytes: 32 * MiB }));
     expect(() => controller.handle({ op: 'set-target', value: '48M' }, peer)).toThrow(/above the ceiling 32 MiB[\s\S]*raise --max-balloon/);
   });
 });

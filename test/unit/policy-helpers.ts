@@ -1,6 +1,6 @@
 // Shared scaffolding for the policy tests: sizes in MiB, event builders and a
 // runner that feeds timed events through step() and collects the actions.
-import { DEFAULT_PARAMS, mergeParams, PolicyParams, SEED_PARAMS } from '../../src/policy/params.js';
+import { DEFAULT_PARAMS, mergeParams, PolicyParams, SEED_FIXED_PARAMS, SEED_PARAMS } from '../../src/policy/params.js';
 import { initialState, step } from '../../src/policy/step.js';
 import type { Action, Decision, GuestPressureSource, PolicyEvent, PolicyState } from '../../src/policy/types.js';
 
@@ -10,7 +10,7 @@ export const P = (mib: number): number => (mib * MiB) / 4096;
 export const STEP = P(32);
 export const H = DEFAULT_PARAMS.hysteresisMs;
 
-export { DEFAULT_PARAMS, SEED_PARAMS };
+export { DEFAULT_PARAMS, SEED_FIXED_PARAMS, SEED_PARAMS };
 export const params = (update: Record<string, unknown>, base: PolicyParams = SEED_PARAMS): PolicyParams => mergeParams(base, update);
 
 export const host = (count?: number): PolicyEvent => ({ type: 'host-pressure', source: 'vmpressure', level: 'low', ...(count ? { count } : {}) });

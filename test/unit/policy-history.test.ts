@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { DecisionHistory } from '../../src/policy/history.js';
 import type { Decision } from '../../src/policy/types.js';
 import { host, ready, run, series, size } from './policy-helpers.js';
-import { DEFAULT_PARAMS } from '../../src/policy/params.js';
+import { SEED_FIXED_PARAMS } from '../../src/policy/params.js';
 
 const d = (at: number, over: Partial<Decision> = {}): Decision => ({
   at, rule: 'host-pressure-inflate', cause: null, ignored: false, event: `e${at}`, oldTargetPages: at, newTargetPages: at + 1, reason: `r${at}`, ...over,
@@ -73,7 +73,7 @@ describe('DecisionHistory', () => {
   it('a vmpressure storm under the default rate limit stays a handful of entries', () => {
     // 261 events in ~4 s (the figure measured on a 64 MiB memcg).
     const events = series(261, host(), 15);
-    const r = run(ready(DEFAULT_PARAMS), [...events.slice(0, 100), [1499, size(8192)], ...events.slice(100)]);
+    const r = run(ready(SEED_FIXED_PARAMS), [...events.slice(0, 100), [1499, size(8192)], ...events.slice(100)]);
     const h = new DecisionHistory(100);
     for (const dec of r.decisions) h.push(dec);
     expect(h.total).toBe(261);

@@ -1,6 +1,6 @@
 // The host-wide policy's pure parts: need, spare, split (src/policy/host.ts).
 import { describe, expect, it } from 'vitest';
-import { computeNeed, DEFAULT_HOST_PARAMS, groupStep, initialGroupState, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
+import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, groupStep, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -138,5 +138,60 @@ describe('groupStep', () => {
     r = groupStep(P, G, r.state, sample(4096, 4096, 20_000), vms, 32 * MiB);
     r = groupStep(P, G, r.state, sample(4096, 2048, 40_000), vms, 32 * MiB);
     expect(r.decision.targets.size).toBe(0);
+  });
+});
+
+describe('need: PSI and the growth window', () => {
+  it.each([
+    ['PSI under the threshold: usage alone', 5, 0],
+    ['PSI at the threshold: at least one step although usage leaves room', 10, 32],
+    ['no PSI in this group', null, 0],
+  ] as const)('%s', (_n, psi, needMiB) => {
+    const n = computeNeed(P, null, { ...sample(4096, 2048), psiSomeAvg10: psi });
+    expect(n.needBytes / MiB).toBe(needMiB);
+    expect(n.stalling).toBe(needMiB > 0);
+  });
+
+  it('a stalling group gets nothing given back, however much room it has', () => {
+    const vm = { vm: 'a', weight: 1, ramBytes: GiB, balloonBytes: 256 * MiB, ceilingBytes: GiB, reserveBytes: 0, stats: null, stale: false, targetBytes: 256 * MiB, excluded: false };
+    let st = initialGroupState();
+    for (let t = 0; t <= 40_000; t += 1000) {
+      const r = groupStep(P, DEFAULT_GIVE_BACK, st, { ...sample(4096, 1024, t), psiSomeAvg10: 20 }, [vm], 32 * MiB);
+      st = r.state;
+      expect([...r.decision.targets.values()].every((b) => b >= 256 * MiB)).toBe(true);
+    }
+  });
+
+  it('growth is measured against a sample at least 1 s old: events ms apart do not make noise', () => {
+    const vms: never[] = [];
+    let st = groupStep(P, DEFAULT_GIVE_BACK, initialGroupState(), sample(4096, 3000, 0), vms, 0).state;
+    st = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, 3001, 10), vms, 0).state; // 10 ms later: the 0 ms sample stays
+    expect(st.prev?.at).toBe(0);
+    const r = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, 3100, 1000), vms, 0);
+    expect(r.decision.need.growthBps / MiB).toBeCloseTo(100, 0);
+    expect(r.state.prev?.at).toBe(1000);
+  });
+});
+
+describe('reserve', () => {
+  it.each([
+    ['10 % of RAM by default', 4 * GiB, 0, 409.6],
+    ['its own --reserve when larger', 4 * GiB, 1 * GiB, 1024],
+    ['the share when --reserve is smaller', 4 * GiB, 100 * MiB, 409.6],
+    ['RAM not known: its own reserve only', 0, 64 * MiB, 64],
+  ] as const)('%s', (_n, ram, own, mib) => expect(reserveOf(ram, own) / MiB).toBeCloseTo(mib, 1));
+});
+
+describe('shares in steps (the unit the guest is asked for)', () => {
+  const spare = (vm: string, mib: number, stale = false) => ({ vm, cacheBytes: 0, freeBytes: mib * MiB, reserveBytes: 0, stale });
+  const share = (vm: string, mib: number) => ({ vm, bytes: mib * MiB, fromCache: 0, fromFree: mib * MiB });
+  it.each([
+    ['rounded up to whole steps', share('a', 40), spare('a', 500), 64],
+    ['not beyond the whole steps it can spare', share('a', 40), spare('a', 50), 32],
+    ['less than a step to spare: nothing', share('a', 10), spare('a', 20), 0],
+    ['a stale VM: one step', share('a', 10), spare('a', 500, true), 32],
+    ['nothing asked: nothing', share('a', 0), spare('a', 500), 0],
+  ] as const)('%s', (_n, sh, sp, mib) => {
+    expect(inUnits([sh], [sp], 32 * MiB, () => 32 * MiB)[0]!.bytes / MiB).toBe(mib);
   });
 });

@@ -8,7 +8,7 @@ const MiB = 2 ** 20;
 describe('defaults', () => {
   it('are the documented values', () => {
     expect(DEFAULT_PARAMS).toEqual({
-      enabled: true, stepBytes: 32 * MiB, hysteresisMs: 60_000, floorBytes: 0, maxBalloonBytes: 0, rateLimitMs: 1000, waitForGuest: true,
+      enabled: true, policy: 'host', weight: 1, reserveBytes: 0, stepBytes: 32 * MiB, hysteresisMs: 60_000, floorBytes: 0, maxBalloonBytes: 0, rateLimitMs: 1000, waitForGuest: true,
       stats: { availablePercent: 10, availableBytes: 0, swapInBytes: 4 * MiB, majorFaults: 2000, stalls: 100, directReclaimBytes: 64 * MiB, oomKills: 1, maxSampleGapMs: 120_000 },
     });
   });
@@ -18,8 +18,27 @@ describe('defaults', () => {
     expect(Object.isFrozen(DEFAULT_PARAMS) && Object.isFrozen(DEFAULT_PARAMS.stats)).toBe(true);
   });
 
-  it('SEED_PARAMS are the defaults without rate limit or waiting for the guest', () => {
-    expect(SEED_PARAMS).toEqual({ ...DEFAULT_PARAMS, rateLimitMs: 0, waitForGuest: false });
+  it('SEED_PARAMS are the seed policy without rate limit or waiting for the guest', () => {
+    expect(SEED_PARAMS).toEqual({ ...DEFAULT_PARAMS, policy: 'seed', rateLimitMs: 0, waitForGuest: false });
+  });
+
+  it.each([
+    ['policy', 'hots', /policy = "hots" is not allowed/, /one of host, seed, mom, proxmox/],
+    ['policy', 3, /policy = 3 is not allowed/, /one of host/],
+    ['weight', -1, /weight = -1 is out of range/, /0 to 1000/],
+    ['weight', 1001, /weight = 1001 is out of range/, /0 to 1000/],
+    ['reserveBytes', 1.5, /reserveBytes = 1.5 is out of range/, /integer/],
+  ])('%s = %j is refused with the allowed values', (name, value, message, hint) => {
+    const r = validateParams({ [name]: value });
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.error.message).toMatch(message);
+      expect(r.error.hint).toMatch(hint);
+    }
+  });
+
+  it('weight may be a fraction; policy names are taken as they are', () => {
+    expect(mergeParams(DEFAULT_PARAMS, { weight: 0.5, policy: 'mom', reserveBytes: 512 * MiB })).toMatchObject({ weight: 0.5, policy: 'mom', reserveBytes: 512 * MiB });
   });
 
   it('every setting has a name listed for error hints', () => {
@@ -38,7 +57,7 @@ describe('validation errors name the option and the allowed range', () => {
     ['NaN floor', { floorBytes: Number.NaN }, /^floorBytes = null/, /0 = no floor/],
     ['enabled not a boolean', { enabled: 'yes' }, /^enabled = "yes" is not allowed/, /allowed: true or false/],
     ['waitForGuest not a boolean', { waitForGuest: 1 }, /^waitForGuest = 1/, /true or false/],
-    ['unknown setting', { bogus: 1 }, /^unknown setting bogus/, /settings: enabled, stepBytes/],
+    ['unknown setting', { bogus: 1 }, /^unknown setting bogus/, /settings: enabled, policy, weight, reserveBytes, stepBytes/],
     ['percent over 100', { stats: { availablePercent: 150 } }, /^stats.availablePercent = 150/, /from 0 to 100 %/],
     ['unknown stats setting', { stats: { nope: 1 } }, /^unknown setting stats.nope/, /stats.majorFaults/],
     ['stats not an object', { stats: 5 }, /^stats = 5 is not allowed/, /object of stats/],

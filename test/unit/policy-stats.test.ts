@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { GuestStats } from '../../src/device/stats.js';
 import { guestInPressure, step } from '../../src/policy/step.js';
 import { statsPressure } from '../../src/policy/stats.js';
-import { DEFAULT_PARAMS, host, MiB, P, params, ready, run, SEED_PARAMS, size, STEP } from './policy-helpers.js';
+import { DEFAULT_PARAMS, host, SEED_FIXED_PARAMS, MiB, P, params, ready, run, SEED_PARAMS, size, STEP } from './policy-helpers.js';
 
 const total = 1024 * MiB;
 const stats = (s: GuestStats) => ({ type: 'stats' as const, stats: s });
@@ -93,7 +93,7 @@ describe('stats samples through step()', () => {
     ['a baseline within maxSampleGapMs is compared', 120_000, [P(224)]],
     ['a baseline older than maxSampleGapMs is not (the growth may span hours)', 120_001, []],
   ])('%s', (_n, gap, pushed) => {
-    const r = run(ready(DEFAULT_PARAMS, { target: P(256) }), [[0, stats({ major_faults: 0 })], [gap, stats({ major_faults: 1e6 })]]);
+    const r = run(ready(SEED_FIXED_PARAMS, { target: P(256) }), [[0, stats({ major_faults: 0 })], [gap, stats({ major_faults: 1e6 })]]);
     expect(r.pushed).toEqual(pushed);
   });
 

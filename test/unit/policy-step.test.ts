@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ceilingPages, guestInPressure, GUEST_SLACK_PAGES, initialState, mode, step } from '../../src/policy/step.js';
 import type { PolicyEvent } from '../../src/policy/types.js';
 import {
-  DEFAULT_PARAMS, guest, H, host, manual, MiB, P, params, ready, run, SEED_PARAMS, series, size, STEP,
+  SEED_FIXED_PARAMS, guest, H, host, manual, MiB, P, params, ready, run, SEED_PARAMS, series, size, STEP,
 } from './policy-helpers.js';
 
 describe('host pressure (seed: target += step while the guest is not in pressure)', () => {
@@ -307,7 +307,7 @@ describe('tune, guest RAM, recover', () => {
 
 describe('defaults', () => {
   it('default params: one step per second, waiting for the guest', () => {
-    const r = run(ready(DEFAULT_PARAMS), [[0, host(40)], [10, host()], [1000, host()], [1001, size(STEP)], [1002, host()], [2001, host()]]);
+    const r = run(ready(SEED_FIXED_PARAMS), [[0, host(40)], [10, host()], [1000, host()], [1001, size(STEP)], [1002, host()], [2001, host()]]);
     expect(r.decisions.map((d) => d.cause)).toEqual([null, 'rate-limit', 'guest-behind', null, 'rate-limit']);
     expect(r.state.targetPages).toBe(2 * STEP);
   });
