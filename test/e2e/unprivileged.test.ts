@@ -42,7 +42,9 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
       daemonAs: { uid: user.uid, gid: user.gid },
       // Page reporting off: host memory may only drop through the balloon. Auto off until the pressure test;
       // a short hysteresis, so that the guest pressure of the allocation test is over by then.
-      daemonArgs: ['--no-page-reporting', '--stats-interval', '1', '--pressure', 'vmpressure', '--memcg', cg.v1, '--no-auto', '--hysteresis', '2s'],
+      daemonArgs: ['--no-page-reporting', '--stats-interval', '1', '--pressure', 'vmpressure', '--memcg', cg.v1, '--no-auto', '--hysteresis', '2s',
+        // The step per host event is the seed's rule; the host policy has its own tests.
+        '--policy', 'seed', '--rate-limit', '1s', '--wait-for-guest'],
     });
     await rig.vm.ready(120_000);
     await rig.waitStatus((x) => x.connected && x.guestRamBytes > 0, 30_000, 'connection');
