@@ -126,8 +126,9 @@ skipUnlessAll([process.getuid?.() === 0, SKIP.notRoot], [memoryCgroupRoot() !== 
     const r = (x: number | null | undefined) => (x === null || x === undefined ? '?' : x.toFixed(0));
     const after = { cache: await guestReport(cache), grow: await guestReport(grow) };
     const moves = (await Promise.all(NAMES.map(async (n) => (await status(n)).decisions
-      .filter((d) => d.newTargetBytes !== d.oldTargetBytes)
-      .map((d) => `  ${d.time.slice(11, 19)} ${n}: ${d.rule} ${r(d.oldTargetBytes / MiB)} -> ${r(d.newTargetBytes / MiB)} MiB (${d.event})`)))).flat().sort();
+      .filter((d) => d.newTargetBytes !== d.oldTargetBytes).map((d) => ({ n, d })))))
+      .flat().sort((a, b) => a.d.time.localeCompare(b.d.time))
+      .map(({ n, d }) => `  ${d.time.slice(11, 23)} ${n}: ${d.rule} ${r(d.oldTargetBytes / MiB)} -> ${r(d.newTargetBytes / MiB)} MiB (${d.event})`);
     if (!after.cache || !after.grow) throw new Error('no guest report after the squeeze');
     f = {
       cacheAfterReadMiB: read.afterKiB / 1024, before: before as Record<Name, GuestReport>, after: after as Record<Name, GuestReport>,
