@@ -1,7 +1,10 @@
 // The demo: one VM under our daemon in a host memcg that a neighbour
-// squeezes. Host pressure inflates the balloon in steps; then the guest
-// needs its memory back and guest pressure deflates it.
+// squeezes. The daemon's policy (by default the host policy: what the memcg
+// needs back, in one go) inflates the balloon; then the guest needs its
+// memory back and guest pressure deflates it. Measured on the way: how much
+// of the neighbour's growth the balloon covered, and the host's swap-out.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -47,9 +50,20 @@ export interface Tick {
   guestAvailableBytes: number | null;
   memcgUsageBytes: number;
   memcgLimitBytes: number;
+  /** The memcg's swap use; null where swap is not accounted. */
+  memcgSwapBytes: number | null;
   hostEvents: number;
   guestInPressure: boolean;
   mode: string;
+}
+
+/** Host swap during one phase. */
+export interface SwapFigures {
+  /** Rises of the memcg's swap use summed (sampled every 250 ms: a lower bound); null where not accounted. */
+  memcgOutBytes: number | null;
+  memcgPeakBytes: number | null;
+  /** /proc/vmstat pswpout delta, pages: machine-wide, other jobs' swap included. */
+  pswpout: number;
 }
 
 export interface DemoResult {
@@ -57,6 +71,16 @@ export interface DemoResult {
   decisions: DecisionRecord[];
   /** Largest target reached while the neighbour squeezed. */
   peakTargetBytes: number;
+  /** At the end of the neighbour's phase. */
+  neighbour: {
+    /** What the neighbour allocated (its full size once it finished). */
+    grewBytes: number;
+    /** The guest's balloon. */
+    balloonBytes: number;
+    /** Memcg usage before it + its growth - the limit: what had to come back for it to fit. */
+    needBytes: number;
+  };
+  swap: { neighbour: SwapFigures; guestNeedsMemory: SwapFigures };
 }
 
 interface Parts {
@@ -66,6 +90,48 @@ interface Parts {
   ctl?: ControlClient;
   vm?: Vm;
   neighbour?: Allocator;
+  swapMeter?: SwapMeter;
+}
+
+const pswpout = (): number => Number(/^pswpout (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'))?.[1] ?? 0);
+
+/** The memcg's swap use every 250 ms (its rises summed) and the machine's pswpout, from construction to end(). */
+class SwapMeter {
+  private readonly pswpout0 = pswpout();
+  private last: number | null;
+  private out: number | null;
+  private peak: number | null;
+  private timer: NodeJS.Timeout | undefined;
+  private result: SwapFigures | undefined;
+
+  constructor(private readonly memcg: Memcg) {
+    this.last = memcg.swapBytes();
+    this.out = this.last === null ? null : 0;
+    this.peak = this.last;
+    this.timer = setInterval(() => this.sample(), 250);
+  }
+
+  private sample(): void {
+    let now: number | null;
+    try {
+      now = this.memcg.swapBytes();
+    } catch {
+      return; // the memcg is going away
+    }
+    if (now === null || this.last === null || this.out === null) return;
+    this.out += Math.max(0, now - this.last);
+    this.peak = Math.max(this.peak ?? 0, now);
+    this.last = now;
+  }
+
+  end(): SwapFigures {
+    if (!this.result) {
+      clearInterval(this.timer);
+      this.sample();
+      this.result = { memcgOutBytes: this.out, memcgPeakBytes: this.peak, pswpout: pswpout() - this.pswpout0 };
+    }
+    return this.result;
+  }
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
@@ -107,22 +173,38 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     say(`guest up (QEMU pid ${p.vm.pid}); it touches ${o.guestTouchMiB} MiB and frees it: idle memory the host still holds`);
     await p.vm.command(`alloc ${o.guestTouchMiB}`, 180_000);
     await p.vm.command('free');
+    await sleep(2000);
 
     phase = 'neighbour';
-    say(`a neighbour grows to ${o.neighbourMiB} MiB in the same memcg (64 MiB/s): ${memcg.version === 1 ? 'vmpressure' : 'PSI'} events, the balloon grows`);
+    say(`a neighbour grows to ${o.neighbourMiB} MiB in the same memcg (64 MiB/s): the policy asks the guest for what the memcg needs back`);
+    // Automatic ballooning from here: the guest's own touching above is preparation, not the neighbour.
+    await ctl.request({ op: 'auto', enabled: true });
+    const usageBefore = memcg.usageBytes();
+    p.swapMeter = new SwapMeter(memcg);
     p.neighbour = startAllocator(memcg.path, o.neighbourMiB, { stepMiB: 16, pauseMs: 250 });
-    await settle(ctl, o.phaseSeconds, (s) => s.targetBytes > 0 && quietFor(s, 5));
+    let allocated = false;
+    p.neighbour.allocated.then(() => { allocated = true; }, () => {});
+    // Done when host events stopped for 5 s, or once the neighbour is whole and the balloon has held still for 3 s.
+    const still = stillFor(3);
+    await settle(ctl, o.phaseSeconds, (s) => (s.targetBytes > 0 && quietFor(s, 5)) || (still(s) && allocated));
     const peakTargetBytes = Math.max(0, ...ticks.map((t) => t.targetBytes));
+    const atEnd = await ctl.request<DaemonStatus>({ op: 'status' });
+    const grewBytes = allocated ? o.neighbourMiB * MiB : Math.max(0, memcg.usageBytes() - usageBefore);
+    const neighbour = { grewBytes, balloonBytes: atEnd.actualBytes, needBytes: Math.max(0, usageBefore + grewBytes - memcg.limitBytes()) };
+    const swapNeighbour = p.swapMeter.end();
 
     phase = 'guest-needs-memory';
-    say(`the guest's workload allocates ${o.guestNeedMiB} MiB: guest pressure deflates the balloon`);
+    say(`the guest's workload allocates ${o.guestNeedMiB} MiB: guest pressure gives it back its shortfall`);
+    p.swapMeter = new SwapMeter(memcg);
     await p.vm.command(`alloc ${o.guestNeedMiB}`, o.phaseSeconds * 1000).catch((e: Error) => say(`guest allocation: ${e.message}`));
     await settle(ctl, o.phaseSeconds, (s) => s.targetBytes < peakTargetBytes && s.actualBytes === s.targetBytes);
+    const swapGuest = p.swapMeter.end();
 
     const decisions = (await ctl.request<{ decisions: DecisionRecord[] }>({ op: 'history', limit: 1000 })).decisions;
-    return { ticks, decisions, peakTargetBytes };
+    return { ticks, decisions, peakTargetBytes, neighbour, swap: { neighbour: swapNeighbour, guestNeedsMemory: swapGuest } };
   } finally {
     if (ticking) clearInterval(ticking);
+    p.swapMeter?.end();
     await teardown(p);
   }
 }
@@ -132,7 +214,9 @@ function startDaemon(o: DemoOptions, memcg: Memcg): ChildProcess {
     o.daemonJs, '--vm', o.vm, ...memcg.pressureArgs(),
     // Free page reporting would hand the guest's freed memory back by itself;
     // off, the balloon is the only way back, as in the source design.
-    '--no-page-reporting', '--stats-interval', '1', '--log-level', 'warn', ...o.daemonArgs,
+    '--no-page-reporting', '--stats-interval', '1', '--log-level', 'warn',
+    // Off while the guest touches and frees its memory; on when the neighbour starts.
+    '--no-auto', ...o.daemonArgs,
   ];
   return spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
 }
@@ -143,7 +227,7 @@ function tick(s: DaemonStatus, memcg: Memcg, phase: Phase, seconds: number): Tic
     seconds, phase,
     targetBytes: s.targetBytes, actualBytes: s.actualBytes,
     guestAvailableBytes: avail ?? null,
-    memcgUsageBytes: memcg.usageBytes(), memcgLimitBytes: memcg.limitBytes(),
+    memcgUsageBytes: memcg.usageBytes(), memcgLimitBytes: memcg.limitBytes(), memcgSwapBytes: memcg.swapBytes(),
     hostEvents: s.pressure.host.events, guestInPressure: s.pressure.guest.inPressure, mode: s.mode,
   };
 }
@@ -152,6 +236,21 @@ function tick(s: DaemonStatus, memcg: Memcg, phase: Phase, seconds: number): Tic
 function quietFor(s: DaemonStatus, seconds: number): boolean {
   const last = s.pressure.host.lastEventTime;
   return last !== null && Date.now() - Date.parse(last) > seconds * 1000;
+}
+
+/** A predicate: true once target and actual have been equal and unchanged for `seconds`. */
+function stillFor(seconds: number): (s: DaemonStatus) => boolean {
+  let since = 0;
+  let key = '';
+  return (s) => {
+    const k = `${s.targetBytes}/${s.actualBytes}`;
+    if (k !== key || s.targetBytes !== s.actualBytes) {
+      key = k;
+      since = performance.now();
+      return false;
+    }
+    return performance.now() - since >= seconds * 1000;
+  };
 }
 
 /** Poll status until done(status) or the phase's time is up. */

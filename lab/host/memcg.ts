@@ -119,6 +119,16 @@ export class Memcg {
     return out;
   }
 
+  /** The group's swap use (v1 memory.stat swap, with swap accounting; cgroup2 memory.swap.current); null where not accounted. */
+  swapBytes(): number | null {
+    if (this.version === 1) return this.stat().swap ?? null;
+    try {
+      return Number(this.read('memory.swap.current'));
+    } catch {
+      return null;
+    }
+  }
+
   /** Kill what still runs inside, then rmdir (children first). */
   async remove(): Promise<void> {
     await removeCgroupTree(this.path);

@@ -74,6 +74,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private deferred: BackgroundDiscard | null = null;
   private readonly discardMode: 'deferred' | 'immediate';
   private latest: StatsSample | null = null;
+  /** The last PFN buffer was a one-PFN inflate: a one-PFN deflate next is balloon compaction (virtballoon_migratepage), not OOM. */
+  private lastOnePageInflate = false;
   /** Queues with elements to handle, served in turns (TURN_BUDGET_MS). */
   private readonly ready = new Set<number>();
   /** Per queue, the element under way across turns. */
@@ -512,6 +514,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (buf.length & 3) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
     // Linux's buffers (256 PFNs) are one slice; each slice decoded when its turn comes.
     const count = buf.length >>> 2;
+    const migration = role === 'deflate' && count === 1 && this.lastOnePageInflate;
+    this.lastOnePageInflate = role === 'inflate' && count === 1;
     for (let at = 0; at < count; at += PFN_SLICE) {
       if (at > 0) yield;
       const slice = decodePfns(buf.subarray(4 * at, 4 * Math.min(count, at + PFN_SLICE))).pfns;
@@ -541,10 +545,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         if (unknown) this.record('pfn_not_ballooned', { index: elem.index, pages: unknown }, unknown);
         const pages = removed + unnamed;
         this.counters.deflatedPages += pages;
-        // The guest deflating below our target on its own is deflate-on-OOM.
+        // The guest deflating below our target on its own is deflate-on-OOM;
+        // compaction moving a page (one in, then one out) is not.
         const requested = this.targetPages < before;
         if (pages) this.emit('deflated', pages, requested);
-        if (pages && !requested && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
+        if (pages && !requested && !migration && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
           this.counters.guestPressure['deflate-on-oom']++;
           this.emit('guestPressure', { source: 'deflate-on-oom', count: 1 });
         }

@@ -67,6 +67,27 @@ describe('queues', () => {
     expect(controller.status().balloonBytes).toBe(6 * PAGE);
   });
 
+  it('balloon compaction during an inflation (one PFN in, then one out) is no deflate-on-OOM', async () => {
+    const { device, controller, t } = setup();
+    controller.handle({ op: 'set-target', value: `${512 * 4}K` }, peer);
+    t.pfns(INFLATE, seq(100, 256));
+    await turns();
+    // virtballoon_migratepage(): the new page on the inflate queue, the old one on the deflate queue.
+    t.pfns(INFLATE, [900]);
+    await turns();
+    t.pfns(DEFLATE, [100]);
+    await turns();
+    expect(device.balloonPages).toBe(256);
+    expect(device.counters.guestPressure['deflate-on-oom']).toBe(0);
+    expect(controller.status().targetBytes).toBe(512 * PAGE);
+    // A one-PFN deflate after a larger inflate is the guest's own: deflate-on-OOM.
+    t.pfns(INFLATE, seq(1000, 8));
+    await turns();
+    t.pfns(DEFLATE, [101]);
+    await turns();
+    expect(device.counters.guestPressure['deflate-on-oom']).toBe(1);
+  });
+
   it('a deflate of a page still waiting for its discard cuts it out of the job first', async () => {
     const { device, t } = setup();
     t.pfns(INFLATE, seq(100, 4));
