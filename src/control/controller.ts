@@ -67,6 +67,8 @@ export interface HostView {
   stats: { availableBytes?: number; cachesBytes?: number; freeBytes?: number } | null;
   /** Age of the latest stats sample (ms), or null without one. */
   statsAgeMs: number | null;
+  /** How fast the guest itself uses up MemAvailable (bytes/s). */
+  useBps: number;
 }
 
 export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged: [RuntimeSettings] }> {
@@ -200,6 +202,7 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
         ...(st.free_memory !== undefined ? { freeBytes: less(st.free_memory)! } : {}),
       } : null,
       statsAgeMs: s.prevStatsAt === null ? null : now - s.prevStatsAt,
+      useBps: s.guestUseBps,
     };
   }
 

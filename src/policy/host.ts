@@ -25,6 +25,8 @@ export interface HostParams {
   guestReservePercent: number;
   /** Page cache a guest keeps whatever the need, as a share of its RAM. */
   guestCacheKeepPercent: number;
+  /** A guest using up its memory keeps what it would use in this long at its current rate: free memory it is about to use is not spare. */
+  guestHorizonMs: number;
   /** PSI "some avg10" at or above this (%): the group stalls on memory, whatever its usage says ... */
   stallPercent: number;
   /** ... and then needs at least this much back (and gets nothing given back). */
@@ -38,6 +40,7 @@ export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   growthWindowMs: 1000,
   guestReservePercent: 10,
   guestCacheKeepPercent: 5,
+  guestHorizonMs: 10_000,
   stallPercent: 10,
   stallNeedBytes: 32 * 2 ** 20,
 });
@@ -93,6 +96,8 @@ export interface VmView {
   stats: { availableBytes?: number; cachesBytes?: number } | null;
   /** Stats older than the policy trusts (or none): at most one step. */
   stale: boolean;
+  /** How fast the guest itself uses up MemAvailable (bytes/s; absent or 0: not at all). */
+  useBps?: number;
 }
 
 export interface Spare {
@@ -116,7 +121,8 @@ export function spareOf(p: HostParams, v: VmView): Spare {
   const available = v.stats?.availableBytes;
   // Nothing known: it may still be asked for one step (the split caps stale VMs).
   if (available === undefined) return { vm: v.vm, cacheBytes: 0, freeBytes: room, reserveBytes, stale: true };
-  const total = Math.min(room, Math.max(0, available - reserveBytes));
+  const aboutToUse = Math.ceil(((v.useBps ?? 0) * p.guestHorizonMs) / 1000);
+  const total = Math.min(room, Math.max(0, available - reserveBytes - aboutToUse));
   const keepCache = Math.floor((v.ramBytes * p.guestCacheKeepPercent) / 100);
   const cacheBytes = Math.min(total, Math.max(0, (v.stats?.cachesBytes ?? 0) - keepCache));
   return { vm: v.vm, cacheBytes, freeBytes: total - cacheBytes, reserveBytes, stale: v.stale };

@@ -42,7 +42,7 @@ export const GUEST_SLACK_PAGES = 256;
 export function initialState(params: PolicyParams, autoEnabled = params.enabled): PolicyState {
   return {
     params: { ...params, enabled: autoEnabled }, targetPages: 0, balloonPages: 0, guestRamBytes: 0, autoEnabled, hold: null,
-    lastGuestPressureAt: null, lastGuestPressureSource: null, lastHostStepAt: null, prevStats: null, prevStatsAt: null, prevStatsBalloonPages: 0,
+    lastGuestPressureAt: null, lastGuestPressureSource: null, lastHostStepAt: null, prevStats: null, prevStatsAt: null, prevStatsBalloonPages: 0, guestUseBps: 0,
     clockMs: Number.NEGATIVE_INFINITY, previousGuest: null,
   };
 }
@@ -139,7 +139,7 @@ function frontendAttached(s: PolicyState, now: number): StepResult {
   };
   const next: PolicyState = {
     ...s, previousGuest, targetPages: 0, balloonPages: 0, hold: null, lastGuestPressureAt: null, lastGuestPressureSource: null,
-    lastHostStepAt: null, prevStats: null, prevStatsAt: null,
+    lastHostStepAt: null, prevStats: null, prevStatsAt: null, guestUseBps: 0,
   };
   if (s.targetPages === 0 && !s.hold) return quiet(next);
   return decide(next, s, now, 'new-frontend', null, 'a new frontend attached',
@@ -266,10 +266,22 @@ function guestPressure(s: PolicyState, now: number, source: GuestPressureSource,
   return decide(next, s, now, 'guest-pressure-ignored', 'balloon-empty', event, `nothing ballooned to give back; ${until}`);
 }
 
+/**
+ * How fast the guest itself is using up MemAvailable: its fall since the last
+ * sample, less what the balloon took meanwhile (an inflate lowers it too).
+ */
+export function guestUseRate(s: Pick<PolicyState, 'prevStats' | 'prevStatsAt' | 'prevStatsBalloonPages' | 'balloonPages'>, stats: GuestStats, now: number): number {
+  const before = s.prevStats?.available_memory;
+  const after = stats.available_memory;
+  if (before === undefined || after === undefined || s.prevStatsAt === null || now <= s.prevStatsAt) return 0;
+  const byBalloon = (s.balloonPages - s.prevStatsBalloonPages) * PAGE;
+  return Math.max(0, ((before - after - byBalloon) * 1000) / (now - s.prevStatsAt));
+}
+
 function statsSample(s: PolicyState, stats: GuestStats, now: number): StepResult {
   const prev = baselineUsable(s.params, s.prevStatsAt, now) ? s.prevStats : null;
   let pressure = statsPressure(s.params, prev, stats);
-  const next = { ...s, prevStats: stats, prevStatsAt: now, prevStatsBalloonPages: s.balloonPages };
+  const next = { ...s, prevStats: stats, prevStatsAt: now, prevStatsBalloonPages: s.balloonPages, guestUseBps: guestUseRate(s, stats, now) };
   if (s.params.policy === 'host' && stats.available_memory !== undefined) {
     // The host policy keeps each guest's reserve available: below it, the guest is short.
     const reserve = reserveOf(s.guestRamBytes || stats.total_memory || 0, s.params.reserveBytes);

@@ -30,6 +30,8 @@ export interface PolicyState {
   prevStatsAt: number | null;
   /** Balloon size when prevStats came: MemAvailable in it was measured with this much ballooned. */
   prevStatsBalloonPages: number;
+  /** How fast the guest itself used up MemAvailable between its last two stats samples (bytes/s; 0: not falling or unknown). */
+  guestUseBps: number;
   /** Latest time seen: a `now` that goes backwards is read as this. */
   clockMs: number;
   /**

@@ -17,7 +17,7 @@ import {
 import type { PolicyName } from '../policy/params.js';
 import type { HostShareInfo } from '../policy/types.js';
 import type { HostPressureEvent } from '../pressure/types.js';
-import { mibText } from '../units.js';
+import { mibText, PAGE } from '../units.js';
 import { type MemcgReading, type MemcgScope, type ReadFile, readScope, scopeKey, scopeText } from './memcg-sample.js';
 
 export const DEFAULT_SAMPLE_INTERVAL_MS = 1000;
@@ -195,7 +195,7 @@ export class PolicyRunner {
       if (!stale) g.staleAskedAt.delete(v.vm);
       views.push({
         vm: v.vm, weight: v.weight, ramBytes: v.ramBytes, balloonBytes: v.balloonBytes, ceilingBytes: ceiling, reserveBytes: v.reserveBytes,
-        stats: v.stats, stale, targetBytes: v.targetBytes, excluded: excluded !== null,
+        stats: v.stats, stale, useBps: v.useBps, targetBytes: v.targetBytes, excluded: excluded !== null,
       });
     }
     const steps = new Map(members.map((m) => [m.view.vm, m.view.stepBytes]));
@@ -219,7 +219,7 @@ export class PolicyRunner {
           ? `host need ${mibText(decision.need.needBytes)} in ${scopeText(g.scope)}: this VM's share ${mibText(shareBytes)} of ${mibText(host.spareBytes)} it can spare (weight ${v.weight}${v.stale ? ', stats stale: one step' : ''})`
           : `host has room in ${scopeText(g.scope)}: ${mibText(-shareBytes)} given back`;
         const d = members.find((m) => m.view.vm === v.vm)!.vm.controller.hostTarget(next, `host policy ${trigger}`, reason, host, wokeAt);
-        newTarget = d ? d.newTargetPages * 4096 : v.targetBytes;
+        newTarget = d ? d.newTargetPages * PAGE : v.targetBytes;
         if (v.stale && shareBytes > 0) g.staleAskedAt.set(v.vm, now);
       }
       rows.push({
@@ -266,7 +266,7 @@ export class PolicyRunner {
         shareBytes = next - v.targetBytes;
         const host: HostShareInfo = { decision: seq, policy, needBytes, spareBytes: 0, cacheSpareBytes: 0, weight: v.weight, stale: v.stats === null, shareBytes };
         const d = vm.controller.hostTarget(next, `${policy} round`, `${reason}: size ${mibText(v.ramBytes - v.balloonBytes)} -> ${mibText(size)}`, host);
-        newTarget = d ? d.newTargetPages * 4096 : v.targetBytes;
+        newTarget = d ? d.newTargetPages * PAGE : v.targetBytes;
       }
       return {
         vm: v.vm, weight: v.weight, spareBytes: 0, cacheSpareBytes: 0, stale: v.stats === null, excluded: this.excluded(v, false),

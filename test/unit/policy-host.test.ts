@@ -1,6 +1,7 @@
 // The host-wide policy's pure parts: need, spare, split (src/policy/host.ts).
 import { describe, expect, it } from 'vitest';
 import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, groupStep, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
+import { guestUseRate } from '../../src/policy/step.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -33,6 +34,9 @@ describe('spare', () => {
     ['its own reserve when larger', vm({ vm: 'a', reserveBytes: 400 * MiB }), 0, 200],
     ['bounded by its ceiling (floor, --max-balloon)', vm({ vm: 'a', balloonBytes: 700 * MiB, ceilingBytes: 800 * MiB }), 0, 100],
     ['short of its reserve: nothing', vm({ vm: 'a', stats: { availableBytes: 50 * MiB } }), 0, 0],
+    ['using 20 MiB/s: 10 s of it is not spare', vm({ vm: 'a', useBps: 20 * MiB }), 0, 600 - 102.4 - 200],
+    ['using it faster than it has: nothing', vm({ vm: 'a', useBps: 100 * MiB }), 0, 0],
+    ['using memory, with cache: cache first, out of what is left', vm({ vm: 'a', useBps: 40 * MiB, stats: { availableBytes: 600 * MiB, cachesBytes: 300 * MiB } }), 97.6, 0],
   ] as const)('%s', (_n, v, cacheMiB, freeMiB) => {
     const s = spareOf(P, v);
     expect(s.cacheBytes / MiB).toBeCloseTo(cacheMiB, 0);
@@ -41,6 +45,16 @@ describe('spare', () => {
 
   it('no stats: stale, and only its room is known', () => {
     expect(spareOf(P, vm({ vm: 'a', stats: null, balloonBytes: 100 * MiB }))).toMatchObject({ stale: true, cacheBytes: 0, freeBytes: 924 * MiB });
+  });
+});
+
+describe('a growing guest and an idle one', () => {
+  it('the need goes to the idle guest, not to the one about to use its free memory', () => {
+    const growing = spareOf(P, vm({ vm: 'grows', stats: { availableBytes: 700 * MiB, cachesBytes: 0 }, useBps: 70 * MiB }));
+    const idle = spareOf(P, vm({ vm: 'idle', stats: { availableBytes: 400 * MiB, cachesBytes: 0 } }));
+    const shares = splitNeed(200 * MiB, [growing, idle], new Map(), 32 * MiB);
+    expect(shares.find((s) => s.vm === 'grows')!.bytes).toBe(0);
+    expect(shares.find((s) => s.vm === 'idle')!.bytes).toBe(200 * MiB);
   });
 });
 
@@ -193,5 +207,23 @@ describe('shares in steps (the unit the guest is asked for)', () => {
     ['nothing asked: nothing', share('a', 0), spare('a', 500), 0],
   ] as const)('%s', (_n, sh, sp, mib) => {
     expect(inUnits([sh], [sp], 32 * MiB, () => 32 * MiB)[0]!.bytes / MiB).toBe(mib);
+  });
+});
+
+describe('guestUseRate: how fast the guest itself uses up MemAvailable', () => {
+  const PAGES_PER_MIB = MiB / 4096;
+  const state = (availMiB: number | undefined, at: number | null, balloonAtSampleMiB: number, balloonNowMiB: number) => ({
+    prevStats: availMiB === undefined ? null : { available_memory: availMiB * MiB }, prevStatsAt: at,
+    prevStatsBalloonPages: balloonAtSampleMiB * PAGES_PER_MIB, balloonPages: balloonNowMiB * PAGES_PER_MIB,
+  });
+  it.each([
+    ['falling 100 MiB in 5 s: 20 MiB/s', state(600, 0, 0, 0), 500, 5000, 20],
+    ['the balloon took the fall: 0', state(600, 0, 0, 100), 500, 5000, 0],
+    ['half the fall was the balloon: 10 MiB/s', state(600, 0, 0, 50), 500, 5000, 10],
+    ['rising: 0', state(500, 0, 0, 0), 600, 5000, 0],
+    ['no earlier sample: 0', state(undefined, null, 0, 0), 500, 5000, 0],
+    ['a deflate since the sample counts as the guest\'s use', state(600, 0, 100, 0), 600, 5000, 20],
+  ] as const)('%s', (_n, s, nowAvailMiB, now, wantMiBps) => {
+    expect(guestUseRate(s, { available_memory: nowAvailMiB * MiB }, now) / MiB).toBeCloseTo(wantMiBps, 3);
   });
 });
