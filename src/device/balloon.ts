@@ -7,7 +7,7 @@ import type { DeviceTransport, Element } from './transport.js';
 import {
   BALLOON_PAGE_SIZE, CONFIG_OFFSET_ACTUAL, CONFIG_OFFSET_NUM_PAGES, CONFIG_SIZE, QueueRole,
   VIRTIO_BALLOON_F_DEFLATE_ON_OOM, VIRTIO_BALLOON_F_MUST_TELL_HOST,
-  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ,
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ, VHOST_SET_CONFIG_TYPE_MASTER, VHOST_SET_CONFIG_TYPE_MIGRATION,
 } from '../virtio/constants.js';
 import { decodeConfig, encodeConfig, touchesField } from '../virtio/config.js';
 import { DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
@@ -193,7 +193,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     conn.on('closing', () => this.onClosing());
     conn.on('queueStarted', (q, started) => this.onQueueStarted(q, started));
     conn.on('kick', (q) => this.service(q));
-    conn.on('setConfig', (off, size) => this.onSetConfig(off, size));
+    conn.on('setConfig', (off, size, flags) => this.onSetConfig(off, size, flags));
     conn.on('panic', (msg) => this.onPanic(msg));
     conn.once('closed', (reason) => this.onClosed(reason));
   }
@@ -301,7 +301,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
   }
 
-  private onSetConfig(offset: number, size: number): void {
+  private onSetConfig(offset: number, size: number, flags = VHOST_SET_CONFIG_TYPE_MASTER): void {
     const conn = this.conn;
     if (!conn) return;
     const c = decodeConfig(conn.configRead(0, CONFIG_SIZE));
@@ -318,7 +318,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       // Keep our own target in config until the controller decides.
       const requested = c.num_pages;
       this.writeConfig();
-      this.emit('frontendTarget', requested);
+      // MIGRATION: the source's target arriving with the device state, not QMP.
+      if (flags === VHOST_SET_CONFIG_TYPE_MIGRATION) this.emit('incomingTarget', requested);
+      else this.emit('frontendTarget', requested);
     }
   }
 

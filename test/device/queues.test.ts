@@ -42,6 +42,17 @@ describe('stats queue', () => {
     expect(Date.now() - Date.parse(st.stats!.time)).toBeLessThan(5000);
   });
 
+  it('a pause while the device holds the buffer: GET_VRING_BASE hands it back to the ring, and after resume (or at a migration\'s destination) it is taken again', async () => {
+    daemon = await DaemonProcess.start(['--stats-interval', '0.3']);
+    guest = await SimGuest.start({ socketPath: daemon.socketPath });
+    expect(await guest.serveStatsOnce()).toBe(true); // refilled and added again: the device holds it now
+    await new Promise((r) => setTimeout(r, 50));
+    const bases = guest.pause();
+    expect(bases[2], 'the stats ring\'s base leaves the held buffer out').toBe(1);
+    guest.resume(bases);
+    expect(await guest.serveStatsOnce(), 'the device took the buffer again and returned it').toBe(true);
+  });
+
   it('with --stats-interval 0 the buffer is kept and never returned', async () => {
     daemon = await DaemonProcess.start(['--stats-interval', '0']);
     guest = await SimGuest.start({ socketPath: daemon.socketPath });

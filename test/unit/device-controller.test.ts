@@ -124,6 +124,30 @@ describe('targets between the controller and the frontend', () => {
     expect(t.config.readUInt32LE(0)).toBe((32 * MiB) / PAGE);
   });
 
+  it('an incoming migration: actual and num_pages of type MIGRATION before the queues start keep the target, automatic, no hold', async () => {
+    const device = new BalloonDevice({ log: silentLogger(), statsIntervalMs: 0 });
+    const controller = new Controller(device, {
+      vm: 't', version: 'test', vhostSocket: null, params: DEFAULT_PARAMS, autoEnabled: true, pressureDescription: 'none', log: silentLogger(), now: () => 0,
+    });
+    const t = new FakeTransport();
+    device.attach(t);
+    t.writeActual((32 * MiB) / PAGE, 1); // post_load: actual, then num_pages (inflation under way)
+    t.writeNumPages((40 * MiB) / PAGE, 1);
+    t.start(FEATURES);
+    expect(controller.status()).toMatchObject({ mode: 'auto', hold: null, targetBytes: 40 * MiB });
+    expect(device.balloonPages).toBe((32 * MiB) / PAGE);
+    expect(t.config.readUInt32LE(0)).toBe((40 * MiB) / PAGE);
+    expect(controller.history.decisions.last(1)[0]).toMatchObject({ rule: 'incoming-target', cause: null });
+  });
+
+  it('an incoming target meets a hold on this side: the hold stays', async () => {
+    const { controller, t } = setup();
+    controller.handle({ op: 'set-target', value: '16M', owner: 'ops' }, peer);
+    t.writeNumPages((64 * MiB) / PAGE, 1);
+    expect(controller.status()).toMatchObject({ mode: 'manual', hold: { owner: 'ops' }, targetBytes: 16 * MiB });
+    expect(t.config.readUInt32LE(0)).toBe((16 * MiB) / PAGE);
+  });
+
   it('an operator target above the ceiling is refused with what to do', async () => {
     const { controller } = setup(mergeParams(DEFAULT_PARAMS, { maxBalloonBytes: 32 * MiB }));
     expect(() => controller.handle({ op: 'set-target', value: '48M' }, peer)).toThrow(/above the ceiling 32 MiB[\s\S]*raise --max-balloon/);
