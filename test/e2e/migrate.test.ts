@@ -1,0 +1,138 @@
+// Live migration between two QEMU processes on this machine over a unix
+// socket: a 1 GiB guest with 512 MiB ballooned, our device (one daemon per
+// QEMU) and stock virtio-balloon-pci in the same run. Prints migration time,
+// downtime and the memfd's allocated size on both sides.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type BalloonChoice, memfdAllocatedBytes, startVm, type Vm } from '../../lab/vm/index.js';
+import { DaemonProcess } from '../sim/daemon.js';
+import { SKIP, skipUnless } from '../skip.js';
+import { buildArtefacts, MiB } from './rig.js';
+
+const MEM = 1024;
+const BALLOON = 512;
+const figures: Record<string, unknown> = {};
+
+interface MigrateInfo {
+  status: string;
+  'total-time'?: number;
+  downtime?: number;
+  'error-desc'?: string;
+  ram?: { transferred: number; duplicate: number; normal: number };
+}
+
+const mibOf = (bytes: number): number => Math.round(bytes / MiB);
+
+skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over a unix socket, 1 GiB guest, 512 MiB ballooned', () => {
+  let dir: string;
+  const vms: Vm[] = [];
+  const daemons: DaemonProcess[] = [];
+
+  beforeAll(async () => {
+    await buildArtefacts();
+    dir = mkdtempSync(join(tmpdir(), 'vub-migrate-'));
+  }, 20 * 60_000);
+
+  afterAll(async () => {
+    await Promise.all(vms.map((v) => v.shutdown()));
+    await Promise.all(daemons.map((d) => d.stop()));
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    console.log(`migration figures: ${JSON.stringify(figures, null, 1)}`);
+  });
+
+  async function boot(balloon: BalloonChoice, incoming?: string): Promise<Vm> {
+    const { qemu, img } = await buildArtefacts();
+    const vm = await startVm({
+      qemu, kernel: img.kernel, initrd: img.initrd, memMiB: MEM, balloon,
+      guest: { scenario: 'idle', reportSeconds: 1 }, extraArgs: incoming ? ['-incoming', `unix:${incoming}`] : [],
+    });
+    vms.push(vm);
+    return vm;
+  }
+
+  /** migrate to `uri` and wait for the end; the source's query-migrate at the end. */
+  async function migrate(src: Vm, sock: string): Promise<MigrateInfo> {
+    // The default limit (32 MiB/s) would make the figures a bandwidth test.
+    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 * MiB });
+    await src.qmp.execute('migrate', { uri: `unix:${sock}` });
+    const end = Date.now() + 300_000;
+    for (;;) {
+      const info = await src.qmp.execute<MigrateInfo>('query-migrate');
+      if (info.status === 'completed' || info.status === 'failed' || info.status === 'cancelled') return info;
+      if (Date.now() > end) throw new Error(`migration still ${info.status} after 300 s`);
+      await sleep(100);
+    }
+  }
+
+  async function waitRunning(vm: Vm): Promise<void> {
+    const end = Date.now() + 60_000;
+    while ((await vm.qmp.execute<{ status: string }>('query-status')).status !== 'running') {
+      if (Date.now() > end) throw new Error('destination not running 60 s after migration');
+      await sleep(100);
+    }
+  }
+
+  /** Boot, touch 700 MiB and free it (the host holds it), inflate with `inflate`, migrate; the destination running. */
+  async function scenario(name: string, srcBalloon: BalloonChoice, dstBalloon: BalloonChoice, inflate: (src: Vm) => Promise<void>) {
+    const src = await boot(srcBalloon);
+    await src.ready(180_000);
+    await src.command('alloc 700', 120_000);
+    await src.command('free', 60_000);
+    await inflate(src);
+    await src.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    await sleep(1_000); // deferred discards done
+    const srcMemfd = await memfdAllocatedBytes(src.pid);
+    const sock = join(dir, `${name}.sock`);
+    const dst = await boot(dstBalloon, sock);
+    const info = await migrate(src, sock);
+    expect(info.status, info['error-desc']).toBe('completed');
+    await waitRunning(dst);
+    const dstMemfd = await memfdAllocatedBytes(dst.pid);
+    figures[name] = {
+      totalTimeMs: info['total-time'], downtimeMs: info.downtime,
+      transferredMiB: info.ram && mibOf(info.ram.transferred), zeroPages: info.ram?.duplicate, normalPages: info.ram?.normal,
+      sourceMemfdMiB: mibOf(srcMemfd), destinationMemfdMiB: mibOf(dstMemfd),
+    };
+    return { src, dst, dstMemfd };
+  }
+
+  it('our device: the guest runs on, query-balloon shows the same actual, the target stays automatic, a deflate works', async () => {
+    const args = ['--no-page-reporting', '--stats-interval', '1'];
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    const { src, dst } = await scenario('vhost-user-balloon',
+      { kind: 'vhost-user', socketPath: srcD.socketPath }, { kind: 'vhost-user', socketPath: dstD.socketPath },
+      async () => { await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' }); });
+
+    expect(await dst.qmp.queryBalloon()).toBe((MEM - BALLOON) * MiB);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    const s = await dstD.status();
+    // The source's target arrived as the guest's own (SET_CONFIG of type MIGRATION): no hold here.
+    expect([s.connected, s.targetBytes, s.actualBytes, s.balloonBytes, s.mode, s.hold]).toEqual([true, BALLOON * MiB, BALLOON * MiB, BALLOON * MiB, 'auto', null]);
+    await src.shutdown();
+    // The stats buffer the source's daemon held went back to the ring: the destination's gets it.
+    const end = Date.now() + 30_000;
+    while ((await dstD.status()).stats === null) {
+      if (Date.now() > end) throw new Error('no guest stats at the destination within 30 s');
+      await sleep(200);
+    }
+
+    await dstD.request({ op: 'set-target', value: '0M', owner: 'e2e' });
+    await dst.waitBalloonActual(MEM * MiB, 120_000);
+    expect((await dst.command('alloc 800', 120_000)).fields.rc).toBe('0');
+    await dst.command('free', 60_000);
+  }, 900_000);
+
+  it('stock virtio-balloon-pci in the same run', async () => {
+    const { src, dst } = await scenario('virtio-balloon-pci', { kind: 'stock' }, { kind: 'stock' },
+      (vm) => vm.qmp.balloon((MEM - BALLOON) * MiB));
+    expect(await dst.qmp.queryBalloon()).toBe((MEM - BALLOON) * MiB);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    await src.shutdown();
+  }, 900_000);
+});
