@@ -20,6 +20,7 @@ import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
 import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
 import { discardReportSteps } from './reporting.js';
+import { Renaming } from './renaming.js';
 import { ContinuityAction, GuestContinuity } from './restart.js';
 import { parseStats } from './stats.js';
 import { StatsBuffer } from './stats-queue.js';
@@ -62,7 +63,13 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private ram: RamRegion[] = [];
   private negotiated = 0n;
   private targetPages = 0;
+  /** num_pages in the config: the target, or a renaming dip below it. */
+  private presentedPages = 0;
   private actualPages = 0;
+  /** After an incoming migration: the guest names its balloon pages again (renaming.ts). */
+  private readonly renaming = new Renaming();
+  /** `actual` came with SET_CONFIG of type MIGRATION on this connection. */
+  private incoming = false;
   /** Pages in the balloon, by PFN (see ledger.ts). */
   private readonly ledger = new BalloonLedger();
   /** Pause, reset, reconnect: what becomes of the balloon and of pending discards (restart.ts). */
@@ -155,13 +162,27 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
     if (pages === this.targetPages) return;
     this.targetPages = pages;
+    const before = this.presentedPages;
     this.writeConfig();
-    if (this.conn?.open) {
-      const ret = this.conn.configChanged();
-      if (ret === 1) this.log.debug('backend channel full: CONFIG_CHANGE_MSG goes out when it drains');
-      else if (ret === -ENOTCONN) this.log.debug('no backend channel yet: the frontend reads the target when it sets up');
-      else if (ret < 0) this.log.warn({ errno: -ret }, 'could not send CONFIG_CHANGE_MSG; the guest sees the new target at its next config read');
-    }
+    if (this.presentedPages !== before) this.announce();
+  }
+
+  /** Tell the frontend num_pages changed (CONFIG_CHANGE_MSG). */
+  private announce(): void {
+    if (!this.conn?.open) return;
+    const ret = this.conn.configChanged();
+    if (ret === 1) this.log.debug('backend channel full: CONFIG_CHANGE_MSG goes out when it drains');
+    else if (ret === -ENOTCONN) this.log.debug('no backend channel yet: the frontend reads the target when it sets up');
+    else if (ret < 0) this.log.warn({ errno: -ret }, 'could not send CONFIG_CHANGE_MSG; the guest sees the new target at its next config read');
+  }
+
+  /** The balloon changed: a renaming dip may start or end. */
+  private refreshPresented(): void {
+    if (!this.renaming.running) return;
+    const before = this.presentedPages;
+    this.writeConfig();
+    if (!this.renaming.running) this.log.info({ unnamedPages: this.ledger.unnamed }, 'balloon named again after the incoming migration');
+    if (this.presentedPages !== before) this.announce();
   }
 
   /** CONFIG_CHANGE_MSGs sent whole and sends that waited for room, over all connections; one waiting now. */
@@ -179,6 +200,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.ready.clear();
     this.deferred = null;
     this.actualPages = 0;
+    this.renaming.stop();
+    this.incoming = false;
     this.continuity.attached();
     // Before the frontend reads the config: the controller sets the last
     // guest's target aside. A target set before any frontend came is for
@@ -209,8 +232,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   }
 
   private writeConfig(): void {
+    this.presentedPages = this.renaming.present(this.targetPages, this.ledger.size, this.ledger.unnamed);
     this.conn?.configWrite(0, encodeConfig({
-      num_pages: this.targetPages, actual: this.actualPages, free_page_hint_cmd_id: 0, poison_val: 0,
+      num_pages: this.presentedPages, actual: this.actualPages, free_page_hint_cmd_id: 0, poison_val: 0,
     }));
   }
 
@@ -274,6 +298,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         this.deferred?.resume();
         break;
       case 'reset':
+        this.renaming.stop();
         this.dropPending(a.why);
         if (this.ledger.size === 0) break;
         this.ledger.clear();
@@ -288,9 +313,17 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
           this.log.info({ pages }, 'discarding pages the guest ballooned before it reconnected');
           this.deferred.add(a.carried);
         }
+        // Arrived by migration: the pages are backed again here (renaming.ts).
+        if (this.incoming && this.ledger.unnamed > 0 && this.deferred && this.roles.includes('deflate')) {
+          this.log.info({ unnamedPages: this.ledger.unnamed }, 'incoming migration: the guest names its balloon again so its pages can be freed');
+          this.renaming.start();
+          this.refreshPresented();
+        }
+        this.incoming = false;
         break;
       }
       case 'new-guest': {
+        this.incoming = false;
         const had = this.ledger.size;
         this.ledger.clear();
         if (had || a.carried.length) this.log.info({ pages: had }, 'a new guest: the last frontend\'s balloon is forgotten');
@@ -306,6 +339,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (!conn) return;
     const c = decodeConfig(conn.configRead(0, CONFIG_SIZE));
     if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL)) {
+      if (flags === VHOST_SET_CONFIG_TYPE_MIGRATION) this.incoming = true;
       const r = this.continuity.actualWritten(c.actual);
       if (r === 'reported' && c.actual > 0) this.emit('recovered', c.actual);
       else if (r && r !== 'reported') this.act(r);
@@ -526,6 +560,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         else yield* this.discardOnLoop(conn, ranges);
         this.counters.inflatedPages += added;
         if (added) this.emit('inflated', added);
+        if (added) this.refreshPresented();
       } else {
         // Pages fault back in on use: deflate needs no host work, but a page
         // still waiting for its discard must not be discarded any more. Each
@@ -543,9 +578,10 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         if (unknown) this.record('pfn_not_ballooned', { index: elem.index, pages: unknown }, unknown);
         const pages = removed + unnamed;
         this.counters.deflatedPages += pages;
-        // The guest deflating below our target on its own is deflate-on-OOM.
-        const requested = this.targetPages < before;
+        // The guest deflating below num_pages on its own is deflate-on-OOM.
+        const requested = this.presentedPages < before;
         if (pages) this.emit('deflated', pages, requested);
+        if (pages) this.refreshPresented();
         if (pages && !requested && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
           this.counters.guestPressure['deflate-on-oom']++;
           this.emit('guestPressure', { source: 'deflate-on-oom', count: 1 });
