@@ -61,6 +61,26 @@ describe('stats queue', () => {
   });
 });
 
+describe('migration: the vhost dirty log', () => {
+  it('every discarded page and every used ring the device writes is logged; pages it never touched are not', async () => {
+    daemon = await DaemonProcess.start(['--stats-interval', '0', '--no-page-reporting']);
+    guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 64 * MiB });
+    guest.mem.touch(0, guest.mem.usableEnd);
+    const log = guest.startLogging();
+    log.clear();
+    const pfns = Array.from({ length: 512 }, (_, i) => 1000 + 2 * i); // every other page
+    await guest.inflate(pfns.length, { pfns });
+    const end = Date.now() + 5000;
+    while (guest.mem.backedBytes(1000 * 4096, 1024 * 4096) > 512 * 4096 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    const st = await status(daemon);
+    expect(st.counters.discardedBytes).toBe(512 * 4096);
+    const unlogged = pfns.filter((p) => !log.dirty(p * 4096));
+    expect(unlogged, 'discarded pages not in the log').toEqual([]);
+    expect(log.dirty(1001 * 4096), 'a page between them, never written by the device').toBe(false);
+    expect(log.dirty(guest.ring('inflate').used), 'the inflate queue\'s used ring').toBe(true);
+  });
+});
+
 describe('message queue', () => {
   it('MSG_PRESSURE becomes guest pressure; unknown messages are counted', async () => {
     daemon = await DaemonProcess.start(['--stats-interval', '0']);
