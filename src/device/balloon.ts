@@ -185,6 +185,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (this.presentedPages !== before) this.announce();
   }
 
+
   /** CONFIG_CHANGE_MSGs sent whole and sends that waited for room, over all connections; one waiting now. */
   configChangeState(): { sent: number; waits: number; pending: boolean } {
     const cur = this.conn?.open ? this.conn.configChangeState() : { sent: 0, waits: 0, pending: false };
@@ -400,6 +401,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   }
 
   private onClosed(reason: string): void {
+    this.renaming.stop();
     this.statsBuffer.release(this.conn);
     this.conn = null;
     this.roles = [];

@@ -6,7 +6,9 @@
 // them again: num_pages below the balloon by its unnamed pages, so the guest
 // deflates them (Linux deflates the pages it inflated last first, and right
 // after arrival those are all unnamed), then the target again, so it
-// inflates as many, which are named and discarded. The guest has that
+// inflates as many, which are named and discarded. The dip starts at once,
+// also with an inflation under way: pages named since arrival lie above the
+// unnamed ones and would have to be deflated first. The guest has that
 // memory back for about one deflate and one inflate; the host allocates
 // nothing it had not already.
 
@@ -50,8 +52,6 @@ export class Renaming {
       this.stop();
       return target;
     }
-    // Only from a balloon at its target: never stacked on a policy step under way.
-    if (balloon !== target) return target;
     this.dips++;
     this.dipTo = balloon - unnamed;
     return this.dipTo;

@@ -81,12 +81,13 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     await src.ready(180_000);
     await src.command('alloc 700', 120_000);
     await src.command('free', 60_000);
+    const sock = join(dir, `${name}.sock`);
+    const dst = await boot(dstBalloon, sock);
     await inflate(src);
     await src.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
     await sleep(1_000); // deferred discards done
     const srcMemfd = await memfdAllocatedBytes(src.pid);
-    const sock = join(dir, `${name}.sock`);
-    const dst = await boot(dstBalloon, sock);
+    const atStart = await src.qmp.queryBalloon();
     const info = await migrate(src, sock);
     expect(info.status, info['error-desc']).toBe('completed');
     await waitRunning(dst);
@@ -94,6 +95,7 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     figures[name] = {
       // ours: read while the renaming dip (renaming.ts) may be under way
       firstQueryActualMiB: mibOf(await dst.qmp.queryBalloon()),
+      actualAtMigrateMiB: mibOf(atStart),
       totalTimeMs: info['total-time'], downtimeMs: info.downtime,
       transferredMiB: info.ram && mibOf(info.ram.transferred), zeroPages: info.ram?.duplicate, normalPages: info.ram?.normal,
       sourceMemfdMiB: mibOf(srcMemfd), destinationMemfdMiB: mibOf(dstMemfd),

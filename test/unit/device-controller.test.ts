@@ -136,7 +136,8 @@ describe('targets between the controller and the frontend', () => {
     t.start(FEATURES);
     expect(controller.status()).toMatchObject({ mode: 'auto', hold: null, targetBytes: 40 * MiB });
     expect(device.balloonPages).toBe((32 * MiB) / PAGE);
-    expect(t.config.readUInt32LE(0)).toBe((40 * MiB) / PAGE);
+    expect(device.target).toBe((40 * MiB) / PAGE);
+    expect(t.config.readUInt32LE(0), 'the renaming dip starts at once, also with an inflation under way').toBe(0);
     expect(controller.history.decisions.last(1)[0]).toMatchObject({ rule: 'incoming-target', cause: null });
   });
 
