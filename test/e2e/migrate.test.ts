@@ -145,6 +145,45 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     await dst.command('free', 60_000);
   }, 900_000);
 
+  it('no daemon on the destination: the incoming QEMU does not start, and says why', async () => {
+    const missing = join(dir, 'no-daemon.sock');
+    const err = await boot({ kind: 'vhost-user', socketPath: missing }, join(dir, 'never.sock')).then(() => null, (e: Error & { detail?: string }) => `${e.message}\n${e.detail ?? ''}`);
+    expect(err).toMatch(new RegExp(`Failed to connect to '${missing}': No such file or directory`));
+  }, 120_000);
+
+  it('the source daemon killed during the migration: QEMU drops the device, rewinds its rings, and the migration completes; the destination runs on', async () => {
+    const args = ['--no-page-reporting', '--stats-interval', '1'];
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    const src = await boot({ kind: 'vhost-user', socketPath: srcD.socketPath });
+    await src.ready(180_000);
+    await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' });
+    await src.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    const sock = join(dir, 'killed.sock');
+    const dst = await boot({ kind: 'vhost-user', socketPath: dstD.socketPath }, sock);
+    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 16 * MiB }); // a few seconds: the kill lands mid-way
+    await src.qmp.execute('migrate', { uri: `unix:${sock}` });
+    for (let i = 0; i < 100 && (await src.qmp.execute<MigrateInfo>('query-migrate')).status === 'setup'; i++) await sleep(100);
+    await sleep(300);
+    expect((await src.qmp.execute<MigrateInfo>('query-migrate')).status).toBe('active');
+    await srcD.stop('SIGKILL', true);
+    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 * MiB });
+    let info: MigrateInfo = { status: '' };
+    for (let i = 0; i < 1200 && !['completed', 'failed', 'cancelled'].includes(info.status); i++) {
+      await sleep(100);
+      info = await src.qmp.execute<MigrateInfo>('query-migrate');
+    }
+    expect(info.status, info['error-desc']).toBe('completed');
+    await waitRunning(dst);
+    await dstD.waitForLog((l) => l.msg === 'balloon named again after the incoming migration', 120_000);
+    await dst.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    expect((await dstD.status()).balloonBytes).toBe(BALLOON * MiB);
+    await src.shutdown();
+  }, 900_000);
+
   it('stock virtio-balloon-pci in the same run', async () => {
     const { src, dst } = await scenario('virtio-balloon-pci', { kind: 'stock' }, { kind: 'stock' },
       (vm) => vm.qmp.balloon((MEM - BALLOON) * MiB));
