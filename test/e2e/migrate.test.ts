@@ -145,6 +145,33 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     await dst.command('free', 60_000);
   }, 900_000);
 
+  it('our device with free page reporting on: the guest runs on and the balloon is freed again', async () => {
+    const args = ['--stats-interval', '1'];
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    const { src, dst, figures: f } = await scenario('vhost-user-balloon, page reporting',
+      { kind: 'vhost-user', socketPath: srcD.socketPath }, { kind: 'vhost-user', socketPath: dstD.socketPath },
+      async () => { await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' }); });
+    expect((await srcD.status()).features).toContain('PAGE_REPORTING');
+    await dstD.waitForLog((l) => l.msg === 'balloon named again after the incoming migration', 120_000);
+    await dst.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    await sleep(1_000);
+    const renamed = await memfdAllocatedBytes(dst.pid);
+    f.destinationMemfdAfterRenamingMiB = mibOf(renamed);
+    expect(renamed).toBeLessThanOrEqual(1.1 * (MEM - BALLOON) * MiB);
+    // Freed after arrival: reported to the destination's daemon, which discards it.
+    await dst.command('alloc 256', 120_000);
+    await dst.command('free', 60_000);
+    const end = Date.now() + 30_000;
+    while ((await dstD.status()).counters.reportedPages === 0 && Date.now() < end) await sleep(200);
+    f.destinationReportedMiB = mibOf((await dstD.status()).counters.reportedPages * 4096);
+    expect((await dstD.status()).counters.reportedPages).toBeGreaterThan(0);
+    await src.shutdown();
+  }, 900_000);
+
   it('no daemon on the destination: the incoming QEMU does not start, and says why', async () => {
     const missing = join(dir, 'no-daemon.sock');
     const err = await boot({ kind: 'vhost-user', socketPath: missing }, join(dir, 'never.sock')).then(() => null, (e: Error & { detail?: string }) => `${e.message}\n${e.detail ?? ''}`);
