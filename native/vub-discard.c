@@ -34,6 +34,20 @@ void vub_discarder_init(vub_discarder *q, VuDev *vu)
     pthread_cond_init(&q->cond, NULL);
 }
 
+void vub_log_range(VuDev *vu, uint64_t gpa, uint64_t len)
+{
+    if (!(vu->features & (1ULL << VHOST_F_LOG_ALL)) || !vu->log_table || len == 0) {
+        return;
+    }
+    /* The firewall checked that the log covers every region. */
+    for (uint64_t page = gpa / VHOST_LOG_PAGE; page <= (gpa + len - 1) / VHOST_LOG_PAGE; page++) {
+        if (page / 8 >= vu->log_size) {
+            return;
+        }
+        __atomic_fetch_or(&vu->log_table[page / 8], (uint8_t)(1u << (page % 8)), __ATOMIC_RELAXED);
+    }
+}
+
 /* Discard one chunk; the caller holds map_lock. 0 or -errno. */
 static int discard_chunk(VuDev *vu, uint64_t gpa, uint64_t len)
 {
@@ -51,6 +65,7 @@ static int discard_chunk(VuDev *vu, uint64_t gpa, uint64_t len)
         if (madvise(va, plen, MADV_REMOVE) < 0) {
             return -errno;
         }
+        vub_log_range(vu, at, plen);
         at += plen;
     }
     return 0;

@@ -71,6 +71,12 @@ typedef struct vub_discarder {
 } vub_discarder;
 
 void vub_discarder_init(vub_discarder *q, VuDev *vu);
+/*
+ * Mark guest RAM [gpa, gpa+len) dirty in the vhost log while migration logs
+ * (VHOST_F_LOG_ALL with a log set): a discard zeroes it. Call after the
+ * discard, with the mappings stable (map_lock or the dispatching thread).
+ */
+void vub_log_range(VuDev *vu, uint64_t gpa, uint64_t len);
 int vub_discarder_start(vub_discarder *q);          /* done fd or -errno */
 void vub_discarder_stop(vub_discarder *q);          /* drops the job, joins */
 int vub_discarder_submit(vub_discarder *q, const uint64_t *pairs, uint32_t n);

@@ -222,12 +222,12 @@ static int cb_set_config(VuDev *vu, const uint8_t *data, uint32_t offset,
 {
     vub_dev *d = to_vub(vu);
 
-    (void)flags;
     if (offset > d->config_len || size > d->config_len - offset) {
         return -1;
     }
     memcpy(d->config + offset, data, size);
-    push_event(d, VUB_EV_SET_CONFIG, (int)offset, (int)size, 0);
+    /* flags: VHOST_SET_CONFIG_TYPE_MASTER (0) or _MIGRATION (1) */
+    push_event(d, VUB_EV_SET_CONFIG, (int)offset, (int)size, flags);
     return 0;
 }
 
@@ -284,6 +284,18 @@ static bool cb_read_msg(VuDev *vu, int sock, VhostUserMsg *vmsg)
     }
     if (!vub_vhost_check_msg(vu, vmsg)) {
         return false;   /* refused: fds closed, device broken, reason recorded */
+    }
+    /*
+     * GET_VRING_BASE: buffers we hold (the stats buffer) go back to the
+     * ring, so whoever runs it next (this daemon after a pause, the
+     * destination after a migration) pops them again. The daemon drops its
+     * copies on the queue-stopped event. Index checked by the firewall.
+     */
+    if (vmsg->request == VHOST_USER_GET_VRING_BASE) {
+        VuVirtq *vq = &vu->vq[vmsg->payload.state.index];
+        if (vq->inuse) {
+            vu_queue_rewind(vu, vq, vq->inuse);
+        }
     }
     /* libvhost-user closes the old backend channel when a new one comes. */
     if (vmsg->request == VHOST_USER_SET_SLAVE_REQ_FD && d->cc_watch_fd >= 0) {
@@ -848,13 +860,14 @@ int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len)
         if (madvise(va, plen, MADV_REMOVE) < 0) {
             return -errno;
         }
+        vub_log_range(&d->vu, gpa + done, plen);
         done += plen;
     }
     return (int64_t)done;
 }
 
-/* 0 if vub_discard_hva() may discard [hva, hva+len), else -errno. */
-static int hva_check(vub_dev *d, uint64_t hva, uint64_t len)
+/* 0 if vub_discard_hva() may discard [hva, hva+len), else -errno; *gpa set. */
+static int hva_check(vub_dev *d, uint64_t hva, uint64_t len, uint64_t *gpa)
 {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 
@@ -865,6 +878,7 @@ static int hva_check(vub_dev *d, uint64_t hva, uint64_t len)
         VuDevRegion *r = &d->vu.regions[i];
         uint64_t start = r->mmap_addr + r->mmap_offset;
         if (hva >= start && hva + len <= start + r->size) {
+            *gpa = r->gpa + (hva - start);
             return 0;
         }
     }
@@ -873,7 +887,8 @@ static int hva_check(vub_dev *d, uint64_t hva, uint64_t len)
 
 int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
 {
-    int ret = hva_check(d, hva, len);
+    uint64_t gpa;
+    int ret = hva_check(d, hva, len, &gpa);
 
     if (ret < 0) {
         return ret;
@@ -881,12 +896,15 @@ int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
     if (madvise((void *)(uintptr_t)hva, len, MADV_REMOVE) < 0) {
         return -errno;
     }
+    vub_log_range(&d->vu, gpa, len);
     return (int64_t)len;
 }
 
 int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len)
 {
-    return hva_check(d, hva, len) == 0;
+    uint64_t gpa;
+
+    return hva_check(d, hva, len, &gpa) == 0;
 }
 
 /* --- background discard (vub-discard.c) --- */

@@ -73,9 +73,9 @@ static const struct rule {
     [VHOST_USER_SET_SLAVE_REQ_FD] = { true, 0, 1, NEED(SLAVE_REQ) },
     [VHOST_USER_GET_CONFIG] = { true, VAR, 0, NEED(CONFIG) },
     [VHOST_USER_SET_CONFIG] = { true, VAR, 0, NEED(CONFIG) },
-    [VHOST_USER_POSTCOPY_ADVISE] = { .no = "postcopy is not supported (the device is not migratable)" },
-    [VHOST_USER_POSTCOPY_LISTEN] = { .no = "postcopy is not supported (the device is not migratable)" },
-    [VHOST_USER_POSTCOPY_END] = { .no = "postcopy is not supported (the device is not migratable)" },
+    [VHOST_USER_POSTCOPY_ADVISE] = { .no = "postcopy is not supported (PAGEFAULT is not offered: ballooned pages are discarded)" },
+    [VHOST_USER_POSTCOPY_LISTEN] = { .no = "postcopy is not supported (PAGEFAULT is not offered: ballooned pages are discarded)" },
+    [VHOST_USER_POSTCOPY_END] = { .no = "postcopy is not supported (PAGEFAULT is not offered: ballooned pages are discarded)" },
     /* Offered or not: libvhost-user trusts the indices in the shared area. */
     [VHOST_USER_GET_INFLIGHT_FD] = { .no = "inflight tracking is not supported" },
     [VHOST_USER_SET_INFLIGHT_FD] = { .no = "inflight tracking is not supported" },

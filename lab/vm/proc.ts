@@ -1,6 +1,6 @@
 // Host-side memory of the QEMU process. Guest RAM is a shared memfd, so what
 // the host really spends on the guest shows up as RssShmem, not RssAnon.
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 
 export interface ProcMemory {
   vmRssKiB: number;
@@ -21,4 +21,18 @@ export function parseProcStatus(text: string): ProcMemory {
 
 export async function procMemory(pid: number): Promise<ProcMemory> {
   return parseProcStatus(await readFile(`/proc/${pid}/status`, 'utf8'));
+}
+
+/**
+ * Bytes allocated to a QEMU's guest RAM memfd: st_blocks of /proc/PID/fd/N
+ * whose link is "/memfd:memory-backend-memfd (deleted)" (QEMU names the
+ * memfd after the backend type; one memory-backend-memfd per VM here).
+ */
+export async function memfdAllocatedBytes(pid: number): Promise<number> {
+  const dir = `/proc/${pid}/fd`;
+  for (const fd of await readdir(dir)) {
+    const link = await readlink(`${dir}/${fd}`).catch(() => '');
+    if (link === '/memfd:memory-backend-memfd (deleted)') return (await stat(`${dir}/${fd}`)).blocks * 512;
+  }
+  throw new Error(`process ${pid} has no memory-backend-memfd`);
 }

@@ -130,6 +130,7 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
       // (cause `ceiling` in the history), never refused.
       this.apply({ type: 'manual-target', pages, owner: 'qemu-monitor' });
     });
+    device.on('incomingTarget', (pages) => this.apply({ type: 'incoming-target', pages }));
     device.on('inflated', () => {
       this.balloonSize('queues');
       this.sample();

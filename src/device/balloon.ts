@@ -7,7 +7,7 @@ import type { DeviceTransport, Element } from './transport.js';
 import {
   BALLOON_PAGE_SIZE, CONFIG_OFFSET_ACTUAL, CONFIG_OFFSET_NUM_PAGES, CONFIG_SIZE, QueueRole,
   VIRTIO_BALLOON_F_DEFLATE_ON_OOM, VIRTIO_BALLOON_F_MUST_TELL_HOST,
-  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ,
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ, VHOST_SET_CONFIG_TYPE_MASTER, VHOST_SET_CONFIG_TYPE_MIGRATION,
 } from '../virtio/constants.js';
 import { decodeConfig, encodeConfig, touchesField } from '../virtio/config.js';
 import { DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
@@ -20,6 +20,7 @@ import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
 import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
 import { discardReportSteps } from './reporting.js';
+import { Renaming } from './renaming.js';
 import { ContinuityAction, GuestContinuity } from './restart.js';
 import { parseStats } from './stats.js';
 import { StatsBuffer } from './stats-queue.js';
@@ -62,7 +63,13 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private ram: RamRegion[] = [];
   private negotiated = 0n;
   private targetPages = 0;
+  /** num_pages in the config: the target, or a renaming dip below it. */
+  private presentedPages = 0;
   private actualPages = 0;
+  /** After an incoming migration: the guest names its balloon pages again (renaming.ts). */
+  private readonly renaming = new Renaming();
+  /** `actual` came with SET_CONFIG of type MIGRATION on this connection. */
+  private incoming = false;
   /** Pages in the balloon, by PFN (see ledger.ts). */
   private readonly ledger = new BalloonLedger();
   /** Pause, reset, reconnect: what becomes of the balloon and of pending discards (restart.ts). */
@@ -157,14 +164,29 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
     if (pages === this.targetPages) return;
     this.targetPages = pages;
+    const before = this.presentedPages;
     this.writeConfig();
-    if (this.conn?.open) {
-      const ret = this.conn.configChanged();
-      if (ret === 1) this.log.debug('backend channel full: CONFIG_CHANGE_MSG goes out when it drains');
-      else if (ret === -ENOTCONN) this.log.debug('no backend channel yet: the frontend reads the target when it sets up');
-      else if (ret < 0) this.log.warn({ errno: -ret }, 'could not send CONFIG_CHANGE_MSG; the guest sees the new target at its next config read');
-    }
+    if (this.presentedPages !== before) this.announce();
   }
+
+  /** Tell the frontend num_pages changed (CONFIG_CHANGE_MSG). */
+  private announce(): void {
+    if (!this.conn?.open) return;
+    const ret = this.conn.configChanged();
+    if (ret === 1) this.log.debug('backend channel full: CONFIG_CHANGE_MSG goes out when it drains');
+    else if (ret === -ENOTCONN) this.log.debug('no backend channel yet: the frontend reads the target when it sets up');
+    else if (ret < 0) this.log.warn({ errno: -ret }, 'could not send CONFIG_CHANGE_MSG; the guest sees the new target at its next config read');
+  }
+
+  /** The balloon changed: a renaming dip may start or end. */
+  private refreshPresented(): void {
+    if (!this.renaming.running) return;
+    const before = this.presentedPages;
+    this.writeConfig();
+    if (!this.renaming.running) this.log.info({ unnamedPages: this.ledger.unnamed }, 'balloon named again after the incoming migration');
+    if (this.presentedPages !== before) this.announce();
+  }
+
 
   /** CONFIG_CHANGE_MSGs sent whole and sends that waited for room, over all connections; one waiting now. */
   configChangeState(): { sent: number; waits: number; pending: boolean } {
@@ -181,6 +203,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.ready.clear();
     this.deferred = null;
     this.actualPages = 0;
+    this.renaming.stop();
+    this.incoming = false;
     this.continuity.attached();
     // Before the frontend reads the config: the controller sets the last
     // guest's target aside. A target set before any frontend came is for
@@ -195,7 +219,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     conn.on('closing', () => this.onClosing());
     conn.on('queueStarted', (q, started) => this.onQueueStarted(q, started));
     conn.on('kick', (q) => this.service(q));
-    conn.on('setConfig', (off, size) => this.onSetConfig(off, size));
+    conn.on('setConfig', (off, size, flags) => this.onSetConfig(off, size, flags));
     conn.on('panic', (msg) => this.onPanic(msg));
     conn.once('closed', (reason) => this.onClosed(reason));
   }
@@ -211,8 +235,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   }
 
   private writeConfig(): void {
+    this.presentedPages = this.renaming.present(this.targetPages, this.ledger.size, this.ledger.unnamed);
     this.conn?.configWrite(0, encodeConfig({
-      num_pages: this.targetPages, actual: this.actualPages, free_page_hint_cmd_id: 0, poison_val: 0,
+      num_pages: this.presentedPages, actual: this.actualPages, free_page_hint_cmd_id: 0, poison_val: 0,
     }));
   }
 
@@ -276,6 +301,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         this.deferred?.resume();
         break;
       case 'reset':
+        this.renaming.stop();
         this.dropPending(a.why);
         if (this.ledger.size === 0) break;
         this.ledger.clear();
@@ -290,9 +316,17 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
           this.log.info({ pages }, 'discarding pages the guest ballooned before it reconnected');
           this.deferred.add(a.carried);
         }
+        // Arrived by migration: the pages are backed again here (renaming.ts).
+        if (this.incoming && this.ledger.unnamed > 0 && this.deferred && this.roles.includes('deflate')) {
+          this.log.info({ unnamedPages: this.ledger.unnamed }, 'incoming migration: the guest names its balloon again so its pages can be freed');
+          this.renaming.start();
+          this.refreshPresented();
+        }
+        this.incoming = false;
         break;
       }
       case 'new-guest': {
+        this.incoming = false;
         const had = this.ledger.size;
         this.ledger.clear();
         if (had || a.carried.length) this.log.info({ pages: had }, 'a new guest: the last frontend\'s balloon is forgotten');
@@ -303,11 +337,12 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
   }
 
-  private onSetConfig(offset: number, size: number): void {
+  private onSetConfig(offset: number, size: number, flags = VHOST_SET_CONFIG_TYPE_MASTER): void {
     const conn = this.conn;
     if (!conn) return;
     const c = decodeConfig(conn.configRead(0, CONFIG_SIZE));
     if (touchesField(offset, size, CONFIG_OFFSET_ACTUAL)) {
+      if (flags === VHOST_SET_CONFIG_TYPE_MIGRATION) this.incoming = true;
       const r = this.continuity.actualWritten(c.actual);
       if (r === 'reported' && c.actual > 0) this.emit('recovered', c.actual);
       else if (r && r !== 'reported') this.act(r);
@@ -320,7 +355,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       // Keep our own target in config until the controller decides.
       const requested = c.num_pages;
       this.writeConfig();
-      this.emit('frontendTarget', requested);
+      // MIGRATION: the source's target arriving with the device state, not QMP.
+      if (flags === VHOST_SET_CONFIG_TYPE_MIGRATION) this.emit('incomingTarget', requested);
+      else this.emit('frontendTarget', requested);
     }
   }
 
@@ -366,6 +403,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   }
 
   private onClosed(reason: string): void {
+    this.renaming.stop();
     this.statsBuffer.release(this.conn);
     this.conn = null;
     this.roles = [];
@@ -514,7 +552,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     if (buf.length & 3) this.record('pfn_buffer_odd_length', { index: elem.index, bytes: buf.length });
     // Linux's buffers (256 PFNs) are one slice; each slice decoded when its turn comes.
     const count = buf.length >>> 2;
-    const migration = role === 'deflate' && count === 1 && this.lastOnePageInflate;
+    const pageMove = role === 'deflate' && count === 1 && this.lastOnePageInflate;
     this.lastOnePageInflate = role === 'inflate' && count === 1;
     for (let at = 0; at < count; at += PFN_SLICE) {
       if (at > 0) yield;
@@ -528,6 +566,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         else yield* this.discardOnLoop(conn, ranges);
         this.counters.inflatedPages += added;
         if (added) this.emit('inflated', added);
+        if (added) this.refreshPresented();
       } else {
         // Pages fault back in on use: deflate needs no host work, but a page
         // still waiting for its discard must not be discarded any more. Each
@@ -545,11 +584,12 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         if (unknown) this.record('pfn_not_ballooned', { index: elem.index, pages: unknown }, unknown);
         const pages = removed + unnamed;
         this.counters.deflatedPages += pages;
-        // The guest deflating below our target on its own is deflate-on-OOM;
+        // The guest deflating below num_pages on its own is deflate-on-OOM;
         // compaction moving a page (one in, then one out) is not.
-        const requested = this.targetPages < before;
+        const requested = this.presentedPages < before;
         if (pages) this.emit('deflated', pages, requested);
-        if (pages && !requested && !migration && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
+        if (pages) this.refreshPresented();
+        if (pages && !requested && !pageMove && has(this.negotiated, VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) {
           this.counters.guestPressure['deflate-on-oom']++;
           this.emit('guestPressure', { source: 'deflate-on-oom', count: 1 });
         }

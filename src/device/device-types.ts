@@ -50,4 +50,6 @@ export interface DeviceEvents {
   balloonChanged: [pages: number];
   /** The frontend wrote num_pages (QMP `balloon` through our QEMU device). */
   frontendTarget: [pages: number];
+  /** An incoming migration brought the source's num_pages (SET_CONFIG of type MIGRATION). */
+  incomingTarget: [pages: number];
 }

@@ -15,8 +15,8 @@
 //   reconnect  libvirtd restarted and found the domain running: make sure
 //              the daemon serves it (QEMU's reconnect= gets back in). Never
 //              fails: libvirt kills the domain when this hook fails.
-//   migrate    nothing yet (the device is not migratable); live migration
-//              will prepare the destination here. No output: libvirt keeps
+//   migrate    nothing yet: the device migrates (README, Live migration),
+//              the destination is not prepared here yet. No output: libvirt keeps
 //              the XML as it is.
 import { chmodSync, chownSync, existsSync, lstatSync, readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';

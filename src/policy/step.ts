@@ -116,6 +116,14 @@ export function step(prev: PolicyState, ev: PolicyEvent, nowIn: number): StepRes
       return decide(next, s, now, 'manual-target', pages > max ? 'ceiling' : null, `manual target ${mib(pages)} by ${ev.owner}`,
         `held by ${ev.owner}: automatic changes suspended until released${pages > max ? `; lowered to the ceiling ${mib(max)}` : ''}`);
     }
+    case 'incoming-target': {
+      // The source decided it; our own hold, if any, decides here.
+      if (s.hold) return decide(s, s, now, 'incoming-target', 'manual-hold', `incoming target ${mib(pagesOf(ev.pages))}`, `held by ${s.hold.owner}: the hold's target stays`);
+      const max = ceilingPages(s);
+      const pages = pagesOf(ev.pages);
+      return decide({ ...s, previousGuest: null, targetPages: Math.min(pages, max) }, s, now, 'incoming-target', pages > max ? 'ceiling' : null,
+        `incoming target ${mib(pages)}`, 'the migrated guest keeps its target; automatic mode goes on from it');
+    }
     case 'release':
       if (!s.hold) return quiet(s);
       return decide({ ...s, hold: null }, s, now, 'release', null, `release by ${s.hold.owner}`,

@@ -66,6 +66,8 @@ export type PolicyEvent =
   | { type: 'new-guest' }
   | { type: 'guest-ram'; bytes: number }
   | { type: 'manual-target'; pages: number; owner: string }
+  /** An incoming migration brought the source's target: the guest's own, not a hold. */
+  | { type: 'incoming-target'; pages: number }
   | { type: 'release' }
   | { type: 'auto'; enabled: boolean }
   /** New, already validated settings (mergeParams / validateParams). */
@@ -95,7 +97,7 @@ export type Rule =
   | 'guest-pressure-cancel' | 'guest-pressure-deflate' | 'guest-pressure-ignored'
   /** deflate-on-OOM during a manual hold or with auto off: the inflation is still cancelled. */
   | 'oom-cancel'
-  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover' | 'new-frontend'
+  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover' | 'new-frontend' | 'incoming-target'
   /** The host-wide runner moved the target: host policy need / give-back, or a baseline's round. */
   | 'host-policy-inflate' | 'host-policy-deflate' | 'host-policy-ignored';
 

@@ -32,7 +32,8 @@ export interface ConnectionEvents {
   closing: [reason: string];
   queueStarted: [qidx: number, started: boolean];
   kick: [qidx: number];
-  setConfig: [offset: number, size: number];
+  /** flags: VHOST_SET_CONFIG_TYPE_MASTER (0) or VHOST_SET_CONFIG_TYPE_MIGRATION (1, an incoming migration's state). */
+  setConfig: [offset: number, size: number, flags: number];
   panic: [message: string];
   closed: [reason: string];
 }
@@ -454,7 +455,7 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> implemen
         this.emit('features', u);
         break;
       case VUB_EV_SET_CONFIG:
-        this.emit('setConfig', a, b);
+        this.emit('setConfig', a, b, Number(u));
         break;
       case VUB_EV_PANIC:
         this.emit('panic', String(this.shim.vub_last_panic(this.dev)));

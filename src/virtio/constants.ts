@@ -74,3 +74,7 @@ export type QueueRole = 'inflate' | 'deflate' | 'stats' | 'free_page' | 'reporti
 export const VHOST_USER_PROTOCOL_F_REPLY_ACK = 3;
 export const VHOST_USER_PROTOCOL_F_SLAVE_REQ = 5;
 export const VHOST_USER_PROTOCOL_F_CONFIG = 9;
+
+// VhostUserConfig.flags of SET_CONFIG (QEMU's VhostSetConfigType).
+export const VHOST_SET_CONFIG_TYPE_MASTER = 0;
+export const VHOST_SET_CONFIG_TYPE_MIGRATION = 1;

@@ -42,11 +42,42 @@ describe('stats queue', () => {
     expect(Date.now() - Date.parse(st.stats!.time)).toBeLessThan(5000);
   });
 
+  it('a pause while the device holds the buffer: GET_VRING_BASE hands it back to the ring, and after resume (or at a migration\'s destination) it is taken again', async () => {
+    daemon = await DaemonProcess.start(['--stats-interval', '0.3']);
+    guest = await SimGuest.start({ socketPath: daemon.socketPath });
+    expect(await guest.serveStatsOnce()).toBe(true); // refilled and added again: the device holds it now
+    await new Promise((r) => setTimeout(r, 50));
+    const bases = guest.pause();
+    expect(bases[2], 'the stats ring\'s base leaves the held buffer out').toBe(1);
+    guest.resume(bases);
+    expect(await guest.serveStatsOnce(), 'the device took the buffer again and returned it').toBe(true);
+  });
+
   it('with --stats-interval 0 the buffer is kept and never returned', async () => {
     daemon = await DaemonProcess.start(['--stats-interval', '0']);
     guest = await SimGuest.start({ socketPath: daemon.socketPath });
     expect(await guest.serveStatsOnce(500)).toBe(false);
     expect((await status(daemon)).stats?.values.total_memory).toBe(256 * MiB);
+  });
+});
+
+describe('migration: the vhost dirty log', () => {
+  it('every discarded page and every used ring the device writes is logged; pages it never touched are not', async () => {
+    daemon = await DaemonProcess.start(['--stats-interval', '0', '--no-page-reporting']);
+    guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 64 * MiB });
+    guest.mem.touch(0, guest.mem.usableEnd);
+    const log = guest.startLogging();
+    log.clear();
+    const pfns = Array.from({ length: 512 }, (_, i) => 1000 + 2 * i); // every other page
+    await guest.inflate(pfns.length, { pfns });
+    const end = Date.now() + 5000;
+    while (guest.mem.backedBytes(1000 * 4096, 1024 * 4096) > 512 * 4096 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    const st = await status(daemon);
+    expect(st.counters.discardedBytes).toBe(512 * 4096);
+    const unlogged = pfns.filter((p) => !log.dirty(p * 4096));
+    expect(unlogged, 'discarded pages not in the log').toEqual([]);
+    expect(log.dirty(1001 * 4096), 'a page between them, never written by the device').toBe(false);
+    expect(log.dirty(guest.ring('inflate').used), 'the inflate queue\'s used ring').toBe(true);
   });
 });
 

@@ -24,7 +24,7 @@ import {
 import { Segment, SplitRing } from './split-ring.js';
 import { GuestVmCounters, StatsQueue, newGuestVm, vmStats } from './stats-queue.js';
 import { close as closeFd } from './sys.js';
-import { MemTable, backendInit, devStart, devStop, hasProto } from './vhost-setup.js';
+import { type DirtyLog, MemTable, backendInit, devStart, devStop, hasProto, startLogging } from './vhost-setup.js';
 
 export const PFNS_PER_BUFFER = VIRTIO_BALLOON_ARRAY_PFNS_MAX;
 
@@ -402,6 +402,12 @@ export class SimGuest {
       this.pages.clear();
       this.probe();
     });
+  }
+
+  /** Migration starts: QEMU hands the backend a dirty log and turns VHOST_F_LOG_ALL on. */
+  startLogging(): DirtyLog {
+    const last = this.mem.regions.at(-1)!;
+    return startLogging(this.fe, { features: this.negotiated, offered: this.offered, mem: this.mem, rings: [...this.rings.values()], gpaEnd: last.gpa + last.size });
   }
 
   /** A VM pause (QEMU `stop`): vhost_dev_stop(). Returns the ring bases for resume(). */

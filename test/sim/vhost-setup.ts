@@ -9,10 +9,12 @@
 //   acked), per queue SET_VRING_NUM/BASE/ADDR/KICK/CALL, then
 //   SET_VRING_ENABLE 1 for each;
 // - vhost_dev_stop(): SET_VRING_ENABLE 0, then GET_VRING_BASE per queue.
+import koffi from 'koffi';
 import type { GuestMemory, Region } from './guest-memory.js';
 import { Frontend, QEMU_7_2_PROTOCOL_MASK, VHOST_USER, VHOST_USER_F_PROTOCOL_FEATURES, VHOST_USER_PROTOCOL_F } from './frontend.js';
 import { bit } from './linux.js';
 import type { SplitRing } from './split-ring.js';
+import { close, mapMemfd } from './sys.js';
 
 export interface BackendInfo {
   /** Virtio features the backend offers (GET_FEATURES). */
@@ -95,18 +97,58 @@ function u64(v: number | bigint): Buffer {
   return b;
 }
 
-/** vhost_virtqueue_start(): size, base, addresses, kick and call fds. */
-export function startVring(fe: Frontend, mem: GuestMemory, ring: SplitRing, base = 0): void {
-  fe.send(VHOST_USER.SET_VRING_NUM, state(ring.index, ring.num));
-  fe.send(VHOST_USER.SET_VRING_BASE, state(ring.index, base));
-  // struct vhost_vring_addr: index, flags, desc, used, avail (QEMU VAs), log_guest_addr (gpa).
+/** struct vhost_vring_addr: index, flags (VHOST_VRING_F_LOG), desc, used, avail (QEMU VAs), log_guest_addr (gpa). */
+function vringAddr(mem: GuestMemory, ring: SplitRing, log: boolean): Buffer {
   const addr = Buffer.alloc(40);
   addr.writeUInt32LE(ring.index, 0);
+  addr.writeUInt32LE(log ? 1 : 0, 4);
   addr.writeBigUInt64LE(mem.hva(ring.desc), 8);
   addr.writeBigUInt64LE(mem.hva(ring.used), 16);
   addr.writeBigUInt64LE(mem.hva(ring.avail), 24);
   addr.writeBigUInt64LE(BigInt(ring.used), 32);
-  fe.send(VHOST_USER.SET_VRING_ADDR, addr);
+  return addr;
+}
+
+const VHOST_F_LOG_ALL = 26;
+const VHOST_LOG_PAGE = 4096;
+
+/** The dirty log QEMU gives the backend for migration: one bit per 4 KiB page of guest-physical space. */
+export interface DirtyLog {
+  bytes: Buffer;
+  /** Is the page at gpa marked dirty? */
+  dirty(gpa: number): boolean;
+  clear(): void;
+}
+
+/**
+ * vhost_log_global_start() (migration begins): SET_LOG_BASE with a shared
+ * log (LOG_SHMFD, acked with a reply), SET_FEATURES with VHOST_F_LOG_ALL,
+ * and each ring's address again with VHOST_VRING_F_LOG.
+ */
+export function startLogging(fe: Frontend, opts: {
+  features: bigint; offered: bigint; mem: GuestMemory; rings: SplitRing[]; gpaEnd: number;
+}): DirtyLog {
+  const size = Math.ceil(opts.gpaEnd / VHOST_LOG_PAGE / 64) * 8; // in u64s, as vhost_get_log_size()
+  const m = mapMemfd('vub-sim-log', size);
+  const payload = Buffer.alloc(16);
+  payload.writeBigUInt64LE(BigInt(size), 0); // mmap_size, then mmap_offset 0
+  fe.call(VHOST_USER.SET_LOG_BASE, payload, [m.fd]);
+  close(m.fd);
+  fe.setU64(VHOST_USER.SET_FEATURES, opts.features | (opts.offered & bit(VHOST_USER_F_PROTOCOL_FEATURES)) | bit(VHOST_F_LOG_ALL));
+  for (const r of opts.rings) fe.send(VHOST_USER.SET_VRING_ADDR, vringAddr(opts.mem, r, true));
+  const bytes = Buffer.from(koffi.view(m.addr, size));
+  return {
+    bytes,
+    dirty: (gpa) => ((bytes[Math.floor(gpa / VHOST_LOG_PAGE / 8)] ?? 0) >> (Math.floor(gpa / VHOST_LOG_PAGE) % 8) & 1) === 1,
+    clear: () => bytes.fill(0),
+  };
+}
+
+/** vhost_virtqueue_start(): size, base, addresses, kick and call fds. */
+export function startVring(fe: Frontend, mem: GuestMemory, ring: SplitRing, base = 0): void {
+  fe.send(VHOST_USER.SET_VRING_NUM, state(ring.index, ring.num));
+  fe.send(VHOST_USER.SET_VRING_BASE, state(ring.index, base));
+  fe.send(VHOST_USER.SET_VRING_ADDR, vringAddr(mem, ring, false));
   fe.send(VHOST_USER.SET_VRING_KICK, u64(ring.index), [ring.kickFd]);
   fe.send(VHOST_USER.SET_VRING_CALL, u64(ring.index), [ring.callFd]);
 }

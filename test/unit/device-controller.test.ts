@@ -145,6 +145,69 @@ describe('targets between the controller and the frontend', () => {
     expect(t.config.readUInt32LE(0)).toBe((32 * MiB) / PAGE);
   });
 
+  it('an incoming migration: actual and num_pages of type MIGRATION before the queues start keep the target, automatic, no hold', async () => {
+    const device = new BalloonDevice({ log: silentLogger(), statsIntervalMs: 0 });
+    const controller = new Controller(device, {
+      vm: 't', version: 'test', vhostSocket: null, params: DEFAULT_PARAMS, autoEnabled: true, pressureDescription: 'none', log: silentLogger(), now: () => 0,
+    });
+    const t = new FakeTransport();
+    device.attach(t);
+    t.writeActual((32 * MiB) / PAGE, 1); // post_load: actual, then num_pages (inflation under way)
+    t.writeNumPages((40 * MiB) / PAGE, 1);
+    t.start(FEATURES);
+    expect(controller.status()).toMatchObject({ mode: 'auto', hold: null, targetBytes: 40 * MiB });
+    expect(device.balloonPages).toBe((32 * MiB) / PAGE);
+    expect(device.target).toBe((40 * MiB) / PAGE);
+    expect(t.config.readUInt32LE(0), 'the renaming dip starts at once, also with an inflation under way').toBe(0);
+    expect(controller.history.decisions.last(1)[0]).toMatchObject({ rule: 'incoming-target', cause: null });
+  });
+
+  it('after an incoming migration the guest names its balloon again: a dip to deflate the unnamed pages, the target again, the new pages discarded', async () => {
+    const device = new BalloonDevice({ log: silentLogger(), statsIntervalMs: 0 });
+    const controller = new Controller(device, {
+      vm: 't', version: 'test', vhostSocket: null, params: DEFAULT_PARAMS, autoEnabled: true, pressureDescription: 'none', log: silentLogger(), now: () => 0,
+    });
+    const t = new FakeTransport();
+    device.attach(t);
+    const n = (16 * MiB) / PAGE;
+    t.writeActual(n, 1);
+    t.writeNumPages(n, 1);
+    const changes = t.configChanges;
+    t.start(FEATURES);
+    expect(t.config.readUInt32LE(0), 'dip: num_pages below the balloon by its unnamed pages').toBe(0);
+    expect(t.configChanges).toBe(changes + 1);
+    t.pfns(DEFLATE, seq(1000, n)); // Linux deflates what it inflated last: unnamed here
+    await turns();
+    expect(device.balloonPages).toBe(0);
+    expect(t.config.readUInt32LE(0), 'back to the target').toBe(n);
+    expect(device.counters.guestPressure['deflate-on-oom'], 'a requested deflate, not deflate-on-OOM').toBe(0);
+    t.pfns(INFLATE, seq(8000, n));
+    await turns();
+    device.flushDiscards();
+    expect(t.worker.discardedPages).toBe(n);
+    expect(device.balloonPages).toBe(n);
+    expect(t.config.readUInt32LE(0)).toBe(n);
+    expect(controller.status()).toMatchObject({ mode: 'auto', targetBytes: 16 * MiB });
+  });
+
+  it('a reconnect (actual of type MASTER) does not rename: the pages were discarded by the last daemon', async () => {
+    const device = new BalloonDevice({ log: silentLogger(), statsIntervalMs: 0 });
+    const t = new FakeTransport();
+    device.attach(t);
+    t.writeActual((16 * MiB) / PAGE);
+    t.start(FEATURES);
+    expect(t.config.readUInt32LE(0)).toBe(0);
+    expect(t.configChanges).toBe(0);
+  });
+
+  it('an incoming target meets a hold on this side: the hold stays', async () => {
+    const { controller, t } = setup();
+    controller.handle({ op: 'set-target', value: '16M', owner: 'ops' }, peer);
+    t.writeNumPages((64 * MiB) / PAGE, 1);
+    expect(controller.status()).toMatchObject({ mode: 'manual', hold: { owner: 'ops' }, targetBytes: 16 * MiB });
+    expect(t.config.readUInt32LE(0)).toBe((16 * MiB) / PAGE);
+  });
+
   it('an operator target above the ceiling is refused with what to do', async () => {
     const { controller } = setup(mergeParams(SEED_FIXED_PARAMS, { maxBalloonBytes: 32 * MiB }));
     expect(() => controller.handle({ op: 'set-target', value: '48M' }, peer)).toThrow(/above the ceiling 32 MiB[\s\S]*raise --max-balloon/);

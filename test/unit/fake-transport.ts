@@ -120,15 +120,15 @@ export class FakeTransport extends EventEmitter<ConnectionEvents> implements Dev
   stopQueues(features: bigint, messageVqBit: number | null = 23): void {
     queueRoles(features, messageVqBit).forEach((_r, q) => this.emit('queueStarted', q, false));
   }
-  /** The guest writes actual (QEMU forwards it as SET_CONFIG). */
-  writeActual(pages: number): void {
+  /** The guest writes actual (QEMU forwards it as SET_CONFIG; flags 1: an incoming migration's post_load). */
+  writeActual(pages: number, flags = 0): void {
     this.config.writeUInt32LE(pages, 4);
-    this.emit('setConfig', 4, 4);
+    this.emit('setConfig', 4, 4, flags);
   }
-  /** QMP balloon through our QEMU device: a write of num_pages. */
-  writeNumPages(pages: number): void {
+  /** QMP balloon through our QEMU device: a write of num_pages (flags 1: the migrated target). */
+  writeNumPages(pages: number, flags = 0): void {
     this.config.writeUInt32LE(pages, 0);
-    this.emit('setConfig', 0, 4);
+    this.emit('setConfig', 0, 4, flags);
   }
   /** Bytes in guest memory for a driver-readable descriptor. */
   put(bytes: Buffer): { addr: bigint; len: number } {

@@ -1,0 +1,221 @@
+// Live migration between two QEMU processes on this machine over a unix
+// socket: a 1 GiB guest with 512 MiB ballooned, our device (one daemon per
+// QEMU) and stock virtio-balloon-pci in the same run. Prints migration time,
+// downtime and the memfd's allocated size on both sides.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type BalloonChoice, memfdAllocatedBytes, type QmpEvent, startVm, type Vm } from '../../lab/vm/index.js';
+import { DaemonProcess } from '../sim/daemon.js';
+import { SKIP, skipUnless } from '../skip.js';
+import { buildArtefacts, MiB } from './rig.js';
+
+const MEM = 1024;
+const BALLOON = 512;
+const figures: Record<string, unknown> = {};
+
+interface MigrateInfo {
+  status: string;
+  'total-time'?: number;
+  downtime?: number;
+  'error-desc'?: string;
+  ram?: { transferred: number; duplicate: number; normal: number };
+}
+
+const mibOf = (bytes: number): number => Math.round(bytes / MiB);
+
+skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over a unix socket, 1 GiB guest, 512 MiB ballooned', () => {
+  let dir: string;
+  const vms: Vm[] = [];
+  const daemons: DaemonProcess[] = [];
+
+  beforeAll(async () => {
+    await buildArtefacts();
+    dir = mkdtempSync(join(tmpdir(), 'vub-migrate-'));
+  }, 20 * 60_000);
+
+  afterAll(async () => {
+    await Promise.all(vms.map((v) => v.shutdown()));
+    await Promise.all(daemons.map((d) => d.stop()));
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    console.log(`migration figures: ${JSON.stringify(figures, null, 1)}`);
+  });
+
+  async function boot(balloon: BalloonChoice, incoming?: string): Promise<Vm> {
+    const { qemu, img } = await buildArtefacts();
+    const vm = await startVm({
+      qemu, kernel: img.kernel, initrd: img.initrd, memMiB: MEM, balloon,
+      guest: { scenario: 'idle', reportSeconds: 1 }, extraArgs: incoming ? ['-incoming', `unix:${incoming}`] : [],
+    });
+    vms.push(vm);
+    return vm;
+  }
+
+  /** migrate to `uri` and wait for the end; the source's query-migrate at the end. */
+  async function migrate(src: Vm, sock: string): Promise<MigrateInfo> {
+    // The default limit (32 MiB/s) would make the figures a bandwidth test.
+    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 * MiB });
+    await src.qmp.execute('migrate', { uri: `unix:${sock}` });
+    const end = Date.now() + 300_000;
+    for (;;) {
+      const info = await src.qmp.execute<MigrateInfo>('query-migrate');
+      if (info.status === 'completed' || info.status === 'failed' || info.status === 'cancelled') return info;
+      if (Date.now() > end) throw new Error(`migration still ${info.status} after 300 s`);
+      await sleep(100);
+    }
+  }
+
+  async function waitRunning(vm: Vm): Promise<void> {
+    const end = Date.now() + 60_000;
+    while ((await vm.qmp.execute<{ status: string }>('query-status')).status !== 'running') {
+      if (Date.now() > end) throw new Error('destination not running 60 s after migration');
+      await sleep(100);
+    }
+  }
+
+  /** Boot, touch 700 MiB and free it (the host holds it), inflate with `inflate`, migrate; the destination running. */
+  async function scenario(name: string, srcBalloon: BalloonChoice, dstBalloon: BalloonChoice, inflate: (src: Vm) => Promise<void>) {
+    const src = await boot(srcBalloon);
+    await src.ready(180_000);
+    await src.command('alloc 700', 120_000);
+    await src.command('free', 60_000);
+    const sock = join(dir, `${name}.sock`);
+    const dst = await boot(dstBalloon, sock);
+    await inflate(src);
+    await src.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    await sleep(1_000); // deferred discards done
+    const srcMemfd = await memfdAllocatedBytes(src.pid);
+    const atStart = await src.qmp.queryBalloon();
+    const info = await migrate(src, sock);
+    expect(info.status, info['error-desc']).toBe('completed');
+    await waitRunning(dst);
+    const dstMemfd = await memfdAllocatedBytes(dst.pid);
+    figures[name] = {
+      // ours: read while the renaming dip (renaming.ts) may be under way
+      firstQueryActualMiB: mibOf(await dst.qmp.queryBalloon()),
+      actualAtMigrateMiB: mibOf(atStart),
+      totalTimeMs: info['total-time'], downtimeMs: info.downtime,
+      transferredMiB: info.ram && mibOf(info.ram.transferred), zeroPages: info.ram?.duplicate, normalPages: info.ram?.normal,
+      sourceMemfdMiB: mibOf(srcMemfd), destinationMemfdMiB: mibOf(dstMemfd),
+    };
+    return { src, dst, dstMemfd, figures: figures[name] as Record<string, unknown> };
+  }
+
+  it('our device: the guest runs on, query-balloon shows the same actual, the target stays automatic, a deflate works', async () => {
+    const args = ['--no-page-reporting', '--stats-interval', '1'];
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    const { src, dst, figures: f } = await scenario('vhost-user-balloon',
+      { kind: 'vhost-user', socketPath: srcD.socketPath }, { kind: 'vhost-user', socketPath: dstD.socketPath },
+      async () => { await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' }); });
+
+    // The arrived balloon is all backed (see README): the guest names it again (a dip and back), and those pages are freed.
+    const t0 = Date.now();
+    await dstD.waitForLog((l) => l.msg === 'balloon named again after the incoming migration', 120_000);
+    await dst.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    await dstD.status().then(async (s) => { if (s.counters.discardedBytes < BALLOON * MiB) await sleep(1_000); });
+    const renamed = await memfdAllocatedBytes(dst.pid);
+    Object.assign(f, { renamingMs: Date.now() - t0, destinationMemfdAfterRenamingMiB: mibOf(renamed) });
+    expect(renamed, 'destination memfd within 10 % of guest RAM minus the balloon').toBeLessThanOrEqual(1.1 * (MEM - BALLOON) * MiB);
+    expect(await dst.qmp.queryBalloon()).toBe((MEM - BALLOON) * MiB);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    const s = await dstD.status();
+    // The source's target arrived as the guest's own (SET_CONFIG of type MIGRATION): no hold here.
+    expect([s.connected, s.targetBytes, s.actualBytes, s.balloonBytes, s.mode, s.hold]).toEqual([true, BALLOON * MiB, BALLOON * MiB, BALLOON * MiB, 'auto', null]);
+    await src.shutdown();
+    // The stats buffer the source's daemon held went back to the ring: the destination's gets it.
+    const end = Date.now() + 30_000;
+    while ((await dstD.status()).stats === null) {
+      if (Date.now() > end) throw new Error('no guest stats at the destination within 30 s');
+      await sleep(200);
+    }
+
+    const changes: number[] = [];
+    dst.qmp.on('event', (e: QmpEvent) => { if (e.event === 'BALLOON_CHANGE') changes.push((e.data as { actual: number }).actual); });
+    await dstD.request({ op: 'set-target', value: '0M', owner: 'e2e' });
+    await dst.waitBalloonActual(MEM * MiB, 120_000);
+    // Writes of actual by the guest are BALLOON_CHANGE events (QEMU sends at most one a second, the last one late).
+    for (let i = 0; i < 30 && changes.at(-1) !== MEM * MiB; i++) await sleep(100);
+    expect(changes.at(-1)).toBe(MEM * MiB);
+    expect((await dst.command('alloc 800', 120_000)).fields.rc).toBe('0');
+    await dst.command('free', 60_000);
+  }, 900_000);
+
+  it('our device with free page reporting on: the guest runs on and the balloon is freed again', async () => {
+    const args = ['--stats-interval', '1'];
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    const { src, dst, figures: f } = await scenario('vhost-user-balloon, page reporting',
+      { kind: 'vhost-user', socketPath: srcD.socketPath }, { kind: 'vhost-user', socketPath: dstD.socketPath },
+      async () => { await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' }); });
+    expect((await srcD.status()).features).toContain('PAGE_REPORTING');
+    await dstD.waitForLog((l) => l.msg === 'balloon named again after the incoming migration', 120_000);
+    await dst.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    await sleep(1_000);
+    const renamed = await memfdAllocatedBytes(dst.pid);
+    f.destinationMemfdAfterRenamingMiB = mibOf(renamed);
+    expect(renamed).toBeLessThanOrEqual(1.1 * (MEM - BALLOON) * MiB);
+    // Freed after arrival: reported to the destination's daemon, which discards it.
+    await dst.command('alloc 256', 120_000);
+    await dst.command('free', 60_000);
+    const end = Date.now() + 30_000;
+    while ((await dstD.status()).counters.reportedPages === 0 && Date.now() < end) await sleep(200);
+    f.destinationReportedMiB = mibOf((await dstD.status()).counters.reportedPages * 4096);
+    expect((await dstD.status()).counters.reportedPages).toBeGreaterThan(0);
+    await src.shutdown();
+  }, 900_000);
+
+  it('no daemon on the destination: the incoming QEMU does not start, and says why', async () => {
+    const missing = join(dir, 'no-daemon.sock');
+    const err = await boot({ kind: 'vhost-user', socketPath: missing }, join(dir, 'never.sock')).then(() => null, (e: Error & { detail?: string }) => `${e.message}\n${e.detail ?? ''}`);
+    expect(err).toMatch(new RegExp(`Failed to connect to '${missing}': No such file or directory`));
+  }, 120_000);
+
+  it('the source daemon killed during the migration: QEMU drops the device, rewinds its rings, and the migration completes; the destination runs on', async () => {
+    const args = ['--no-page-reporting', '--stats-interval', '1'];
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    const src = await boot({ kind: 'vhost-user', socketPath: srcD.socketPath });
+    await src.ready(180_000);
+    await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' });
+    await src.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    const sock = join(dir, 'killed.sock');
+    const dst = await boot({ kind: 'vhost-user', socketPath: dstD.socketPath }, sock);
+    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 16 * MiB }); // a few seconds: the kill lands mid-way
+    await src.qmp.execute('migrate', { uri: `unix:${sock}` });
+    for (let i = 0; i < 100 && (await src.qmp.execute<MigrateInfo>('query-migrate')).status === 'setup'; i++) await sleep(100);
+    await sleep(300);
+    expect((await src.qmp.execute<MigrateInfo>('query-migrate')).status).toBe('active');
+    await srcD.stop('SIGKILL', true);
+    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 * MiB });
+    let info: MigrateInfo = { status: '' };
+    for (let i = 0; i < 1200 && !['completed', 'failed', 'cancelled'].includes(info.status); i++) {
+      await sleep(100);
+      info = await src.qmp.execute<MigrateInfo>('query-migrate');
+    }
+    expect(info.status, info['error-desc']).toBe('completed');
+    await waitRunning(dst);
+    await dstD.waitForLog((l) => l.msg === 'balloon named again after the incoming migration', 120_000);
+    await dst.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    expect((await dstD.status()).balloonBytes).toBe(BALLOON * MiB);
+    await src.shutdown();
+  }, 900_000);
+
+  it('stock virtio-balloon-pci in the same run', async () => {
+    const { src, dst } = await scenario('virtio-balloon-pci', { kind: 'stock' }, { kind: 'stock' },
+      (vm) => vm.qmp.balloon((MEM - BALLOON) * MiB));
+    expect(await dst.qmp.queryBalloon()).toBe((MEM - BALLOON) * MiB);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    await src.shutdown();
+  }, 900_000);
+});
