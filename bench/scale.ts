@@ -16,7 +16,7 @@ import { PFNS_PER_BUFFER, SimGuest } from '../test/sim/driver.js';
 import { PAGE } from '../test/sim/guest-memory.js';
 import { sleep, until } from '../test/sim/wait.js';
 import {
-  addMemory, ARMS, type Arm, inflateFigures, markdownTables, type Memory, parseSmapsRollup, procCpuTicks, type Results,
+  addMemory, ARMS, type Arm, inflateFigures, markdownTables, type Memory, parseRssFile, parseSmapsRollup, procCpuTicks, type Results,
   type RunResult, schedstatNs, ZERO_MEMORY,
 } from './scale/report.js';
 
@@ -50,7 +50,10 @@ let ticksPerSecond = 0;
 const tps = () => (ticksPerSecond ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100);
 
 function memoryOf(pids: number[]): Memory {
-  return pids.reduce((m, pid) => addMemory(m, parseSmapsRollup(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))), ZERO_MEMORY);
+  return pids.reduce((m, pid) => addMemory(m, {
+    ...parseSmapsRollup(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')),
+    rssFileKiB: parseRssFile(readFileSync(`/proc/${pid}/status`, 'utf8')),
+  }), ZERO_MEMORY);
 }
 
 const ticksOf = (pids: number[]) => pids.reduce((n, pid) => n + procCpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')), 0);
@@ -123,13 +126,22 @@ async function oneRun(arm: Arm, n: number, run: number, idleSeconds: number, buf
     const main0 = schedMs(pids, true);
     const all0 = schedMs(pids, false);
     const w0 = performance.now();
-    await sleep(idleSeconds * 1000);
+    // PSS every 5 s: where V8's GC cycle is decides much of a single reading.
+    const pss: number[] = [];
+    for (let left = idleSeconds * 1000; left > 0;) {
+      const step = Math.min(5000, left);
+      await sleep(step);
+      left -= step;
+      if (left > 0) pss.push(memoryOf(pids).pssKiB);
+    }
     const ticks1 = ticksOf(pids);
     const main1 = schedMs(pids, true);
     const all1 = schedMs(pids, false);
     const seconds = (performance.now() - w0) / 1000;
     const served1 = guests.reduce((s, g) => s + g.statsRequestsServed, 0);
     const memory = memoryOf(pids);
+    pss.push(memory.pssKiB);
+    const idlePssKiB = { min: Math.min(...pss), max: Math.max(...pss), samples: pss.length };
 
     const perDevice: number[][] = guests.map(() => []);
     const i0 = performance.now();
@@ -140,7 +152,7 @@ async function oneRun(arm: Arm, n: number, run: number, idleSeconds: number, buf
 
     const ticks = ticks1 - ticks0;
     return {
-      arm, n, run, processes: pids.length, loadAvg, setupSeconds, memory, memoryAfterInflate,
+      arm, n, run, processes: pids.length, loadAvg, setupSeconds, memory, idlePssKiB, memoryAfterInflate,
       idle: {
         seconds, ticks, ticksPerSecond: tps(), cpuPercent: (ticks / tps() / seconds) * 100,
         mainThreadMs: main1 - main0, allThreadsMs: all1 - all0, statsServed: served1 - served0,

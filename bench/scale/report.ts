@@ -9,14 +9,23 @@ export { median, percentile, procCpuTicks };
 export type Arm = 'host' | 'per-vm';
 export const ARMS: readonly Arm[] = ['host', 'per-vm'];
 
-/** Memory of one process, or summed over the arm's processes (KiB, /proc/PID/smaps_rollup). */
+/** Memory of one process, or summed over the arm's processes (KiB, /proc/PID/smaps_rollup and status). */
 export interface Memory {
   rssKiB: number;
   pssKiB: number;
   pssAnonKiB: number;
   pssFileKiB: number;
   pssShmemKiB: number;
+  /** Resident file pages (status RssFile): mostly node's own binary. */
+  rssFileKiB: number;
 }
+
+/**
+ * PSS if no other process mapped the same files: PSS splits node's resident
+ * binary (~40 MiB) among every node process on the machine, here at least
+ * the benchmark's own; a host whose only node process is the daemon pays all of it.
+ */
+export const aloneKiB = (m: Memory): number => m.pssAnonKiB + m.pssShmemKiB + m.rssFileKiB;
 
 export interface RunResult {
   arm: Arm;
@@ -30,6 +39,8 @@ export interface RunResult {
   setupSeconds: number;
   /** At the end of the idle window (before the inflates). */
   memory: Memory;
+  /** PSS read every 5 s through the idle window: V8's heap grows and shrinks with its GC cycle. */
+  idlePssKiB: { min: number; max: number; samples: number };
   /** After every device's inflates. */
   memoryAfterInflate: Memory;
   idle: {
@@ -70,7 +81,7 @@ export interface Results {
 }
 
 /** The fields of /proc/PID/smaps_rollup that matter here. */
-export function parseSmapsRollup(text: string): Memory {
+export function parseSmapsRollup(text: string): Omit<Memory, 'rssFileKiB'> {
   const field = (name: string): number => {
     const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text);
     if (!m) throw new Error(`smaps_rollup has no ${name}`);
@@ -79,14 +90,21 @@ export function parseSmapsRollup(text: string): Memory {
   return { rssKiB: field('Rss'), pssKiB: field('Pss'), pssAnonKiB: field('Pss_Anon'), pssFileKiB: field('Pss_File'), pssShmemKiB: field('Pss_Shmem') };
 }
 
+/** RssFile of /proc/PID/status (KiB). */
+export function parseRssFile(status: string): number {
+  const m = /^RssFile:\s+(\d+) kB/m.exec(status);
+  if (!m) throw new Error('status has no RssFile');
+  return Number(m[1]);
+}
+
 export function addMemory(a: Memory, b: Memory): Memory {
   return {
     rssKiB: a.rssKiB + b.rssKiB, pssKiB: a.pssKiB + b.pssKiB, pssAnonKiB: a.pssAnonKiB + b.pssAnonKiB,
-    pssFileKiB: a.pssFileKiB + b.pssFileKiB, pssShmemKiB: a.pssShmemKiB + b.pssShmemKiB,
+    pssFileKiB: a.pssFileKiB + b.pssFileKiB, pssShmemKiB: a.pssShmemKiB + b.pssShmemKiB, rssFileKiB: a.rssFileKiB + b.rssFileKiB,
   };
 }
 
-export const ZERO_MEMORY: Memory = { rssKiB: 0, pssKiB: 0, pssAnonKiB: 0, pssFileKiB: 0, pssShmemKiB: 0 };
+export const ZERO_MEMORY: Memory = { rssKiB: 0, pssKiB: 0, pssAnonKiB: 0, pssFileKiB: 0, pssShmemKiB: 0, rssFileKiB: 0 };
 
 /** On-CPU nanoseconds: the first field of /proc/PID/task/TID/schedstat. */
 export function schedstatNs(text: string): number {
@@ -123,6 +141,10 @@ export interface Cell {
   rssMiB: Spread;
   pssMiB: Spread;
   pssAnonMiB: Spread;
+  /** Lowest and highest PSS of the idle window's readings, over all runs. */
+  idlePssMinMiB: number;
+  idlePssMaxMiB: number;
+  aloneMiB: Spread;
   pssAfterInflateMiB: Spread;
   idleCpuPercent: Spread;
   mainThreadMsPer30s: Spread;
@@ -145,6 +167,9 @@ export function summarize(runs: RunResult[]): Cell[] {
         rssMiB: of((r) => r.memory.rssKiB / 1024),
         pssMiB: of((r) => r.memory.pssKiB / 1024),
         pssAnonMiB: of((r) => r.memory.pssAnonKiB / 1024),
+        idlePssMinMiB: Math.min(...rs.map((r) => r.idlePssKiB?.min ?? r.memory.pssKiB)) / 1024,
+        idlePssMaxMiB: Math.max(...rs.map((r) => r.idlePssKiB?.max ?? r.memory.pssKiB)) / 1024,
+        aloneMiB: of((r) => (r.memory.rssFileKiB === undefined ? Number.NaN : aloneKiB(r.memory) / 1024)),
         pssAfterInflateMiB: of((r) => r.memoryAfterInflate.pssKiB / 1024),
         idleCpuPercent: of((r) => r.idle.cpuPercent),
         mainThreadMsPer30s: of((r) => (r.idle.mainThreadMs * 30) / r.idle.seconds),
@@ -204,13 +229,14 @@ export function markdownTables(r: Pick<Results, 'runs'>): string {
   const arms = ARMS.filter((a) => cells.some((c) => c.arm === a));
   const get = (arm: Arm, n: number) => cells.find((c) => c.arm === arm && c.n === n);
   const lines: string[] = [];
-  lines.push('| N | arm | runs | PSS MiB | RSS MiB | PSS anon MiB | PSS after inflate MiB | idle CPU % of a core | main thread ms / 30 s | inflate p50 ms | inflate p99 ms | worst device p99 ms |');
-  lines.push('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  lines.push('| N | arm | runs | PSS MiB | PSS range in idle window | PSS alone MiB | PSS anon MiB | RSS MiB | PSS after inflate MiB | idle CPU % of a core | main thread ms / 30 s | inflate p50 ms | inflate p99 ms | worst device p99 ms |');
+  lines.push('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const n of sizes) {
     for (const arm of arms) {
       const c = get(arm, n);
       if (!c) continue;
-      lines.push(`| ${n} | ${arm} | ${c.runs} | ${cellText(c.pssMiB, 1)} | ${cellText(c.rssMiB, 1)} | ${cellText(c.pssAnonMiB, 1)} | ${cellText(c.pssAfterInflateMiB, 1)} | `
+      lines.push(`| ${n} | ${arm} | ${c.runs} | ${cellText(c.pssMiB, 1)} | ${fixed(c.idlePssMinMiB, 1)}-${fixed(c.idlePssMaxMiB, 1)} | ${cellText(c.aloneMiB, 1)} | `
+        + `${cellText(c.pssAnonMiB, 1)} | ${cellText(c.rssMiB, 1)} | ${cellText(c.pssAfterInflateMiB, 1)} | `
         + `${cellText(c.idleCpuPercent, 2)} | ${cellText(c.mainThreadMsPer30s, 0)} | ${cellText(c.inflateP50Ms, 2)} | ${cellText(c.inflateP99Ms, 2)} | ${cellText(c.worstDeviceP99Ms, 2)} |`);
     }
   }

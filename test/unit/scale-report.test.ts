@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  type Arm, cellText, inflateFigures, marginalPss, markdownTables, parseSmapsRollup, type RunResult, schedstatNs, spread, summarize,
+  aloneKiB, type Arm, cellText, inflateFigures, marginalPss, markdownTables, parseRssFile, parseSmapsRollup, type RunResult, schedstatNs, spread,
+  summarize,
 } from '../../bench/scale/report.js';
 
 const ROLLUP = `55d0c0000000-7ffc5a9f3000 ---p 00000000 00:00 0                          [rollup]
@@ -18,6 +19,14 @@ describe('parseSmapsRollup', () => {
   });
   it('does not take Pss_Anon for Pss', () => expect(parseSmapsRollup(ROLLUP).pssKiB).toBe(23790));
   it('throws without a field', () => expect(() => parseSmapsRollup('Rss: 1 kB\n')).toThrow(/Pss/));
+});
+
+describe('parseRssFile and aloneKiB', () => {
+  it('reads RssFile, not RssAnon', () => expect(parseRssFile('RssAnon:\t   16000 kB\nRssFile:\t   41000 kB\nRssShmem:\t 10 kB\n')).toBe(41000));
+  it('throws without it', () => expect(() => parseRssFile('VmRSS: 1 kB\n')).toThrow(/RssFile/));
+  it('counts resident file pages whole', () => {
+    expect(aloneKiB({ rssKiB: 0, pssKiB: 0, pssAnonKiB: 16000, pssFileKiB: 7000, pssShmemKiB: 10, rssFileKiB: 41000 })).toBe(57010);
+  });
 });
 
 describe('schedstatNs', () => {
@@ -43,9 +52,10 @@ describe('spread and cellText', () => {
   ])('%j -> %s', (s, want) => expect(cellText(s, 1)).toBe(want));
 });
 
-const mem = (pssMiB: number) => ({ rssKiB: pssMiB * 2048, pssKiB: pssMiB * 1024, pssAnonKiB: 0, pssFileKiB: 0, pssShmemKiB: 0 });
+const mem = (pssMiB: number) => ({ rssKiB: pssMiB * 2048, pssKiB: pssMiB * 1024, pssAnonKiB: pssMiB * 512, pssFileKiB: 0, pssShmemKiB: 0, rssFileKiB: 4096 });
 const run = (arm: Arm, n: number, r: number, pssMiB: number): RunResult => ({
-  arm, n, run: r, processes: arm === 'host' ? 1 : n, loadAvg: 1, setupSeconds: 1, memory: mem(pssMiB), memoryAfterInflate: mem(pssMiB),
+  arm, n, run: r, processes: arm === 'host' ? 1 : n, loadAvg: 1, setupSeconds: 1, memory: mem(pssMiB),
+  idlePssKiB: { min: (pssMiB - 1) * 1024, max: (pssMiB + 2) * 1024, samples: 6 }, memoryAfterInflate: mem(pssMiB),
   idle: { seconds: 30, ticks: 3, ticksPerSecond: 100, cpuPercent: 0.1, mainThreadMs: 10, allThreadsMs: 20, statsServed: n * 6 },
   inflate: { buffersPerDevice: 8, pfnsPerBuffer: 256, p50Ms: 1, p99Ms: 2, maxMs: 3, worstDeviceP99Ms: 2, wallMs: 10 },
 });
@@ -62,6 +72,8 @@ describe('summarize and marginalPss', () => {
     expect(cells.map((c) => [c.arm, c.n, c.runs])).toEqual([['host', 1, 3], ['host', 11, 3], ['host', 21, 3], ['per-vm', 1, 1]]);
     expect(cells[0]!.pssMiB).toEqual({ median: 21, min: 20, max: 22 });
     expect(cells[0]!.mainThreadMsPer30s.median).toBe(10);
+    expect([cells[0]!.idlePssMinMiB, cells[0]!.idlePssMaxMiB]).toEqual([19, 24]);
+    expect(cells[0]!.aloneMiB.median).toBe(21 / 2 + 4);
   });
   it('slopes between consecutive sizes and over the whole range', () => {
     const m = marginalPss(summarize(runs));
@@ -73,7 +85,7 @@ describe('summarize and marginalPss', () => {
   });
   it('renders one row per (N, arm) and the marginal table', () => {
     const t = markdownTables({ runs });
-    expect(t).toContain('| 1 | host | 3 | 21.0 (20.0-22.0) |');
+    expect(t).toContain('| 1 | host | 3 | 21.0 (20.0-22.0) | 19.0-24.0 | 14.5 (14.0-15.0) |');
     expect(t).toContain('| 1 | per-vm | 1 | 25.0 |');
     expect(t).toContain('| host | 1 -> 21 | 1024 |');
   });
