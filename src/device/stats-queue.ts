@@ -1,13 +1,15 @@
 // The stats queue protocol: the driver primes one buffer; the device keeps it
 // and returns it (push + notify) whenever it wants a fresh sample; the driver
-// refills it and adds it again.
+// refills it and adds it again. The interval timers of all devices share
+// one grid (timer-grid.ts): an idle daemon wakes per grid point, not per device.
+import { sharedGrid, type TimerGrid } from './timer-grid.js';
 import type { DeviceTransport, Element } from './transport.js';
 
 export class StatsBuffer {
   private held: Element | null = null;
-  private timer: NodeJS.Timeout | null = null;
+  private cancelTimer: (() => void) | null = null;
 
-  constructor(private readonly intervalMs: number) {}
+  constructor(private readonly intervalMs: number, private readonly grid: TimerGrid = sharedGrid) {}
 
   get holding(): boolean {
     return this.held !== null;
@@ -48,15 +50,15 @@ export class StatsBuffer {
   }
 
   private arm(conn: DeviceTransport, qidx: number): void {
-    if (this.timer || this.intervalMs <= 0) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
+    if (this.cancelTimer || this.intervalMs <= 0) return;
+    this.cancelTimer = this.grid.after(this.intervalMs, () => {
+      this.cancelTimer = null;
       this.request(conn, qidx);
-    }, this.intervalMs);
+    });
   }
 
   private cancel(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.cancelTimer?.();
+    this.cancelTimer = null;
   }
 }
