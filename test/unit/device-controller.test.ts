@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Controller } from '../../src/control/controller.js';
 import { BalloonDevice } from '../../src/device/balloon.js';
 import { silentLogger } from '../../src/log.js';
-import { SEED_FIXED_PARAMS, mergeParams } from '../../src/policy/params.js';
+import { DEFAULT_PARAMS, SEED_FIXED_PARAMS, mergeParams } from '../../src/policy/params.js';
 import { FakeTransport, PAGE } from './fake-transport.js';
 
 const MiB = 1 << 20;
