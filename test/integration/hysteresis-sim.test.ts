@@ -78,9 +78,10 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     const after = h.filter((d) => Date.parse(d.time) >= cancelAt && d.rule.startsWith('host-pressure'));
     const inflate = after.find((d) => d.rule === 'host-pressure-inflate')!;
     const inflateAt = Date.parse(inflate.time);
-    const ignored = after.filter((d) => d.rule === 'host-pressure-ignored');
+    // Those before the inflate; later ones fall to the rate limit (a slow history request sees them too).
+    const ignored = after.filter((d) => d.rule === 'host-pressure-ignored' && Date.parse(d.time) < inflateAt);
     expect(ignored.length).toBeGreaterThan(0);
-    expect(ignored.every((d) => d.cause === 'guest-pressure' && Date.parse(d.time) < cancelAt + HYSTERESIS_MS)).toBe(true);
+    expect(ignored.filter((d) => !(d.cause === 'guest-pressure' && Date.parse(d.time) < cancelAt + HYSTERESIS_MS))).toEqual([]);
     const ignoredEvents = ignored.reduce((n, d) => n + d.count, 0);
     // Half-open window, monotonic in the daemon: wall-clock ms may round by 1.
     expect(inflateAt - cancelAt).toBeGreaterThanOrEqual(HYSTERESIS_MS - 1);
