@@ -121,7 +121,7 @@ async function main(): Promise<void> {
       const { result, samples } = await runScenario({ scenario, arm, run, size, weights, qemu, img, log }, live);
       saved.results.push(result);
       saved.timelines[`${arm.name}#${run}`] = samples;
-      log(`   host swap-out (memcg) ${result.memcgSwapOutMiB.toFixed(0)} MiB (machine pswpout ${result.hostSwapOut}), memcg swap peak ${result.memcgSwapPeakMiB.toFixed(0)} MiB, need ${result.needMiB.toFixed(0)} MiB, balloons ${result.vms.map((v) => `${v.name}=${v.balloonEndMiB.toFixed(0)}`).join(' ')} MiB`);
+      log(`   host swap-out (memcg) ${result.memcgSwapOutMiB.toFixed(0)} MiB (machine pswpout ${result.hostSwapOut}), memcg swap peak ${result.memcgSwapPeakMiB.toFixed(0)} MiB, need ${result.needMiB.toFixed(0)} MiB, balloons ${result.vms.map((v) => `${v.name}=${v.balloonEndMiB.toFixed(0)}`).join(' ')} MiB, load ${result.loadAvg?.start[0]} -> ${result.loadAvg?.end[0]}, guest swap-out ${result.vms.map((v) => v.guestSwapOut ?? '-').join('/')}, oom ${result.vms.map((v) => v.guestOomKills ?? '-').join('/')}`);
       writeFileSync(join(out, 'results.json'), JSON.stringify(saved, null, 1));
     }
   } finally {

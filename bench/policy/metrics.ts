@@ -60,6 +60,10 @@ export interface RunResult {
   /** The neighbour finished its allocation (not OOM-killed, not timed out). */
   squeezeDone: boolean;
   vms: VmResult[];
+  /** /proc/loadavg (1, 5, 15 min) at the start and the end of the run: the machine is shared. */
+  loadAvg?: { start: number[]; end: number[] };
+  /** Ours: the daemon's decisions at the end (host-wide, and per VM), as `balloonctl history` gives them. */
+  history?: { host: unknown[]; vms: Record<string, unknown[]> };
 }
 
 export interface Sample { t: number; guest: string; balloonMiB: number }
