@@ -207,6 +207,40 @@ function weightsTable(rs: readonly RunResult[], reservePercent: number): string 
   return rows.join('\n');
 }
 
+/** Median of the values present, and their range. */
+export function medianRange(xs: Array<number | null | undefined>): { median: number; min: number; max: number; n: number } {
+  const v = present(xs).sort((a, b) => a - b);
+  const n = v.length;
+  const median = n === 0 ? NaN : n % 2 ? (v[(n - 1) / 2] as number) : ((v[n / 2 - 1] as number) + (v[n / 2] as number)) / 2;
+  return { median, min: n ? (v[0] as number) : NaN, max: n ? (v[n - 1] as number) : NaN, n };
+}
+const mr = (xs: Array<number | null | undefined>, d = 0): string => {
+  const r = medianRange(xs);
+  return r.n === 0 ? '-' : r.n === 1 ? f(r.median, d) : `${f(r.median, d)} [${f(r.min, d)}-${f(r.max, d)}]`;
+};
+
+/** Per arm: medians [min-max] over its runs of the figures the targets are judged on. */
+export function mediansTable(rs: readonly RunResult[]): string {
+  const rows = ['| arm | runs | host swap-out (memcg), MiB | need, MiB | balloons at end, MiB | need covered, % | guest swap-out, pages (all guests) | guest OOM kills | covered after first event, s (runs covered) | load avg 1 min at start |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  for (const [arm, xs] of byArm(rs)) {
+    const balloon = xs.map((r) => r.vms.reduce((a, v) => a + v.balloonEndMiB, 0));
+    rows.push(`| ${arm} | ${xs.length} | ${mr(xs.map((r) => r.memcgSwapOutMiB))} | ${mr(xs.map((r) => r.needMiB))} | ${mr(balloon)} | ${mr(xs.map((r, i) => (r.needMiB > 0 ? Math.min(1, (balloon[i] as number) / r.needMiB) * 100 : null)))} | ${mr(xs.map((r) => sumVms(r, (v) => v.guestSwapOut)))} | ${mr(xs.map((r) => sumVms(r, (v) => v.guestOomKills)))} | ${mr(xs.map((r) => r.coveredAfterS), 1)} (${coveredCount(xs)}) | ${mr(xs.map((r) => r.loadAvg?.start[0]), 1)} |`);
+  }
+  return rows.join('\n');
+}
+
+/** One row per run, in the order they ran. */
+export function runsTable(rs: readonly RunResult[]): string {
+  const rows = ['| # | arm | run | load avg start / end | host swap-out (memcg), MiB | need, MiB | balloon per VM at end (peak), MiB | guest swap-out per VM, pages | guest OOM kills | first event, s | covered after, s |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  rs.forEach((r, i) => {
+    const l = r.loadAvg ? `${f(r.loadAvg.start[0], 2)} / ${f(r.loadAvg.end[0], 2)}` : '-';
+    rows.push(`| ${i + 1} | ${r.arm} | ${r.run} | ${l} | ${f(r.memcgSwapOutMiB)} | ${f(r.needMiB)} | ${r.vms.map((v) => `${v.name} ${f(v.balloonEndMiB)} (${f(v.balloonPeakMiB)})`).join(', ')} | ${r.vms.map((v) => f(v.guestSwapOut)).join(' / ')} | ${f(sumVms(r, (v) => v.guestOomKills))} | ${f(r.firstEventS, 1)} | ${f(r.coveredAfterS, 1)} |`);
+  });
+  return rows.join('\n');
+}
+
 /** The markdown table of a scenario's runs (one row per arm; weights: one per run). */
 export function scenarioTable(scenario: ScenarioName, rs: readonly RunResult[], reservePercent: number): string {
   switch (scenario) {
