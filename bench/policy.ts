@@ -35,6 +35,7 @@ Needs root (memcg, swap file) and the patched QEMU + guest image (npm run setup)
   --scenario NAME  ${SCENARIOS.join(' | ')}
   --arms LIST      comma-separated: ${Object.keys(ARMS).join(', ')} (default: vanilla,ours)
   --runs N         runs per arm, paired: run r of every arm before run r + 1 (default 5)
+  --runs-for A=N,...  runs of these arms instead (e.g. vanilla=5,ours=5 with --runs 3)
   --size K=V,...   override the scenario's sizes (MiB) and hold time (s); defaults:
 ${SCENARIOS.map((s) => `                   ${s}: ${Object.entries(SIZES[s]).map(([k, v]) => `${k}=${v}`).join(',')}`).join('\n')}
   --weights LIST   weights: one guest per weight (default ${DEFAULT_WEIGHTS.join(',')}); all 1: no --weight flag
@@ -71,7 +72,7 @@ function writeOutputs(out: string, saved: Saved): void {
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) { process.stdout.write(`${HELP}\n`); return; }
   const { values } = parseArgs({ options: {
-    scenario: { type: 'string' }, arms: { type: 'string', default: 'vanilla,ours' }, runs: { type: 'string', default: '5' },
+    scenario: { type: 'string' }, arms: { type: 'string', default: 'vanilla,ours' }, runs: { type: 'string', default: '5' }, 'runs-for': { type: 'string' },
     size: { type: 'string' }, weights: { type: 'string', default: DEFAULT_WEIGHTS.join(',') }, out: { type: 'string' }, from: { type: 'string' },
   } });
   const scenario = values.scenario as ScenarioName | undefined;
@@ -87,6 +88,14 @@ async function main(): Promise<void> {
   try { arms = pickArms(values.arms); } catch (e) { throw new UsageError((e as Error).message); }
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs ${values.runs}: expected a whole number >= 1`);
+  const runsFor = new Map<string, number>();
+  for (const kv of (values['runs-for'] ?? '').split(',').filter(Boolean)) {
+    const [a, n] = kv.split('=');
+    if (!a || !arms.some((x) => x.name === a)) throw new UsageError(`--runs-for ${kv}: ${a} is not one of --arms (${arms.map((x) => x.name).join(', ')})`);
+    if (!Number.isInteger(Number(n)) || Number(n) < 1) throw new UsageError(`--runs-for ${kv}: expected ARM=N with N a whole number >= 1`);
+    runsFor.set(a, Number(n));
+  }
+  const runsOf = (a: { name: string }): number => runsFor.get(a.name) ?? runs;
   const size = parseSize(values.size, SIZES[scenario]);
   // Arms whose flags this daemon lacks (e.g. --policy before it lands) are refused up front.
   const weights = values.weights.split(',').map(Number);
@@ -117,8 +126,8 @@ async function main(): Promise<void> {
   const saved: Saved = { scenario, size, ...(scenario === 'weights' ? { weights } : {}), arms: arms.map((a) => a.name), results: [], timelines: {} };
   mkdirSync(out, { recursive: true });
   try {
-    for (const { arm, run } of pairedOrder(arms, runs)) {
-      log(`== ${scenario} ${arm.name} run ${run}/${runs}`);
+    for (const { arm, run } of pairedOrder(arms, runsOf)) {
+      log(`== ${scenario} ${arm.name} run ${run}/${runsOf(arm)} (${new Date().toISOString()})`);
       const { result, samples } = await runScenario({ scenario, arm, run, size, weights, qemu, img, log }, live);
       saved.results.push(result);
       saved.timelines[`${arm.name}#${run}`] = samples;

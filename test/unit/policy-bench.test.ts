@@ -33,6 +33,10 @@ describe('arms', () => {
   it('pairedOrder interleaves arms within each run', () => {
     expect(pairedOrder(['v', 'o'], 2)).toEqual([{ arm: 'v', run: 1 }, { arm: 'o', run: 1 }, { arm: 'v', run: 2 }, { arm: 'o', run: 2 }]);
   });
+  it('pairedOrder with runs per arm: an arm with fewer runs drops out of the later rounds', () => {
+    expect(pairedOrder(['v', 'o', 'm'], (a) => (a === 'm' ? 1 : 2)))
+      .toEqual([{ arm: 'v', run: 1 }, { arm: 'o', run: 1 }, { arm: 'm', run: 1 }, { arm: 'v', run: 2 }, { arm: 'o', run: 2 }]);
+  });
   it('unknownFlags: what --help does not list', () => {
     const help = '  --step  Balloon change\n  --page-reporting  Offer ...\n  --[no-]auto';
     expect(unknownFlags(['--policy', 'mom', '--step', '1M', '--no-page-reporting', '--no-auto'], help)).toEqual(['policy']);
