@@ -12,7 +12,7 @@ import { DEFAULT_HOST_PARAMS } from '../src/policy/host.js';
 import { ensureSwap, type TempSwap } from '../lab/host/swap.js';
 import { guestImage, qemuBinary } from '../lab/vm/index.js';
 import { ARMS, pairedOrder, pickArms, unknownFlags } from './policy/arms.js';
-import { mediansTable, type RunResult, runsTable, type Sample, type ScenarioName, scenarioTable } from './policy/metrics.js';
+import { coveredAfter, mediansTable, type RunResult, runsTable, type Sample, type ScenarioName, scenarioTable } from './policy/metrics.js';
 import { daemonHelp, type Rig } from './policy/rig.js';
 import { DEFAULT_WEIGHTS, runScenario, SIZES } from './policy/scenarios.js';
 import { timelineSvg } from './overcommit/report.js';
@@ -59,6 +59,11 @@ function parseSize(text: string | undefined, base: Record<string, number>): Reco
 
 function writeOutputs(out: string, saved: Saved): void {
   mkdirSync(out, { recursive: true });
+  // Results saved before coveredFromSqueezeS existed: from their timelines.
+  for (const r of saved.results) {
+    const t = saved.timelines[`${r.arm}#${r.run}`];
+    if (r.coveredFromSqueezeS === undefined && t) r.coveredFromSqueezeS = coveredAfter(t, r.vms.map((v) => v.name), r.needMiB, 0);
+  }
   const table = [scenarioTable(saved.scenario, saved.results, RESERVE_PERCENT),
     '\nMedians [min-max] per arm:\n', mediansTable(saved.results), '\nEvery run, in order:\n', runsTable(saved.results)].join('\n');
   writeFileSync(join(out, 'table.md'), `${table}\n`);

@@ -171,6 +171,7 @@ export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: 
       limitMiB, baselineMiB, squeezeMiB, needMiB,
       firstEventS: sampler.firstEventS,
       coveredAfterS: coveredAfter(sampler.samples, guests.map((g) => g.spec.name), needMiB, sampler.firstEventS),
+      coveredFromSqueezeS: coveredAfter(sampler.samples, guests.map((g) => g.spec.name), needMiB, 0),
       squeezeDone: squeezeDone && allocFailed === 0,
       vms,
       loadAvg: { start: load0, end: loadAvg() },
