@@ -16,6 +16,8 @@ import { coveredAfter, mediansTable, type RunResult, runsTable, type Sample, typ
 import { daemonHelp, type Rig } from './policy/rig.js';
 import { DEFAULT_WEIGHTS, runScenario, SIZES } from './policy/scenarios.js';
 import { timelineSvg } from './overcommit/report.js';
+import { decisionsTable, hostDecisionsText } from '../src/cli/format.js';
+import type { DecisionRecord, HostDecisionRecord } from '../src/control/status.js';
 import type { Allocator } from '../lab/host/allocator.js';
 import type { Memcg } from '../lab/host/memcg.js';
 
@@ -71,6 +73,12 @@ function writeOutputs(out: string, saved: Saved): void {
     const t = saved.timelines[`${arm}#1`];
     if (t) writeFileSync(join(out, `timeline-${arm}.svg`), timelineSvg(`${saved.scenario}: balloon sizes and memcg swap, ${arm} run 1 (MiB)`, t));
   }
+  // What `balloonctl history` printed at the end of each run of our arms.
+  const hist = saved.results.filter((r) => r.history).map((r) => [`## ${r.arm} run ${r.run}`, '', '```',
+    (r.history?.host.length ? hostDecisionsText(r.history.host as HostDecisionRecord[]) : 'no host-wide decisions'),
+    ...Object.entries(r.history?.vms ?? {}).map(([vm, d]) => `\n$ balloonctl history ${vm}\n${d.length ? decisionsTable(d as DecisionRecord[]) : 'no decisions'}`),
+    '```', ''].join('\n'));
+  if (hist.length) writeFileSync(join(out, 'history.md'), `# ${saved.scenario}: the daemon's decisions at the end of each run\n\n${hist.join('\n')}`);
   process.stdout.write(`${table}\n`);
 }
 
