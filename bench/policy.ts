@@ -127,7 +127,15 @@ async function main(): Promise<void> {
     await live.neighbour?.kill();
     await live.rig?.stop();
     await live.memcg?.remove().catch(() => undefined);
-    live.swap?.remove();
+    // swapoff can fail for a moment (seen: ENOMEM after 25 runs); once more, then say what is left on.
+    const swap = live.swap;
+    live.swap = undefined;
+    for (let i = 0; swap && i < 3; i++) {
+      try { swap.remove(); break; } catch (e) {
+        if (i === 2) log(`warning: swap file ${swap.path} is still on (${(e as Error).message.split('\n')[0]}): swapoff ${swap.path} && rm ${swap.path}`);
+        else await new Promise((r) => setTimeout(r, 5000));
+      }
+    }
   };
   const onSignal = () => { void cleanup().finally(() => process.exit(130)); };
   process.once('SIGINT', onSignal);
