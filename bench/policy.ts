@@ -12,10 +12,12 @@ import { DEFAULT_HOST_PARAMS } from '../src/policy/host.js';
 import { ensureSwap, type TempSwap } from '../lab/host/swap.js';
 import { guestImage, qemuBinary } from '../lab/vm/index.js';
 import { ARMS, pairedOrder, pickArms, unknownFlags } from './policy/arms.js';
-import { type RunResult, type Sample, type ScenarioName, scenarioTable } from './policy/metrics.js';
+import { coveredAfter, mediansTable, type RunResult, runsTable, type Sample, type ScenarioName, scenarioTable } from './policy/metrics.js';
 import { daemonHelp, type Rig } from './policy/rig.js';
 import { DEFAULT_WEIGHTS, runScenario, SIZES } from './policy/scenarios.js';
 import { timelineSvg } from './overcommit/report.js';
+import { decisionsTable, hostDecisionsText } from '../src/cli/format.js';
+import type { DecisionRecord, HostDecisionRecord } from '../src/control/status.js';
 import type { Allocator } from '../lab/host/allocator.js';
 import type { Memcg } from '../lab/host/memcg.js';
 
@@ -35,6 +37,7 @@ Needs root (memcg, swap file) and the patched QEMU + guest image (npm run setup)
   --scenario NAME  ${SCENARIOS.join(' | ')}
   --arms LIST      comma-separated: ${Object.keys(ARMS).join(', ')} (default: vanilla,ours)
   --runs N         runs per arm, paired: run r of every arm before run r + 1 (default 5)
+  --runs-for A=N,...  runs of these arms instead (e.g. vanilla=5,ours=5 with --runs 3)
   --size K=V,...   override the scenario's sizes (MiB) and hold time (s); defaults:
 ${SCENARIOS.map((s) => `                   ${s}: ${Object.entries(SIZES[s]).map(([k, v]) => `${k}=${v}`).join(',')}`).join('\n')}
   --weights LIST   weights: one guest per weight (default ${DEFAULT_WEIGHTS.join(',')}); all 1: no --weight flag
@@ -58,19 +61,31 @@ function parseSize(text: string | undefined, base: Record<string, number>): Reco
 
 function writeOutputs(out: string, saved: Saved): void {
   mkdirSync(out, { recursive: true });
-  const table = scenarioTable(saved.scenario, saved.results, RESERVE_PERCENT);
+  // Results saved before coveredFromSqueezeS existed: from their timelines.
+  for (const r of saved.results) {
+    const t = saved.timelines[`${r.arm}#${r.run}`];
+    if (r.coveredFromSqueezeS === undefined && t) r.coveredFromSqueezeS = coveredAfter(t, r.vms.map((v) => v.name), r.needMiB, 0);
+  }
+  const table = [scenarioTable(saved.scenario, saved.results, RESERVE_PERCENT),
+    '\nMedians [min-max] per arm:\n', mediansTable(saved.results), '\nEvery run, in order:\n', runsTable(saved.results)].join('\n');
   writeFileSync(join(out, 'table.md'), `${table}\n`);
   for (const arm of saved.arms) {
     const t = saved.timelines[`${arm}#1`];
     if (t) writeFileSync(join(out, `timeline-${arm}.svg`), timelineSvg(`${saved.scenario}: balloon sizes and memcg swap, ${arm} run 1 (MiB)`, t));
   }
+  // What `balloonctl history` printed at the end of each run of our arms.
+  const hist = saved.results.filter((r) => r.history).map((r) => [`## ${r.arm} run ${r.run}`, '', '```',
+    (r.history?.host.length ? hostDecisionsText(r.history.host as HostDecisionRecord[]) : 'no host-wide decisions'),
+    ...Object.entries(r.history?.vms ?? {}).map(([vm, d]) => `\n$ balloonctl history ${vm}\n${d.length ? decisionsTable(d as DecisionRecord[]) : 'no decisions'}`),
+    '```', ''].join('\n'));
+  if (hist.length) writeFileSync(join(out, 'history.md'), `# ${saved.scenario}: the daemon's decisions at the end of each run\n\n${hist.join('\n')}`);
   process.stdout.write(`${table}\n`);
 }
 
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) { process.stdout.write(`${HELP}\n`); return; }
   const { values } = parseArgs({ options: {
-    scenario: { type: 'string' }, arms: { type: 'string', default: 'vanilla,ours' }, runs: { type: 'string', default: '5' },
+    scenario: { type: 'string' }, arms: { type: 'string', default: 'vanilla,ours' }, runs: { type: 'string', default: '5' }, 'runs-for': { type: 'string' },
     size: { type: 'string' }, weights: { type: 'string', default: DEFAULT_WEIGHTS.join(',') }, out: { type: 'string' }, from: { type: 'string' },
   } });
   const scenario = values.scenario as ScenarioName | undefined;
@@ -86,6 +101,14 @@ async function main(): Promise<void> {
   try { arms = pickArms(values.arms); } catch (e) { throw new UsageError((e as Error).message); }
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs ${values.runs}: expected a whole number >= 1`);
+  const runsFor = new Map<string, number>();
+  for (const kv of (values['runs-for'] ?? '').split(',').filter(Boolean)) {
+    const [a, n] = kv.split('=');
+    if (!a || !arms.some((x) => x.name === a)) throw new UsageError(`--runs-for ${kv}: ${a} is not one of --arms (${arms.map((x) => x.name).join(', ')})`);
+    if (!Number.isInteger(Number(n)) || Number(n) < 1) throw new UsageError(`--runs-for ${kv}: expected ARM=N with N a whole number >= 1`);
+    runsFor.set(a, Number(n));
+  }
+  const runsOf = (a: { name: string }): number => runsFor.get(a.name) ?? runs;
   const size = parseSize(values.size, SIZES[scenario]);
   // Arms whose flags this daemon lacks (e.g. --policy before it lands) are refused up front.
   const weights = values.weights.split(',').map(Number);
@@ -104,7 +127,15 @@ async function main(): Promise<void> {
     await live.neighbour?.kill();
     await live.rig?.stop();
     await live.memcg?.remove().catch(() => undefined);
-    live.swap?.remove();
+    // swapoff can fail for a moment (seen: ENOMEM after 25 runs); once more, then say what is left on.
+    const swap = live.swap;
+    live.swap = undefined;
+    for (let i = 0; swap && i < 3; i++) {
+      try { swap.remove(); break; } catch (e) {
+        if (i === 2) log(`warning: swap file ${swap.path} is still on (${(e as Error).message.split('\n')[0]}): swapoff ${swap.path} && rm ${swap.path}`);
+        else await new Promise((r) => setTimeout(r, 5000));
+      }
+    }
   };
   const onSignal = () => { void cleanup().finally(() => process.exit(130)); };
   process.once('SIGINT', onSignal);
@@ -116,12 +147,12 @@ async function main(): Promise<void> {
   const saved: Saved = { scenario, size, ...(scenario === 'weights' ? { weights } : {}), arms: arms.map((a) => a.name), results: [], timelines: {} };
   mkdirSync(out, { recursive: true });
   try {
-    for (const { arm, run } of pairedOrder(arms, runs)) {
-      log(`== ${scenario} ${arm.name} run ${run}/${runs}`);
+    for (const { arm, run } of pairedOrder(arms, runsOf)) {
+      log(`== ${scenario} ${arm.name} run ${run}/${runsOf(arm)} (${new Date().toISOString()})`);
       const { result, samples } = await runScenario({ scenario, arm, run, size, weights, qemu, img, log }, live);
       saved.results.push(result);
       saved.timelines[`${arm.name}#${run}`] = samples;
-      log(`   host swap-out (memcg) ${result.memcgSwapOutMiB.toFixed(0)} MiB (machine pswpout ${result.hostSwapOut}), memcg swap peak ${result.memcgSwapPeakMiB.toFixed(0)} MiB, need ${result.needMiB.toFixed(0)} MiB, balloons ${result.vms.map((v) => `${v.name}=${v.balloonEndMiB.toFixed(0)}`).join(' ')} MiB`);
+      log(`   host swap-out (memcg) ${result.memcgSwapOutMiB.toFixed(0)} MiB (machine pswpout ${result.hostSwapOut}), memcg swap peak ${result.memcgSwapPeakMiB.toFixed(0)} MiB, need ${result.needMiB.toFixed(0)} MiB, balloons ${result.vms.map((v) => `${v.name}=${v.balloonEndMiB.toFixed(0)}`).join(' ')} MiB, load ${result.loadAvg?.start[0]} -> ${result.loadAvg?.end[0]}, guest swap-out ${result.vms.map((v) => v.guestSwapOut ?? '-').join('/')}, oom ${result.vms.map((v) => v.guestOomKills ?? '-').join('/')}`);
       writeFileSync(join(out, 'results.json'), JSON.stringify(saved, null, 1));
     }
   } finally {

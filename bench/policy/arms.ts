@@ -76,9 +76,15 @@ export function pickArms(list: string): Arm[] {
   });
 }
 
-/** Paired order: run r of every arm before run r + 1 of any, so arms share the machine's noise. */
-export function pairedOrder<T>(arms: readonly T[], runs: number): Array<{ arm: T; run: number }> {
+/**
+ * Paired order: run r of every arm before run r + 1 of any, so arms share the
+ * machine's noise. runs: the same for every arm, or per arm (an arm with fewer
+ * runs drops out of the later rounds).
+ */
+export function pairedOrder<T>(arms: readonly T[], runs: number | ((arm: T) => number)): Array<{ arm: T; run: number }> {
+  const count = typeof runs === 'number' ? () => runs : runs;
   const out: Array<{ arm: T; run: number }> = [];
-  for (let run = 1; run <= runs; run++) for (const a of arms) out.push({ arm: a, run });
+  const most = Math.max(0, ...arms.map(count));
+  for (let run = 1; run <= most; run++) for (const a of arms) if (run <= count(a)) out.push({ arm: a, run });
   return out;
 }

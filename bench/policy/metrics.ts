@@ -55,11 +55,17 @@ export interface RunResult {
   needMiB: number;
   /** First limit hit (memcg failcnt) after the squeeze began, s since its start; null: none. */
   firstEventS: number | null;
-  /** From the first event until the balloons together first reached the need; null: never. */
+  /** From the first event until the balloons together first reached the need; null: never, or no event. */
   coveredAfterS: number | null;
+  /** From the start of the squeeze until the balloons first reached the need (also without any limit hit); null: never. */
+  coveredFromSqueezeS?: number | null;
   /** The neighbour finished its allocation (not OOM-killed, not timed out). */
   squeezeDone: boolean;
   vms: VmResult[];
+  /** /proc/loadavg (1, 5, 15 min) at the start and the end of the run: the machine is shared. */
+  loadAvg?: { start: number[]; end: number[] };
+  /** Ours: the daemon's decisions at the end (host-wide, and per VM), as `balloonctl history` gives them. */
+  history?: { host: unknown[]; vms: Record<string, unknown[]> };
 }
 
 export interface Sample { t: number; guest: string; balloonMiB: number }
@@ -153,8 +159,11 @@ const sumVms = (r: RunResult, k: (v: VmResult) => number | null): number | null 
   const xs = r.vms.map(k);
   return xs.some((x) => x === null) ? null : (xs as number[]).reduce((a, b) => a + b, 0);
 };
-/** Runs that covered the need / runs. */
-const coveredCount = (rs: RunResult[]): string => `${rs.filter((r) => r.coveredAfterS !== null).length}/${rs.length}`;
+/** Runs that covered the need / runs, and how many never hit the limit (no first event). */
+const coveredCount = (rs: RunResult[]): string => {
+  const none = rs.filter((r) => r.firstEventS === null).length;
+  return `${rs.filter((r) => r.coveredAfterS !== null).length}/${rs.length}${none ? `; ${none} without a limit hit` : ''}`;
+};
 
 function idleNeighbourTable(rs: readonly RunResult[]): string {
   const arms = byArm(rs);
@@ -200,6 +209,40 @@ function weightsTable(rs: readonly RunResult[], reservePercent: number): string 
     const vms = s.rows.map((x) => `${x.vm}: w${x.weight}, ${f(x.spareMiB)}, ${f(x.balloonMiB)}, ${f(x.share * 100)} % (${f(x.expected * 100)} %)`).join('; ');
     rows.push(`| ${r.arm} | ${r.run} | ${f(r.memcgSwapOutMiB)} | ${f(r.needMiB)} | ${f(r.vms.reduce((a, v) => a + v.balloonEndMiB, 0))} | ${vms} | ${f(s.maxErrorPercent, 1)} % | ${f(sumVms(r, (v) => v.guestOomKills))} |`);
   }
+  return rows.join('\n');
+}
+
+/** Median of the values present, and their range. */
+export function medianRange(xs: Array<number | null | undefined>): { median: number; min: number; max: number; n: number } {
+  const v = present(xs).sort((a, b) => a - b);
+  const n = v.length;
+  const median = n === 0 ? NaN : n % 2 ? (v[(n - 1) / 2] as number) : ((v[n / 2 - 1] as number) + (v[n / 2] as number)) / 2;
+  return { median, min: n ? (v[0] as number) : NaN, max: n ? (v[n - 1] as number) : NaN, n };
+}
+const mr = (xs: Array<number | null | undefined>, d = 0): string => {
+  const r = medianRange(xs);
+  return r.n === 0 ? '-' : r.n === 1 ? f(r.median, d) : `${f(r.median, d)} [${f(r.min, d)}-${f(r.max, d)}]`;
+};
+
+/** Per arm: medians [min-max] over its runs of the figures the targets are judged on. */
+export function mediansTable(rs: readonly RunResult[]): string {
+  const rows = ['| arm | runs | host swap-out (memcg), MiB | need, MiB | balloons at end, MiB | need covered, % | guest swap-out, pages (all guests) | guest OOM kills | covered after first event, s (runs covered) | covered after squeeze start, s (runs covered) | load avg 1 min at start |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  for (const [arm, xs] of byArm(rs)) {
+    const balloon = xs.map((r) => r.vms.reduce((a, v) => a + v.balloonEndMiB, 0));
+    rows.push(`| ${arm} | ${xs.length} | ${mr(xs.map((r) => r.memcgSwapOutMiB))} | ${mr(xs.map((r) => r.needMiB))} | ${mr(balloon)} | ${mr(xs.map((r, i) => (r.needMiB > 0 ? Math.min(1, (balloon[i] as number) / r.needMiB) * 100 : null)))} | ${mr(xs.map((r) => sumVms(r, (v) => v.guestSwapOut)))} | ${mr(xs.map((r) => sumVms(r, (v) => v.guestOomKills)))} | ${mr(xs.map((r) => r.coveredAfterS), 1)} (${coveredCount(xs)}) | ${mr(xs.map((r) => r.coveredFromSqueezeS), 1)} (${xs.filter((r) => r.coveredFromSqueezeS !== null && r.coveredFromSqueezeS !== undefined).length}/${xs.length}) | ${mr(xs.map((r) => r.loadAvg?.start[0]), 1)} |`);
+  }
+  return rows.join('\n');
+}
+
+/** One row per run, in the order they ran. */
+export function runsTable(rs: readonly RunResult[]): string {
+  const rows = ['| # | arm | run | load avg start / end | host swap-out (memcg), MiB | need, MiB | balloon per VM at end (peak), MiB | guest swap-out per VM, pages | guest OOM kills | first event, s | covered after, s | covered after squeeze start, s |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  rs.forEach((r, i) => {
+    const l = r.loadAvg ? `${f(r.loadAvg.start[0], 2)} / ${f(r.loadAvg.end[0], 2)}` : '-';
+    rows.push(`| ${i + 1} | ${r.arm} | ${r.run} | ${l} | ${f(r.memcgSwapOutMiB)} | ${f(r.needMiB)} | ${r.vms.map((v) => `${v.name} ${f(v.balloonEndMiB)} (${f(v.balloonPeakMiB)})`).join(', ')} | ${r.vms.map((v) => f(v.guestSwapOut)).join(' / ')} | ${f(sumVms(r, (v) => v.guestOomKills))} | ${r.firstEventS === null ? 'none' : f(r.firstEventS, 1)} | ${f(r.coveredAfterS, 1)} | ${f(r.coveredFromSqueezeS, 1)} |`);
+  });
   return rows.join('\n');
 }
 

@@ -101,6 +101,16 @@ export class Rig {
     return this.ctl?.request<DaemonStatus>({ op: 'status', vm }).catch(() => undefined);
   }
 
+  /** The daemon's decisions (ours only): host-wide ones and each VM's own, as `balloonctl history` shows them. */
+  async history(vms: string[], limit = 300): Promise<{ host: unknown[]; vms: Record<string, unknown[]> } | undefined> {
+    const c = this.ctl;
+    if (!c) return undefined;
+    const host = await c.request<{ host?: unknown[] }>({ op: 'history', limit }).catch(() => undefined);
+    const own: Record<string, unknown[]> = {};
+    for (const vm of vms) own[vm] = (await c.request<{ decisions?: unknown[] }>({ op: 'history', vm, limit }).catch(() => undefined))?.decisions ?? [];
+    return { host: host?.host ?? [], vms: own };
+  }
+
   async stop(): Promise<void> {
     this.ctl?.close();
     await Promise.all(this.guests.splice(0).map((g) => g.vm.shutdown(3000).catch(() => undefined)));

@@ -2,7 +2,7 @@
 // guests (and our daemon) in a fresh memcg, a preparation (idle memory, page
 // cache), a squeeze (a neighbour process, or a guest that grows), a hold,
 // then the host's and guests' counters.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +16,7 @@ import {
 } from './rig.js';
 
 const MiB = 2 ** 20;
+const loadAvg = (): number[] => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
 
 /** Sizes (MiB) and times (s) of each scenario; --size key=value overrides any of them. */
 export const SIZES: Record<ScenarioName, Record<string, number>> = {
@@ -67,6 +68,7 @@ function specs(c: RunContext): GuestSpec[] {
 /** Shared by the three scenarios: set up, prepare, squeeze, hold, measure, tear down. */
 export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: Allocator; memcg?: Memcg }): Promise<RunOutput> {
   const s = c.size;
+  const load0 = loadAvg();
   const dir = mkdtempSync(join(tmpdir(), 'vub-pb-'));
   const fixedLimit = c.scenario === 'idle-neighbour';
   const memcg = Memcg.createAny(`vub-policy-${process.pid}-${c.arm.name}-${c.run}`, (fixedLimit ? num(s, 'limitMiB') : 16384) * MiB);
@@ -138,6 +140,7 @@ export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: 
     const g1 = await Promise.all(guests.map((g) => guestReport(g.vm)));
     const rss1 = await Promise.all(guests.map((g) => rssShmemMiB(g.vm)));
     const statuses = await Promise.all(guests.map((g) => rig.daemonStatus(g.spec.name)));
+    const history = await rig.history(guests.map((g) => g.spec.name));
     const delta = (a: GuestReport | undefined, b: GuestReport | undefined, k: 'pswpout' | 'oomKills'): number | null => {
       const x = a?.[k], y = b?.[k];
       return x === null || x === undefined || y === null || y === undefined ? null : y - x;
@@ -168,8 +171,11 @@ export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: 
       limitMiB, baselineMiB, squeezeMiB, needMiB,
       firstEventS: sampler.firstEventS,
       coveredAfterS: coveredAfter(sampler.samples, guests.map((g) => g.spec.name), needMiB, sampler.firstEventS),
+      coveredFromSqueezeS: coveredAfter(sampler.samples, guests.map((g) => g.spec.name), needMiB, 0),
       squeezeDone: squeezeDone && allocFailed === 0,
       vms,
+      loadAvg: { start: load0, end: loadAvg() },
+      ...(history ? { history } : {}),
     };
     return { result, samples: sampler.samples };
   } finally {

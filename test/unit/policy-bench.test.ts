@@ -2,7 +2,7 @@
 // flags, paired order, need covered, expected shares, the guest's new lines.
 import { describe, expect, it } from 'vitest';
 import { ARMS, pairedOrder, pickArms, splitDaemonArgs, unknownFlags } from '../../bench/policy/arms.js';
-import { coveredAfter, expectedSplit, needOf, type Sample, shareErrors, spareOf, type VmResult } from '../../bench/policy/metrics.js';
+import { coveredAfter, expectedSplit, medianRange, needOf, type Sample, shareErrors, spareOf, type VmResult } from '../../bench/policy/metrics.js';
 import { buildQemuArgs, cacheRead, dataDiskName, guestOomKills, memCacheKiB, parseVubLine } from '../../lab/vm/index.js';
 
 const table = { names: new Set(['page-reporting', 'step', 'weight', 'memcg', 'pressure']), booleans: new Set(['page-reporting']) };
@@ -32,6 +32,10 @@ describe('arms', () => {
   });
   it('pairedOrder interleaves arms within each run', () => {
     expect(pairedOrder(['v', 'o'], 2)).toEqual([{ arm: 'v', run: 1 }, { arm: 'o', run: 1 }, { arm: 'v', run: 2 }, { arm: 'o', run: 2 }]);
+  });
+  it('pairedOrder with runs per arm: an arm with fewer runs drops out of the later rounds', () => {
+    expect(pairedOrder(['v', 'o', 'm'], (a) => (a === 'm' ? 1 : 2)))
+      .toEqual([{ arm: 'v', run: 1 }, { arm: 'o', run: 1 }, { arm: 'm', run: 1 }, { arm: 'v', run: 2 }, { arm: 'o', run: 2 }]);
   });
   it('unknownFlags: what --help does not list', () => {
     const help = '  --step  Balloon change\n  --page-reporting  Offer ...\n  --[no-]auto';
@@ -102,4 +106,14 @@ describe('guest lines for the benchmark', () => {
     expect(drives).toEqual(['file=/s,if=none,id=swap0,format=raw,cache=none,aio=threads,discard=unmap', 'file=/d,if=none,id=data0,format=raw,cache=none,aio=threads']);
     expect([dataDiskName(0, true), dataDiskName(0, false), dataDiskName(1, true)]).toEqual(['vdb', 'vda', 'vdc']);
   });
+});
+
+describe('medianRange', () => {
+  const cases: Array<[string, Array<number | null>, ReturnType<typeof medianRange>]> = [
+    ['odd count', [3, 1, 2], { median: 2, min: 1, max: 3, n: 3 }],
+    ['even count', [4, 1, 3, 2], { median: 2.5, min: 1, max: 4, n: 4 }],
+    ['missing values are left out', [null, 5, null], { median: 5, min: 5, max: 5, n: 1 }],
+    ['nothing', [], { median: NaN, min: NaN, max: NaN, n: 0 }],
+  ];
+  it.each(cases)('%s', (_n, xs, want) => expect(medianRange(xs)).toEqual(want));
 });
