@@ -205,6 +205,8 @@ export class Sampler {
       if (this.firstEventS === null && limitHits(this.memcg) > this.hits0) this.firstEventS = t;
       const swap = this.swapTick();
       this.samples.push({ t, guest: 'memcg swap', balloonMiB: swap });
+      // Free below the limit: whether the balloons' discards reached the memcg, and when.
+      this.samples.push({ t, guest: 'memcg free', balloonMiB: Math.max(0, this.memcg.limitBytes() / MiB - usageMiB(this.memcg)) });
       await Promise.all(this.guests.map(async (g) => {
         const actual = await g.vm.qmp.queryBalloon().catch(() => undefined);
         if (actual === undefined) return;

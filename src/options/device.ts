@@ -23,7 +23,7 @@ export const DEVICE_OPTIONS = {
     group: POLICY, type: 'string', default: 'host',
     describe: 'What moves the balloon on host pressure: host = the host-wide policy (how much the memcg needs back, split among its VMs by what each can spare and --weight; guest pressure gives back the guest\'s shortfall at once); seed = the source design (+--step per host event, no rate limit, no waiting, cancellation, --hysteresis); mom, proxmox = the oVirt MOM and Proxmox auto-ballooning algorithms, as baselines',
   },
-  weight: { group: POLICY, type: 'number', default: DEFAULT_PARAMS.weight, describe: 'Host policy: this VM\'s share of what its memcg needs back, relative to the other VMs there (weight x spare); 0 = never asked. Proxmox: shares = 1000 x weight' },
+  weight: { group: POLICY, type: 'number', default: DEFAULT_PARAMS.weight, describe: 'Host policy: this VM\'s share of what its memcg needs back, relative to the other VMs there (weight x spare); 0 = never asked. Proxmox: shares = 1000 / weight (more shares keep more memory there), so a larger weight gives more under every policy' },
   reserve: { group: POLICY, type: 'string', default: '0', describe: 'Host policy: memory the guest keeps available whatever the host needs (0: 10 % of its RAM; the larger applies); below it, the guest gets its shortfall back at once' },
   auto: { group: POLICY, type: 'boolean', default: true, describe: 'Automatic ballooning; --no-auto starts with only manual targets (balloonctl auto VM on turns it on)' },
   step: { group: POLICY, type: 'string', default: '32M', describe: 'Balloon change per host-pressure event and per guest-pressure deflate; the source design\'s value, about 85 ms of inflation under TCG' },

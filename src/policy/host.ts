@@ -70,16 +70,42 @@ export function headroomOf(p: HostParams, limitBytes: number): number {
   return Math.max(p.headroomBytes, Math.floor((limitBytes * p.headroomPercent) / 100));
 }
 
+/**
+ * Growth of the group in bytes/s: usage now against the newest sample at
+ * least `growthWindowMs` old. Without one (events come ms apart, right after
+ * a sample), the last estimate stands: a rate over a few ms is noise (seen:
+ * 418 MiB/s on a vmpressure burst while 1 s samples read 90).
+ */
+export function growthOf(p: HostParams, history: readonly CgroupSample[], cur: CgroupSample, lastBps: number): number {
+  for (let i = history.length - 1; i >= 0; i--) {
+    const h = history[i]!;
+    const dt = cur.at - h.at;
+    if (dt >= p.growthWindowMs) return Math.max(0, ((cur.usageBytes - h.usageBytes) * 1000) / dt);
+  }
+  return history.length > 0 ? lastBps : 0;
+}
+
 /** How much must come back: headroom - free + growth over the horizon, never below 0. */
-export function computeNeed(p: HostParams, prev: CgroupSample | null, cur: CgroupSample): Need {
+export function computeNeed(p: HostParams, prev: CgroupSample | null, cur: CgroupSample, growthBps?: number): Need {
   const headroomBytes = headroomOf(p, cur.limitBytes);
   const freeBytes = Math.max(0, cur.limitBytes - cur.usageBytes);
   const dt = prev ? cur.at - prev.at : 0;
-  const growthBps = prev && dt > 0 ? Math.max(0, ((cur.usageBytes - prev.usageBytes) * 1000) / dt) : 0;
+  growthBps ??= prev && dt > 0 ? Math.max(0, ((cur.usageBytes - prev.usageBytes) * 1000) / dt) : 0;
   const ahead = (growthBps * p.horizonMs) / 1000;
   const stalling = cur.psiSomeAvg10 != null && p.stallPercent > 0 && cur.psiSomeAvg10 >= p.stallPercent;
   const byUsage = Math.max(0, Math.ceil(headroomBytes - freeBytes + ahead));
   return { needBytes: stalling ? Math.max(byUsage, p.stallNeedBytes) : byUsage, headroomBytes, freeBytes, growthBps, stalling };
+}
+
+/** Samples kept for the growth: every one from the newest at least a window old on, one per quarter window. */
+export function keepSamples(p: HostParams, history: readonly CgroupSample[], cur: CgroupSample): CgroupSample[] {
+  const last = history[history.length - 1];
+  const kept = last && cur.at - last.at < p.growthWindowMs / 4 ? history.slice() : [...history, cur];
+  let from = 0;
+  for (let i = kept.length - 1; i >= 0; i--) {
+    if (cur.at - kept[i]!.at >= p.growthWindowMs) { from = i; break; }
+  }
+  return kept.slice(from);
 }
 
 /** What the policy knows of one VM. */
@@ -203,12 +229,17 @@ export interface GroupVm extends VmView {
 }
 
 export interface GroupState {
-  prev: CgroupSample | null;
+  /** Recent samples, oldest first, for the growth (keepSamples). */
+  history: CgroupSample[];
+  /** The last growth estimate (bytes/s). */
+  growthBps: number;
   /** Since when the cgroup has had room to give back (null: not now). */
   roomSince: number | null;
+  /** Bytes each VM is owed (+) or gave ahead (-) by its weighted share, from rounding to whole steps. */
+  carry: Map<string, number>;
 }
 
-export const initialGroupState = (): GroupState => ({ prev: null, roomSince: null });
+export const initialGroupState = (): GroupState => ({ history: [], growthBps: 0, roomSince: null, carry: new Map() });
 
 export interface GroupDecision {
   need: Need;
@@ -222,29 +253,56 @@ export interface GroupDecision {
 }
 
 /**
+ * Shares in whole units (the VM's step), so that the guest is asked in the
+ * unit it is told; the weights must still hold. Largest remainder: each VM
+ * gets the whole units of its exact share plus what it is owed from earlier
+ * decisions (`carry`), then the units left to cover the total go to the
+ * largest remainders. What a VM got above or below its exact share is
+ * carried to the next decision (at most one unit either way). Never beyond
+ * the whole units a VM can spare (a stale VM: one step).
+ */
+export function inUnits(shares: readonly Share[], spares: readonly Spare[], staleStepBytes: number, unitBytes: (vm: string) => number,
+  carry: ReadonlyMap<string, number> = new Map()): { shares: Share[]; carry: Map<string, number> } {
+  const rows = shares.map((sh) => {
+    const sp = spares.find((x) => x.vm === sh.vm);
+    const unit = Math.max(1, unitBytes(sh.vm));
+    const spare = sp ? (sp.stale ? Math.min(sp.cacheBytes + sp.freeBytes, staleStepBytes) : sp.cacheBytes + sp.freeBytes) : sh.bytes;
+    const maxUnits = Math.floor(spare / unit);
+    const owed = sh.bytes > 0 ? sh.bytes + (carry.get(sh.vm) ?? 0) : 0;
+    return { sh, unit, maxUnits, owed, units: Math.min(maxUnits, Math.max(0, Math.floor(owed / unit))) };
+  });
+  const wanted = shares.reduce((n, s) => n + s.bytes, 0);
+  let left = wanted - rows.reduce((n, r) => n + r.units * r.unit, 0);
+  while (left > 0) {
+    let best: (typeof rows)[number] | null = null;
+    for (const r of rows) {
+      if (r.sh.bytes <= 0 || r.units >= r.maxUnits) continue;
+      if (!best || r.owed - r.units * r.unit > best.owed - best.units * best.unit) best = r;
+    }
+    if (!best) break;
+    best.units++;
+    left -= best.unit;
+  }
+  const nextCarry = new Map<string, number>();
+  const out = rows.map((r) => {
+    const bytes = r.units * r.unit;
+    if (r.sh.bytes > 0) nextCarry.set(r.sh.vm, Math.max(-r.unit, Math.min(r.unit, r.owed - bytes)));
+    else if (carry.has(r.sh.vm)) nextCarry.set(r.sh.vm, carry.get(r.sh.vm)!);
+    const fromCache = Math.min(r.sh.fromCache, bytes);
+    return { ...r.sh, bytes, fromCache, fromFree: bytes - fromCache };
+  });
+  return { shares: out, carry: nextCarry };
+}
+
+/**
  * One look at the cgroup: ask the VMs for what the need is not already
  * covered by inflations under way, or, after `give.afterMs` with plenty of
  * room, give some back, most to the VMs that gave most for their weight.
  */
-/**
- * Shares in whole units (the VM's step): rounded up, but never beyond what
- * the VM can spare in whole units. A VM that cannot spare one unit gives nothing.
- */
-export function inUnits(shares: readonly Share[], spares: readonly Spare[], staleStepBytes: number, unitBytes: (vm: string) => number): Share[] {
-  return shares.map((sh) => {
-    if (sh.bytes <= 0) return sh;
-    const sp = spares.find((x) => x.vm === sh.vm);
-    const unit = Math.max(1, unitBytes(sh.vm));
-    const total = sp ? (sp.stale ? Math.min(sp.cacheBytes + sp.freeBytes, staleStepBytes) : sp.cacheBytes + sp.freeBytes) : sh.bytes;
-    const bytes = Math.min(Math.ceil(sh.bytes / unit), Math.floor(total / unit)) * unit;
-    const fromCache = Math.min(sh.fromCache, bytes);
-    return { ...sh, bytes, fromCache, fromFree: bytes - fromCache };
-  });
-}
-
 export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState, cur: CgroupSample, vms: readonly GroupVm[], staleStepBytes: number,
   unitBytes?: (vm: string) => number): { state: GroupState; decision: GroupDecision } {
-  const need = computeNeed(p, state.prev, cur);
+  const growthBps = growthOf(p, state.history, cur, state.growthBps);
+  const need = computeNeed(p, null, cur, growthBps);
   const managed = vms.filter((v) => !v.excluded);
   const outstandingBytes = managed.reduce((n, v) => n + Math.max(0, v.targetBytes - v.balloonBytes), 0);
   const spares = managed.map((v) => spareOf(p, v));
@@ -253,11 +311,12 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
   let shares: Share[] = [];
   let reason: string;
   let roomSince = state.roomSince;
+  let carry = state.carry;
   const toAsk = need.needBytes - outstandingBytes;
   if (toAsk > 0) {
     roomSince = null;
     shares = splitNeed(toAsk, spares, weights, staleStepBytes);
-    if (unitBytes) shares = inUnits(shares, spares, staleStepBytes, unitBytes);
+    if (unitBytes) ({ shares, carry } = inUnits(shares, spares, staleStepBytes, unitBytes, carry));
     for (const s of shares) {
       if (s.bytes <= 0) continue;
       const v = managed.find((m) => m.vm === s.vm)!;
@@ -268,6 +327,7 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
       + `${outstandingBytes ? `, ${mb(outstandingBytes)} already on the way` : ''}: asked ${mb(given)}${given < toAsk ? `, ${mb(toAsk - given)} more than the guests can spare` : ''}`;
   } else if (!need.stalling && need.freeBytes >= give.roomFactor * need.headroomBytes) {
     roomSince ??= cur.at;
+    carry = new Map();
     const room = need.freeBytes - 1.5 * need.headroomBytes;
     const holders = managed.filter((v) => v.balloonBytes > 0);
     if (cur.at - roomSince >= give.afterMs && holders.length > 0 && room > 0) {
@@ -284,9 +344,8 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     roomSince = null;
     reason = `headroom holds: ${mb(need.freeBytes)} free of ${mb(need.headroomBytes)} wanted${outstandingBytes ? `, ${mb(outstandingBytes)} on the way` : ''}`;
   }
-  // Keep the older sample until the growth window has passed.
-  const prev = state.prev && cur.at - state.prev.at < p.growthWindowMs ? state.prev : cur;
-  return { state: { prev, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
+  const history = keepSamples(p, state.history, cur);
+  return { state: { history, growthBps, roomSince, carry }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
 }
 
 const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;

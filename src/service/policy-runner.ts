@@ -21,8 +21,24 @@ import { mibText, PAGE } from '../units.js';
 import { type MemcgReading, type MemcgScope, type ReadFile, readScope, scopeKey, scopeText } from './memcg-sample.js';
 
 export const DEFAULT_SAMPLE_INTERVAL_MS = 1000;
+
+/**
+ * --weight means the same under every policy: a larger weight gives more of
+ * the need. Proxmox shares mean the opposite (more shares keep more memory;
+ * 0 disables auto-ballooning, as weight 0 never asks), hence 1000 / weight.
+ */
+export const proxmoxShares = (weight: number): number => (weight > 0 ? Math.max(1, Math.round(1000 / weight)) : 0);
 /** Stats older than this many stats intervals are stale: the VM is asked for one step per sample at most. */
 export const STALE_STATS_INTERVALS = 3;
+/**
+ * Before an inflation, stats older than this are refreshed (the guest refills
+ * its stats buffer within ms) and the group decides again STATS_WAIT_MS later:
+ * a guest that began to use its free memory since its last sample (5 s by
+ * default) must not be asked for it. At most once per REFRESH_EVERY_MS.
+ */
+export const FRESH_STATS_MS = 1000;
+export const STATS_WAIT_MS = 200;
+export const REFRESH_EVERY_MS = 1000;
 
 /** What the runner needs of a VM. */
 export interface RunnerVm {
@@ -30,6 +46,8 @@ export interface RunnerVm {
   readonly controller: Pick<Controller, 'hostView' | 'hostTarget'>;
   /** Seconds between stats requests (0: never), to judge staleness. */
   readonly statsIntervalMs: number;
+  /** Ask the guest for stats now; false when it holds no stats buffer. */
+  refreshStats?(): boolean;
 }
 
 export interface RunnerOptions {
@@ -53,6 +71,9 @@ interface Group {
   staleAskedAt: Map<string, number>;
   lastReading: MemcgReading | null;
   lastError: string | null;
+  /** When stats were last refreshed before an inflation, and the pending re-decision. */
+  refreshedAt: number | null;
+  refreshTimer: NodeJS.Timeout | null;
 }
 
 export class PolicyRunner {
@@ -79,7 +100,7 @@ export class PolicyRunner {
     if (!g) {
       g = {
         key, scope, vms: new Set(), state: initialGroupState(), lastEvent: null, lastRound: { mom: null, proxmox: null },
-        staleAskedAt: new Map(), lastReading: null, lastError: null,
+        staleAskedAt: new Map(), lastReading: null, lastError: null, refreshedAt: null, refreshTimer: null,
       };
       this.groups.set(key, g);
     }
@@ -95,7 +116,10 @@ export class PolicyRunner {
     if (!g) return;
     g.vms.delete(vm);
     g.staleAskedAt.delete(vm.name);
-    if (g.vms.size === 0) this.groups.delete(g.key);
+    if (g.vms.size === 0) {
+      if (g.refreshTimer) clearTimeout(g.refreshTimer);
+      this.groups.delete(g.key);
+    }
     if (this.groups.size === 0) this.stop();
   }
 
@@ -133,6 +157,10 @@ export class PolicyRunner {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    for (const g of this.groups.values()) {
+      if (g.refreshTimer) clearTimeout(g.refreshTimer);
+      g.refreshTimer = null;
+    }
   }
 
   /** Per group: its scope, VMs, the last reading and decision. */
@@ -202,6 +230,7 @@ export class PolicyRunner {
     const maxStep = Math.max(...steps.values());
     const sample = { limitBytes: reading.limitBytes, usageBytes: reading.usageBytes, at: now, psiSomeAvg10: reading.psiSomeAvg10 };
     const { state, decision } = groupStep(this.host, this.give, g.state, sample, views, maxStep, (vm) => steps.get(vm) ?? maxStep);
+    if (decision.need.needBytes > decision.outstandingBytes && this.refreshFirst(g, members, views, now, trigger, wokeAt)) return;
     g.state = state;
     const seq = this.seq;
     const rows: HostDecisionRecord['vms'] = [];
@@ -234,6 +263,29 @@ export class PolicyRunner {
     }, rows);
   }
 
+  /**
+   * Before inflating on stats older than FRESH_STATS_MS: ask those guests for
+   * fresh ones and decide again STATS_WAIT_MS later. True when it did (the
+   * caller applies nothing now).
+   */
+  private refreshFirst(g: Group, members: Array<{ vm: RunnerVm; view: HostView }>, views: readonly GroupVm[], now: number,
+    trigger: string, wokeAt?: bigint): boolean {
+    if (g.refreshTimer || (g.refreshedAt !== null && now - g.refreshedAt < REFRESH_EVERY_MS)) return false;
+    const old = members.filter(({ vm, view }) => {
+      const v = views.find((x) => x.vm === view.vm);
+      return v && !v.excluded && !v.stale && view.statsAgeMs !== null && view.statsAgeMs > FRESH_STATS_MS && vm.refreshStats !== undefined;
+    });
+    const asked = old.filter(({ vm }) => vm.refreshStats!()).length;
+    if (asked === 0) return false;
+    g.refreshedAt = now;
+    g.refreshTimer = setTimeout(() => {
+      g.refreshTimer = null;
+      if (this.groups.get(g.key) === g) this.safely('refresh', () => this.runHost(g, `${trigger}, fresh stats`, wokeAt));
+    }, STATS_WAIT_MS);
+    g.refreshTimer.unref();
+    return true;
+  }
+
   /** One round of a baseline for its VMs in `g`; false when it could not run (nothing to do, or the group unreadable). */
   private runBaseline(g: Group, policy: 'mom' | 'proxmox'): boolean {
     const members = this.members(g, policy);
@@ -246,7 +298,7 @@ export class PolicyRunner {
       vm: v.vm, ramBytes: v.ramBytes, sizeBytes: v.ramBytes - v.balloonBytes,
       // Proxmox balloons only VMs with a minimum: the floor, or else the reserve.
       minBytes: policy === 'proxmox' ? (v.floorBytes || reserveOf(v.ramBytes, v.reserveBytes)) : v.floorBytes,
-      freeBytes: v.stats?.freeBytes ?? null, shares: Math.round(v.weight * 1000),
+      freeBytes: v.stats?.freeBytes ?? null, shares: proxmoxShares(v.weight),
     }));
     const sizes = policy === 'mom' ? momStep(hostMem, vms) : proxmoxStep(hostMem, vms);
     const needBytes = policy === 'mom'

@@ -99,6 +99,11 @@ export class VmService extends EventEmitter<{ runtimeChanged: [RuntimeSettings];
     return this.spec.vm;
   }
 
+  /** Ask the guest for fresh stats now (the host-wide runner does before inflating). */
+  refreshStats(): boolean {
+    return this.device.requestStats();
+  }
+
   get attached(): boolean {
     return this.device.connected;
   }

@@ -140,8 +140,9 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
       expect(row(w.vm).shareBytes).toBeGreaterThanOrEqual(Math.floor(w.bytes / STEP) * STEP);
       expect(row(w.vm).shareBytes).toBeLessThanOrEqual(Math.ceil(w.bytes / STEP) * STEP);
     }
-    // Weight counts: c (weight 2) gives twice what a and b (weight 1) give from the free tier.
-    expect(row('a').shareBytes).toBe(row('b').shareBytes);
+    // Weight counts: c (weight 2) gives twice what a and b (weight 1) give from the free tier
+    // (a and b tie: one of them may get the step of the largest remainder, the next decision evens it).
+    expect(Math.abs(row('a').shareBytes - row('b').shareBytes)).toBeLessThanOrEqual(STEP);
     expect(row('c').shareBytes).toBeGreaterThan(1.8 * row('a').shareBytes - 20 * MiB);
     // Spare counts: d has the largest weight but little to spare; it gives at most that.
     expect(row('d').shareBytes).toBeLessThanOrEqual(row('d').spareBytes);

@@ -1,6 +1,7 @@
 // MOM's and Proxmox's published rules, as our baselines (src/policy/baselines.ts).
 import { describe, expect, it } from 'vitest';
 import { momStep, proxmoxGoal, proxmoxStep, type BaselineVm } from '../../src/policy/baselines.js';
+import { proxmoxShares } from '../../src/service/policy-runner.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -51,5 +52,22 @@ describe('Proxmox', () => {
 
   it('small goals (under 10 MiB) change nothing', () => {
     expect(proxmoxStep({ totalBytes: 10 * GiB, freeBytes: 2 * GiB + 5 * MiB }, [vm({ vm: 'a', minBytes: GiB })]).size).toBe(0);
+  });
+});
+
+describe('--weight under Proxmox', () => {
+  it.each([
+    [1, 1000], [2, 500], [4, 250], [0.5, 2000], [0, 0], [5000, 1],
+  ] as const)('weight %s: shares %s', (w, shares) => expect(proxmoxShares(w)).toBe(shares));
+
+  it('a larger weight gives more there too, as under the host policy', () => {
+    // 2 GiB guests, 1 GiB minimum, goal -150 MiB: split by shares over what is above the minimum.
+    const host = { totalBytes: 20 * GiB, freeBytes: 4 * GiB - 150 * MiB };
+    const r = proxmoxStep(host, [
+      vm({ vm: 'w1', minBytes: GiB, freeBytes: 900 * MiB, shares: proxmoxShares(1) }),
+      vm({ vm: 'w4', minBytes: GiB, freeBytes: 900 * MiB, shares: proxmoxShares(4) }),
+    ]);
+    const given = (name: string) => 2 * GiB - (r.get(name) ?? 2 * GiB);
+    expect(given('w4')).toBeGreaterThan(given('w1'));
   });
 });

@@ -179,11 +179,40 @@ describe('need: PSI and the growth window', () => {
   it('growth is measured against a sample at least 1 s old: events ms apart do not make noise', () => {
     const vms: never[] = [];
     let st = groupStep(P, DEFAULT_GIVE_BACK, initialGroupState(), sample(4096, 3000, 0), vms, 0).state;
-    st = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, 3001, 10), vms, 0).state; // 10 ms later: the 0 ms sample stays
-    expect(st.prev?.at).toBe(0);
-    const r = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, 3100, 1000), vms, 0);
+    st = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, 3001, 10), vms, 0).state; // 10 ms later: no estimate yet
+    expect(st.growthBps).toBe(0);
+    let r = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, 3100, 1000), vms, 0);
     expect(r.decision.need.growthBps / MiB).toBeCloseTo(100, 0);
-    expect(r.state.prev?.at).toBe(1000);
+    // An event 10 ms after that sample, 5 MiB more: not 500 MiB/s, the 1 s estimate stands
+    // (the sample of 0 ms is still the newest one at least 1 s old).
+    r = groupStep(P, DEFAULT_GIVE_BACK, r.state, sample(4096, 3105, 1010), vms, 0);
+    expect(r.decision.need.growthBps / MiB).toBeCloseTo(105 / 1.01, 0);
+    r = groupStep(P, DEFAULT_GIVE_BACK, r.state, sample(4096, 3110, 1020), vms, 0);
+    expect(r.decision.need.growthBps / MiB).toBeCloseTo(110 / 1.02, 0);
+  });
+
+  it.each([
+    ['one sample only: no growth', [[3000, 0]], 0],
+    ['all samples younger than the window: the last estimate', [[3000, 0], [3050, 300]], 0],
+    // 1 MiB in 4 ms would read 250 MiB/s; against the sample of 0 ms it is 102 MiB in 1.005 s
+    ['a burst of events right after a sample: over at least 1 s', [[3000, 0], [3100, 1000], [3101, 1001], [3102, 1005]], 102 / 1.005],
+    ['the newest sample at least 1 s old is the reference', [[3000, 0], [3050, 500], [3100, 1000], [3200, 1600]], (3200 - 3050) / 1.1],
+  ] as const)('growth: %s', (_n, points, mibPerS) => {
+    let st = initialGroupState();
+    let last = 0;
+    for (const [usage, at] of points) {
+      const r = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, usage, at), [], 0);
+      st = r.state;
+      last = r.decision.need.growthBps;
+    }
+    expect(last / MiB).toBeCloseTo(mibPerS, 0);
+  });
+
+  it('the sample history stays short under an event storm', () => {
+    let st = initialGroupState();
+    for (let t = 0; t < 60_000; t += 5) st = groupStep(P, DEFAULT_GIVE_BACK, st, sample(4096, 3000 + t / 1000, t), [], 0).state;
+    expect(st.history.length).toBeLessThanOrEqual(6);
+    expect(st.growthBps / MiB).toBeCloseTo(1, 1);
   });
 });
 
@@ -199,6 +228,7 @@ describe('reserve', () => {
 describe('shares in steps (the unit the guest is asked for)', () => {
   const spare = (vm: string, mib: number, stale = false) => ({ vm, cacheBytes: 0, freeBytes: mib * MiB, reserveBytes: 0, stale });
   const share = (vm: string, mib: number) => ({ vm, bytes: mib * MiB, fromCache: 0, fromFree: mib * MiB });
+  const unit = () => 32 * MiB;
   it.each([
     ['rounded up to whole steps', share('a', 40), spare('a', 500), 64],
     ['not beyond the whole steps it can spare', share('a', 40), spare('a', 50), 32],
@@ -206,7 +236,38 @@ describe('shares in steps (the unit the guest is asked for)', () => {
     ['a stale VM: one step', share('a', 10), spare('a', 500, true), 32],
     ['nothing asked: nothing', share('a', 0), spare('a', 500), 0],
   ] as const)('%s', (_n, sh, sp, mib) => {
-    expect(inUnits([sh], [sp], 32 * MiB, () => 32 * MiB)[0]!.bytes / MiB).toBe(mib);
+    expect(inUnits([sh], [sp], 32 * MiB, unit).shares[0]!.bytes / MiB).toBe(mib);
+  });
+
+  it.each([
+    // need 100 MiB, weights 1,1,2,4: 12.5, 12.5, 25, 50 -> 4 steps to the largest remainders
+    ['the total is rounded up, not every share', [12.5, 12.5, 25, 50], [32, 0, 32, 64]],
+    ['exact steps stay as they are', [32, 32, 64, 128], [32, 32, 64, 128]],
+    ['the largest remainder wins, even a small share', [10, 100, 100], [32, 96, 96]],
+  ] as const)('largest remainder: %s', (_n, exact, want) => {
+    const names = exact.map((_, i) => `v${i}`);
+    const r = inUnits(exact.map((m, i) => share(names[i]!, m)), names.map((n) => spare(n, 1000)), 32 * MiB, unit);
+    expect(r.shares.map((s) => s.bytes / MiB)).toEqual(want);
+    expect(r.shares.reduce((n, s) => n + s.bytes, 0)).toBeGreaterThanOrEqual(exact.reduce((a, b) => a + b, 0) * MiB);
+  });
+
+  it('what a VM was owed is carried: over many decisions the weights hold to within a step', () => {
+    const weights = [1, 1, 2, 4];
+    const names = weights.map((_, i) => `v${i}`);
+    const total = new Map(names.map((n) => [n, 0]));
+    let carry = new Map<string, number>();
+    for (let d = 0; d < 20; d++) {
+      // need 100 MiB per decision, split by weight (equal spare)
+      const exact = weights.map((w, i) => share(names[i]!, (100 * w) / 8));
+      const r = inUnits(exact, names.map((n) => spare(n, 10_000)), 32 * MiB, unit, carry);
+      carry = r.carry;
+      for (const s of r.shares) total.set(s.vm, total.get(s.vm)! + s.bytes);
+    }
+    const sum = [...total.values()].reduce((a, b) => a + b, 0);
+    names.forEach((n, i) => expect(Math.abs(total.get(n)! - (sum * weights[i]!) / 8)).toBeLessThanOrEqual(32 * MiB));
+    // without the carry, every decision rounds the same way: v1 never gets anything
+    const once = inUnits(weights.map((w, i) => share(names[i]!, (100 * w) / 8)), names.map((n) => spare(n, 10_000)), 32 * MiB, unit);
+    expect(once.shares[1]!.bytes).toBe(0);
   });
 });
 

@@ -1,12 +1,12 @@
 // The host-wide runner with fake VMs and a fake cgroup: when it reads, what
 // it asks whom, stale stats, exclusions, give-back, the baselines' rounds,
 // one decision per event however many VMs share it, and its history.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { HostView } from '../../src/control/controller.js';
 import { createLogger } from '../../src/log.js';
 import type { HostShareInfo } from '../../src/policy/types.js';
 import type { HostPressureEvent } from '../../src/pressure/types.js';
-import { PolicyRunner, type RunnerVm } from '../../src/service/policy-runner.js';
+import { PolicyRunner, type RunnerVm, STATS_WAIT_MS } from '../../src/service/policy-runner.js';
 
 const MiB = 2 ** 20;
 const CG = '/fake/machine.slice';
@@ -188,5 +188,49 @@ describe('policy runner', () => {
     r.runner.tick();
     expect(a.targets).toHaveLength(2);
     expect(r.runner.decisions.last().every((d) => d.policy === policy && d.trigger === 'round')).toBe(true);
+  });
+
+  it('before inflating on old stats it asks for fresh ones and decides on them: a guest that began to use its memory is left alone', () => {
+    vi.useFakeTimers();
+    stops.push(() => vi.useRealTimers());
+    const r = rig(1948);
+    stops.push(() => r.runner.stop());
+    const noCache = { stats: { availableBytes: 700 * MiB, freeBytes: 700 * MiB }, statsAgeMs: 4000 };
+    const idle = new FakeVm('idle', noCache);
+    const grows = new FakeVm('grows', noCache);
+    const asked: string[] = [];
+    // The fresh stats: 'grows' used 200 MiB since its last sample.
+    idle.refreshStats = () => { asked.push('idle'); idle.view.statsAgeMs = 5; return true; };
+    grows.refreshStats = () => {
+      asked.push('grows');
+      Object.assign(grows.view, { statsAgeMs: 5, useBps: 50 * MiB, stats: { availableBytes: 500 * MiB, freeBytes: 500 * MiB } });
+      return true;
+    };
+    r.runner.add(idle, { kind: 'v1', dir: CG });
+    r.runner.add(grows, { kind: 'v1', dir: CG });
+    r.runner.pressure(idle, ev());
+    expect(asked.sort()).toEqual(['grows', 'idle']);
+    expect([...idle.targets, ...grows.targets]).toEqual([]); // nothing on the old stats
+    r.at(STATS_WAIT_MS);
+    vi.advanceTimersByTime(STATS_WAIT_MS);
+    expect(idle.targets.map((t) => t.bytes / MiB)).toEqual([128]);
+    expect(idle.targets[0]!.event).toMatch(/fresh stats/);
+    expect(grows.targets).toEqual([]); // 10 s at 50 MiB/s: nothing to spare
+    // Fresh stats now: the next event decides at once, without asking again.
+    r.usage(1948 + 200);
+    r.runner.pressure(idle, ev());
+    expect(asked).toHaveLength(2);
+  });
+
+  it('stats that are fresh enough are not refreshed: the decision is immediate', () => {
+    const r = rig(1948);
+    stops.push(() => r.runner.stop());
+    const a = new FakeVm('a', { statsAgeMs: 500 });
+    let asked = 0;
+    a.refreshStats = () => { asked++; return true; };
+    r.runner.add(a, { kind: 'v1', dir: CG });
+    r.runner.pressure(a, ev());
+    expect(asked).toBe(0);
+    expect(a.targets).toHaveLength(1);
   });
 });
