@@ -15,9 +15,11 @@
 //   reconnect  libvirtd restarted and found the domain running: make sure
 //              the daemon serves it (QEMU's reconnect= gets back in). Never
 //              fails: libvirt kills the domain when this hook fails.
-//   migrate    nothing yet: the device migrates (README, Live migration),
-//              the destination is not prepared here yet. No output: libvirt keeps
-//              the XML as it is.
+//   migrate    on the destination, before the incoming QEMU starts: what
+//              prepare does, so the daemon serves the VM's socket when QEMU
+//              connects (the device migrates: README, Live migration).
+//              Daemon not running: the migration is refused before any QEMU
+//              starts there. No output: libvirt keeps the XML as it is.
 import { chmodSync, chownSync, existsSync, lstatSync, readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { BalloonError } from '../errors.js';
@@ -49,7 +51,7 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
   prepare: (c) => withDomain(c, prepare),
   release: (c) => withDomain(c, release),
   reconnect: (c) => withDomain(c, reconnect),
-  migrate: async () => 0,
+  migrate: (c) => withDomain(c, migrate),
 };
 
 /** The opted-in domain, or exit 0 for the others. */
@@ -106,6 +108,15 @@ async function prepare(c: HookCall, dom: DomainInfo, t: Target): Promise<number>
     return 0;
   } finally {
     daemon.close();
+  }
+}
+
+async function migrate(c: HookCall, dom: DomainInfo, t: Target): Promise<number> {
+  try {
+    return await prepare({ ...c, log: (line) => c.log(`incoming migration: ${line}`) }, dom, t);
+  } catch (err) {
+    if (!(err instanceof BalloonError)) throw err;
+    throw new BalloonError(err.code, `incoming migration of ${t.vm} refused on this host: ${err.message.split('\n  hint: ')[0]}`, err.hint);
   }
 }
 

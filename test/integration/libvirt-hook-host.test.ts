@@ -212,12 +212,40 @@ skipUnless(isRoot, SKIP.notRoot).describe('libvirt hook and the host daemon', ()
     }
   });
 
-  it('other domains, other operations and migrate: exit 0, no output, the daemon untouched', async () => {
+  it('migrate (on the destination, before the incoming QEMU): the daemon serves the VM first, prepare then finds it; stdout stays empty', async () => {
+    // libvirt takes the migrate hook's stdout as the new XML: empty keeps it as it is.
+    const xml = domain('vm7', { socket: sock('vm7'), config: noPressure });
+    const mig = await hook(run, ['vm7', 'migrate', 'begin', '-'], xml);
+    expect([mig.status, mig.stdout]).toEqual([0, '']);
+    expect(mig.stderr).toMatch(/incoming migration: added vm7 on .*vm7\.sock \(QEMU's uid 64055 may connect\)/);
+    expect((await vms()).map((v) => [v.vm, v.socket])).toContainEqual(['vm7', sock('vm7')]);
+    const st = statSync(sock('vm7'));
+    expect([st.isSocket(), st.uid]).toEqual([true, QEMU_UID]);
+    // The incoming QEMU connects: the daemon has a frontend for vm7.
+    const g = await SimGuest.start({ socketPath: sock('vm7'), ramBytes: 16 * MiB });
+    guests.push(g);
+    const p = await hook(run, ['vm7', 'prepare', 'begin', '-'], xml);
+    expect(p.status).toBe(1); // prepare of a domain whose socket has a frontend: refused, as for any start
+    guests.splice(0).forEach((x) => x.close());
+    const p2 = await hook(run, ['vm7', 'prepare', 'begin', '-'], xml);
+    expect([p2.status, p2.stderr]).toEqual([0, expect.stringMatching(/already served: vm7/)]);
+    await hook(run, ['vm7', 'release', 'end', '-'], xml);
+  });
+
+  it('migrate with a clash on the destination (its daemon serves that VM on another socket): refused, naming both', async () => {
+    const served = domain('vm8', { socket: sock('vm8'), config: noPressure });
+    expect((await hook(run, ['vm8', 'prepare', 'begin', '-'], served)).status).toBe(0);
+    const mig = await hook(run, ['vm8', 'migrate', 'begin', '-'], domain('vm8', { socket: sock('vm8-other'), config: noPressure }));
+    expect([mig.status, mig.stdout]).toEqual([1, '']);
+    expect(mig.stderr).toMatch(/incoming migration of vm8 refused on this host: the host daemon serves vm8 on .*vm8\.sock, but the domain uses .*vm8-other\.sock/);
+    await hook(run, ['vm8', 'release', 'end', '-'], served);
+  });
+
+  it('other domains and other operations: exit 0, no output, the daemon untouched', async () => {
     const before = (await vms()).map((v) => v.vm);
     const plain = await hook(run, ['plain', 'prepare', 'begin', '-'], domain('plain', { optIn: false }));
     expect([plain.status, plain.stdout, plain.stderr]).toEqual([0, '', '']);
-    // migrate: libvirt takes stdout as the new XML; empty keeps it as it is.
-    const mig = await hook(run, ['vm6', 'migrate', 'begin', '-'], domain('vm6', { socket: sock('vm6'), config: noPressure }));
+    const mig = await hook(run, ['plain', 'migrate', 'begin', '-'], domain('plain', { optIn: false }));
     expect([mig.status, mig.stdout, mig.stderr]).toEqual([0, '', '']);
     for (const op of ['start', 'started', 'stopped', 'restore', 'attach']) {
       const r = await hook(run, ['vm6', op, 'begin', '-'], 'not even XML');
@@ -242,7 +270,7 @@ skipUnless(isRoot, SKIP.notRoot).describe('libvirt hook without a (working) host
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('prepare fails and says how to start the daemon; release and reconnect exit 0', async () => {
+  it('prepare and migrate fail and say how to start the daemon; release and reconnect exit 0', async () => {
     const xml = domain('vm1', { socket: join(dir, 'vm1.sock') });
     const p = await hook(dir, ['vm1', 'prepare', 'begin', '-'], xml);
     expect(p.status).toBe(1);
@@ -253,6 +281,10 @@ skipUnless(isRoot, SKIP.notRoot).describe('libvirt hook without a (working) host
     expect([r.status, r.stderr]).toEqual([0, expect.stringMatching(/the host daemon is not running, nothing to remove/)]);
     const c = await hook(dir, ['vm1', 'reconnect', 'begin', '-'], xml);
     expect([c.status, c.stderr]).toEqual([0, expect.stringMatching(/host daemon is not running[\s\S]*QEMU reconnects once the daemon serves/)]);
+    // On a migration's destination: refused before the incoming QEMU starts, saying why and what to do.
+    const m = await hook(dir, ['vm1', 'migrate', 'begin', '-'], xml);
+    expect([m.status, m.stdout]).toEqual([1, '']);
+    expect(m.stderr).toMatch(/incoming migration of vm1 refused on this host: the vhost-user-balloon host daemon is not running[\s\S]*systemctl start vhost-user-balloon/);
     console.log(`hook prepare without a daemon: failed in ${p.ms.toFixed(0)} ms`);
   });
 
