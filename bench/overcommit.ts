@@ -25,7 +25,7 @@ import { ensureSwap, type TempSwap } from '../lab/host/swap.js';
 import {
   type BalloonChoice, bizzyResult, createSwapDisk, type GuestImage, guestImage, guestSwap, qemuBinary, repoRoot, runBuildScript, startVm, type Vm,
 } from '../lab/vm/index.js';
-import { ARMS as POLICY_ARMS, type Arm as PolicyArm, unknownFlags } from './policy/arms.js';
+import { ARMS as POLICY_ARMS, type Arm as PolicyArm, pairedOrder, parseRunsFor, unknownFlags } from './policy/arms.js';
 import { daemonHelp, Rig } from './policy/rig.js';
 import {
   type ArmRun, type BizzyRun, type GuestRun, markdownTable, procFaults, type Sample, seedTable, summarize, timelineSvg, vmstatSwap,
@@ -217,6 +217,7 @@ Needs root (memcg, swap file) and the patched QEMU + guest image (npm run setup)
                      (default: ${DEFAULT_ARMS.join(',')}; seed, mom, proxmox need a daemon with --policy)
   --runs N           runs per arm, arms interleaved (default 3)
   --seconds S        length of one bizzy run in the guests (default 15)
+  --runs-for A=N,... runs of these arms instead of --runs (e.g. vanilla=5,ours=5), paired: run r of every arm before run r + 1
   --delay S          vm-up starts this much later (default 15)
   --hysteresis T     the daemon's guest-pressure hysteresis (default 60s, the seed's)
   --guest-swap MIB   swap disk per guest, as the seed's guests had swap (default 256; 0: none)
@@ -232,6 +233,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
     arms: { type: 'string', default: DEFAULT_ARMS.join(',') },
     runs: { type: 'string', default: '3' },
+    'runs-for': { type: 'string' },
     seconds: { type: 'string', default: '15' },
     delay: { type: 'string', default: '15' },
     out: { type: 'string', default: 'bench-results/overcommit' },
@@ -264,6 +266,9 @@ async function main(): Promise<void> {
   for (const [k, v, min] of [['runs', runs, 1], ['seconds', seconds, 1], ['delay', delay, 0], ['guest-swap', guestSwapMiB, 0]] as const) {
     if (!Number.isInteger(v) || v < min) throw new UsageError(`--${k} ${String(values[k])}: expected a whole number >= ${min}`);
   }
+  let runsFor: Map<string, number>;
+  try { runsFor = parseRunsFor((values['runs-for'] as string | undefined) ?? '', arms.map((a) => a.name)); } catch (e) { throw new UsageError((e as Error).message); }
+  const order = pairedOrder(arms, (a) => runsFor.get(a.name) ?? runs);
   const out = values.out as string;
   mkdirSync(out, { recursive: true });
   const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -281,15 +286,13 @@ async function main(): Promise<void> {
   const results: ArmRun[] = [];
   const timelines: Record<string, Sample[]> = {};
   try {
-    for (let r = 1; r <= runs; r++) {
-      for (const arm of arms) {
-        log(`== ${arm.name} run ${r}/${runs}`);
-        const { result, samples } = await oneRun(arm, r, { seconds, delay, guestSwapMiB, qemu, stock, patched }, log);
-        results.push(result);
-        timelines[`${arm.name}#${r}`] = samples;
-        log(`   swap in ${result.swapIn} out ${result.swapOut}; ${JSON.stringify(result.guests)}`);
-        writeFileSync(join(out, 'results.json'), JSON.stringify({ scaling: { LIMIT_MIB, GUEST_MIB, DOWN, UP, seconds, delay, guestSwapMiB, hysteresis: values.hysteresis }, results, timelines }, null, 1));
-      }
+    for (const { arm, run: r } of order) {
+      log(`== ${arm.name} run ${r}/${runsFor.get(arm.name) ?? runs} (${new Date().toISOString()}, load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]})`);
+      const { result, samples } = await oneRun(arm, r, { seconds, delay, guestSwapMiB, qemu, stock, patched }, log);
+      results.push(result);
+      timelines[`${arm.name}#${r}`] = samples;
+      log(`   swap in ${result.swapIn} out ${result.swapOut}; ${JSON.stringify(result.guests)}`);
+      writeFileSync(join(out, 'results.json'), JSON.stringify({ scaling: { LIMIT_MIB, GUEST_MIB, DOWN, UP, seconds, delay, guestSwapMiB, hysteresis: values.hysteresis }, results, timelines }, null, 1));
     }
   } finally {
     await cleanup();

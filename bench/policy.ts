@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_HOST_PARAMS } from '../src/policy/host.js';
 import { ensureSwap, type TempSwap } from '../lab/host/swap.js';
 import { guestImage, qemuBinary } from '../lab/vm/index.js';
-import { ARMS, pairedOrder, pickArms, unknownFlags } from './policy/arms.js';
+import { ARMS, pairedOrder, parseRunsFor, pickArms, unknownFlags } from './policy/arms.js';
 import { coveredAfter, mediansTable, type RunResult, runsTable, type Sample, type ScenarioName, scenarioTable } from './policy/metrics.js';
 import { daemonHelp, type Rig } from './policy/rig.js';
 import { DEFAULT_WEIGHTS, runScenario, SIZES } from './policy/scenarios.js';
@@ -101,13 +101,8 @@ async function main(): Promise<void> {
   try { arms = pickArms(values.arms); } catch (e) { throw new UsageError((e as Error).message); }
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs ${values.runs}: expected a whole number >= 1`);
-  const runsFor = new Map<string, number>();
-  for (const kv of (values['runs-for'] ?? '').split(',').filter(Boolean)) {
-    const [a, n] = kv.split('=');
-    if (!a || !arms.some((x) => x.name === a)) throw new UsageError(`--runs-for ${kv}: ${a} is not one of --arms (${arms.map((x) => x.name).join(', ')})`);
-    if (!Number.isInteger(Number(n)) || Number(n) < 1) throw new UsageError(`--runs-for ${kv}: expected ARM=N with N a whole number >= 1`);
-    runsFor.set(a, Number(n));
-  }
+  let runsFor: Map<string, number>;
+  try { runsFor = parseRunsFor(values['runs-for'] ?? '', arms.map((a) => a.name)); } catch (e) { throw new UsageError((e as Error).message); }
   const runsOf = (a: { name: string }): number => runsFor.get(a.name) ?? runs;
   const size = parseSize(values.size, SIZES[scenario]);
   // Arms whose flags this daemon lacks (e.g. --policy before it lands) are refused up front.

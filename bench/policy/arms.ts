@@ -76,6 +76,18 @@ export function pickArms(list: string): Arm[] {
   });
 }
 
+/** --runs-for A=N,...: runs per arm instead of --runs; every A must be one of `arms`. */
+export function parseRunsFor(text: string, arms: readonly string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const kv of text.split(',').filter(Boolean)) {
+    const [a, n] = kv.split('=');
+    if (!a || !arms.includes(a)) throw new RangeError(`--runs-for ${kv}: ${a} is not one of --arms (${arms.join(', ')})`);
+    if (!Number.isInteger(Number(n)) || Number(n) < 1) throw new RangeError(`--runs-for ${kv}: expected ARM=N with N a whole number >= 1`);
+    out.set(a, Number(n));
+  }
+  return out;
+}
+
 /**
  * Paired order: run r of every arm before run r + 1 of any, so arms share the
  * machine's noise. runs: the same for every arm, or per arm (an arm with fewer

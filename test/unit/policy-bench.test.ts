@@ -1,7 +1,7 @@
 // Pure parts of the policy benchmark (bench/policy/): arms and their daemon
 // flags, paired order, need covered, expected shares, the guest's new lines.
 import { describe, expect, it } from 'vitest';
-import { ARMS, pairedOrder, pickArms, splitDaemonArgs, unknownFlags } from '../../bench/policy/arms.js';
+import { ARMS, pairedOrder, parseRunsFor, pickArms, splitDaemonArgs, unknownFlags } from '../../bench/policy/arms.js';
 import { coveredAfter, expectedSplit, medianRange, needOf, type Sample, shareErrors, spareOf, type VmResult } from '../../bench/policy/metrics.js';
 import { buildQemuArgs, cacheRead, dataDiskName, guestOomKills, memCacheKiB, parseVubLine } from '../../lab/vm/index.js';
 
@@ -30,6 +30,17 @@ describe('arms', () => {
     expect(pickArms('ours,vanilla').map((a) => a.name)).toEqual(['ours', 'vanilla']);
     expect(() => pickArms('vanilla,nope')).toThrow(/unknown arm 'nope' \(vanilla, /);
   });
+  it.each([
+    ['', {}],
+    ['vanilla=5,ours=5', { vanilla: 5, ours: 5 }],
+  ] as const)('parseRunsFor %j', (text, want) => expect(Object.fromEntries(parseRunsFor(text, ['vanilla', 'ours', 'seed']))).toEqual(want));
+
+  it.each([
+    ['mom=3', /mom is not one of --arms \(vanilla, ours\)/],
+    ['ours=0', /expected ARM=N with N a whole number >= 1/],
+    ['ours', /expected ARM=N/],
+  ] as const)('parseRunsFor refuses %j with what to do', (text, msg) => expect(() => parseRunsFor(text, ['vanilla', 'ours'])).toThrow(msg));
+
   it('pairedOrder interleaves arms within each run', () => {
     expect(pairedOrder(['v', 'o'], 2)).toEqual([{ arm: 'v', run: 1 }, { arm: 'o', run: 1 }, { arm: 'v', run: 2 }, { arm: 'o', run: 2 }]);
   });
