@@ -20,6 +20,7 @@ import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
 import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
 import { discardReportSteps } from './reporting.js';
+import { freeable, hasHugePages, hugeSpans } from './huge-pages.js';
 import { Renaming } from './renaming.js';
 import { ContinuityAction, GuestContinuity } from './restart.js';
 import { parseStats } from './stats.js';
@@ -67,6 +68,10 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private conn: DeviceTransport | null = null;
   private roles: QueueRole[] = [];
   private ram: RamRegion[] = [];
+  /** Some region is on huge pages; the largest backing page; pages the discard thread's chunks cannot free. */
+  private huge = false;
+  private largestPage = BALLOON_PAGE_SIZE;
+  private giantPages = false;
   private negotiated = 0n;
   private targetPages = 0;
   /** num_pages in the config: the target, or a renaming dip below it. */
@@ -246,12 +251,24 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }));
   }
 
+  /** Guest RAM from the memory table, and what its page sizes mean for discards (huge-pages.ts). */
+  private setRam(ram: RamRegion[]): void {
+    const was = this.largestPage;
+    this.ram = ram;
+    this.huge = hasHugePages(ram);
+    this.largestPage = Math.max(BALLOON_PAGE_SIZE, ...ram.map((r) => r.pageBytes ?? BALLOON_PAGE_SIZE));
+    this.giantPages = this.largestPage > LOOP_DISCARD_CHUNK;
+    if (this.huge && this.largestPage !== was) {
+      this.log.info({ pageBytes: this.largestPage }, `guest RAM on ${this.largestPage / 2 ** 20} MiB huge pages: a huge page is discarded once all of it is ballooned`);
+    }
+  }
+
   private onFeatures(f: bigint): void {
     const conn = this.conn;
     if (!conn) return;
     this.negotiated = f;
     this.roles = queueRoles(f, this.choice.messageVqBit);
-    this.ram = conn.regions();
+    this.setRam(conn.regions());
     const proto = conn.protocolFeatures();
     if (!has(proto, VHOST_USER_PROTOCOL_F_CONFIG) || !has(proto, VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
       this.log.warn({ protocolFeatures: proto.toString(16) },
@@ -285,7 +302,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.log.debug({ qidx, role, started }, 'queue state');
     // The memory table may have changed since negotiation (hotplug, reset).
     const before = this.guestRamBytes;
-    this.ram = conn.regions();
+    this.setRam(conn.regions());
     if (this.guestRamBytes !== before) this.emit('memory', this.guestRamBytes);
     conn.enableQueue(qidx, started);
     if (!started && role === 'stats') this.statsBuffer.release(conn);
@@ -567,8 +584,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       if (role === 'inflate') {
         const { added, duplicate } = this.ledger.inflate(ranges);
         if (duplicate) this.record('pfn_already_ballooned', { index: elem.index, pages: duplicate }, duplicate);
-        if (this.deferred) this.deferred.add(ranges);
-        else yield* this.discardOnLoop(conn, ranges);
+        // Huge-page RAM: only huge pages now wholly ballooned (the rest waits for its other pages).
+        const free = this.huge ? freeable(ranges, this.ram, (r) => this.ledger.hasAll(r)) : ranges;
+        // The discard thread works in 2 MiB chunks: larger (1 GiB) pages are freed here, one call each.
+        if (this.deferred && !this.giantPages) this.deferred.add(free);
+        else yield* this.discardOnLoop(conn, free);
         this.counters.inflatedPages += added;
         if (added) this.emit('inflated', added);
         if (added) this.refreshPresented();
@@ -579,7 +599,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         // The loop never waits for it: a range under way waits, its element
         // held (WAIT), until the thread says the chunk is done.
         if (this.deferred) {
-          for (const r of ranges) {
+          // A huge page waiting for its discard is no longer whole: all of it stays.
+          for (const r of this.huge ? hugeSpans(ranges, this.ram) : ranges) {
             while (!this.deferred.tryRemove(r)) yield WAIT;
             if (this.late) yield;
           }
@@ -602,12 +623,13 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
   }
 
-  /** --discard immediate (or no MUST_TELL_HOST): discard before the ack, in pieces of LOOP_DISCARD_CHUNK. */
+  /** --discard immediate (or no MUST_TELL_HOST): discard before the ack, in pieces of LOOP_DISCARD_CHUNK (or one huge page). */
   private *discardOnLoop(conn: DeviceTransport, ranges: readonly PfnRange[]): Generator<Step, void, void> {
+    const chunk = Math.max(LOOP_DISCARD_CHUNK, this.largestPage);
     for (const r of ranges) {
       const { gpa, len } = rangeBytes(r);
-      for (let off = 0; off < len; off += LOOP_DISCARD_CHUNK) {
-        const n = Math.min(LOOP_DISCARD_CHUNK, len - off);
+      for (let off = 0; off < len; off += chunk) {
+        const n = Math.min(chunk, len - off);
         this.accountDiscard(discardRanges([{ pfn: (gpa + off) / BALLOON_PAGE_SIZE, count: n / BALLOON_PAGE_SIZE }],
           (g, l) => conn.discard(g, l)));
         if (this.late) yield;
@@ -670,7 +692,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     const conn = this.conn;
     if (!conn) return;
     const r = yield* discardReportSteps(elem, this.recorder, (addr, len) => conn.discardHostRange(addr, len),
-      { chunk: LOOP_DISCARD_CHUNK, inRam: (addr, len) => conn.hostRangeInRam(addr, len) });
+      { chunk: Math.max(LOOP_DISCARD_CHUNK, this.largestPage), inRam: (addr, len) => conn.hostRangeInRam(addr, len) },
+      this.huge && conn.hostPageBytes ? (addr) => conn.hostPageBytes!(addr) : undefined);
     this.counters.discardedBytes += r.bytes;
     this.counters.discardCalls += r.calls;
     this.counters.reportedPages += r.pages;
