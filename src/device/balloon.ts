@@ -2,6 +2,7 @@
 // per virtqueue role. The transport hands it a connection; the controller
 // (policy, control socket) talks to it through setTarget() and its events.
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import type { Logger } from '../log.js';
 import type { DeviceTransport, Element } from './transport.js';
 import {
@@ -51,6 +52,19 @@ const TURN_BUDGET_MS = 1;
 const PFN_SLICE = 1024;
 const LOOP_DISCARD_CHUNK = 2 << 20;
 
+/** The PMD (transparent huge page) size, 2 MiB where the kernel does not say. */
+let pmd = 0;
+const pmdBytes = (): number => {
+  if (!pmd) {
+    try {
+      pmd = Number(readFileSync('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size', 'utf8')) || 2 << 20;
+    } catch {
+      pmd = 2 << 20;
+    }
+  }
+  return pmd;
+};
+
 /** What a step yields when it waits for the discard thread (not for time). */
 const WAIT = 'wait';
 type Step = void | typeof WAIT;
@@ -91,6 +105,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private readonly statsBuffer: StatsBuffer;
   private deferred: BackgroundDiscard | null = null;
   private readonly discardMode: 'deferred' | 'immediate';
+  private readonly shmemHugeDiscard: 'any' | 'whole';
   private latest: StatsSample | null = null;
   /** The last PFN buffer was a one-PFN inflate: a one-PFN deflate next is balloon compaction (virtballoon_migratepage), not OOM. */
   private lastOnePageInflate = false;
@@ -112,6 +127,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.choice = opts.features ?? DEFAULT_FEATURE_CHOICE;
     this.statsBuffer = new StatsBuffer(opts.statsIntervalMs ?? 5000);
     this.discardMode = opts.discard ?? 'deferred';
+    this.shmemHugeDiscard = opts.shmemHugeDiscard ?? 'any';
     this.maxPerTurn = opts.maxElementsPerTurn ?? 64;
     this.log = opts.log;
     this.badInput = new BadInputCounter(opts.log);
@@ -254,12 +270,15 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   /** Guest RAM from the memory table, and what its page sizes mean for discards (huge-pages.ts). */
   private setRam(ram: RamRegion[]): void {
     const was = this.largestPage;
+    // --shmem-huge-discard whole: shmem RAM as if on PMD-sized pages (its THPs are never split by a discard).
+    if (this.shmemHugeDiscard === 'whole') ram = ram.map((r) => ((r.pageBytes ?? BALLOON_PAGE_SIZE) <= BALLOON_PAGE_SIZE ? { ...r, pageBytes: pmdBytes() } : r));
     this.ram = ram;
     this.huge = hasHugePages(ram);
     this.largestPage = Math.max(BALLOON_PAGE_SIZE, ...ram.map((r) => r.pageBytes ?? BALLOON_PAGE_SIZE));
     this.giantPages = this.largestPage > LOOP_DISCARD_CHUNK;
     if (this.huge && this.largestPage !== was) {
-      this.log.info({ pageBytes: this.largestPage }, `guest RAM on ${this.largestPage / 2 ** 20} MiB huge pages: a huge page is discarded once all of it is ballooned`);
+      const how = this.shmemHugeDiscard === 'whole' ? ' (or shmem, --shmem-huge-discard whole)' : '';
+      this.log.info({ pageBytes: this.largestPage }, `guest RAM on ${this.largestPage / 2 ** 20} MiB huge pages${how}: a huge page is discarded once all of it is ballooned`);
     }
   }
 
