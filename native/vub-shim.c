@@ -11,8 +11,10 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -68,8 +71,13 @@ struct vub_dev {
     int cc_watch_fd;          /* backend channel watched for POLLOUT, or -1 */
     uint64_t cc_sent;         /* whole messages sent */
     uint64_t cc_waits;        /* sends that found the channel full */
-    /* Backing page size of each region, from its fd (libvhost-user closes the fds). */
-    struct { uint64_t gpa, page; } pages[VHOST_USER_MAX_RAM_SLOTS];
+    /*
+     * Each region's backing page size, from its fd, and a copy of the fd
+     * (libvhost-user closes its own after mapping): fstat() of it says how
+     * much host memory backs guest RAM. Closed when the region goes, with
+     * the mappings.
+     */
+    struct { uint64_t gpa, page; int fd; } pages[VHOST_USER_MAX_RAM_SLOTS];
     uint32_t npages;
 };
 
@@ -84,26 +92,72 @@ static uint64_t backing_page(int fd)
     return (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* The memory table changes (checked by the firewall): note each region's page size. */
+static void note_region(vub_dev *d, uint64_t gpa, int fd)
+{
+    d->pages[d->npages].gpa = gpa;
+    d->pages[d->npages].page = backing_page(fd);
+    d->pages[d->npages++].fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+static void forget_regions(vub_dev *d)
+{
+    for (uint32_t i = 0; i < d->npages; i++) {
+        if (d->pages[i].fd >= 0) {
+            close(d->pages[i].fd);
+        }
+    }
+    d->npages = 0;
+}
+
+/* The memory table changes (checked by the firewall): note each region's page size and fd. */
 static void note_pages(vub_dev *d, const VhostUserMsg *vmsg)
 {
     if (vmsg->request == VHOST_USER_SET_MEM_TABLE) {
-        d->npages = 0;
+        forget_regions(d);
         for (uint32_t i = 0; i < vmsg->payload.memory.nregions && i < (uint32_t)vmsg->fd_num; i++) {
-            d->pages[d->npages].gpa = vmsg->payload.memory.regions[i].guest_phys_addr;
-            d->pages[d->npages++].page = backing_page(vmsg->fds[i]);
+            note_region(d, vmsg->payload.memory.regions[i].guest_phys_addr, vmsg->fds[i]);
         }
     } else if (vmsg->request == VHOST_USER_ADD_MEM_REG && vmsg->fd_num == 1 && d->npages < VHOST_USER_MAX_RAM_SLOTS) {
-        d->pages[d->npages].gpa = vmsg->payload.memreg.region.guest_phys_addr;
-        d->pages[d->npages++].page = backing_page(vmsg->fds[0]);
+        note_region(d, vmsg->payload.memreg.region.guest_phys_addr, vmsg->fds[0]);
     } else if (vmsg->request == VHOST_USER_REM_MEM_REG) {
         for (uint32_t i = 0; i < d->npages; i++) {
             if (d->pages[i].gpa == vmsg->payload.memreg.region.guest_phys_addr) {
+                if (d->pages[i].fd >= 0) {
+                    close(d->pages[i].fd);
+                }
                 d->pages[i] = d->pages[--d->npages];
                 break;
             }
         }
     }
+}
+
+int64_t vub_backed_bytes(vub_dev *d)
+{
+    struct stat seen[VHOST_USER_MAX_RAM_SLOTS];
+    uint32_t n = 0;
+    int64_t bytes = 0;
+
+    if (d->npages == 0) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < d->npages; i++) {
+        struct stat st;
+        bool dup = false;
+
+        if (d->pages[i].fd < 0 || fstat(d->pages[i].fd, &st) < 0) {
+            return -1;
+        }
+        /* Regions of one memfd (RAM below and above the PCI hole): count the file once. */
+        for (uint32_t j = 0; j < n && !dup; j++) {
+            dup = seen[j].st_dev == st.st_dev && seen[j].st_ino == st.st_ino;
+        }
+        if (!dup) {
+            seen[n++] = st;
+            bytes += (int64_t)st.st_blocks * 512;
+        }
+    }
+    return bytes;
 }
 
 static vub_dev *to_vub(VuDev *vu)
@@ -413,6 +467,7 @@ void vub_free(vub_dev *d)
         vub_discarder_stop(&d->bg);
         vu_deinit(&d->vu);
     }
+    forget_regions(d);
     free(d);
 }
 

@@ -126,6 +126,11 @@ int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len);
 int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len);
 /* 1 if vub_discard_hva() would take [hva, hva+len) (aligned, in one region). */
 int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len);
+/*
+ * Host memory backing guest RAM: allocated bytes (st_blocks) of the regions'
+ * files, each file once; -1 before a memory table (or if one cannot be read).
+ */
+int64_t vub_backed_bytes(vub_dev *d);
 /* Backing page size of the region holding hva (see vub_region), or 0 outside guest RAM. */
 uint64_t vub_hva_page(vub_dev *d, uint64_t hva);
 

@@ -669,6 +669,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     return this.statsBuffer.keep(this.conn!, qidx, elem);
   }
 
+  /** Host memory backing this guest's RAM (its memfd's allocated blocks), or null when not known. */
+  backedBytes(): number | null {
+    return this.conn?.backedBytes?.() ?? null;
+  }
+
   /** Ask the guest for stats now instead of at the next interval. */
   requestStats(): boolean {
     const qidx = this.roles.indexOf('stats');

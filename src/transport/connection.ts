@@ -231,6 +231,13 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> implemen
     return out;
   }
 
+  /** Host memory backing guest RAM (allocated blocks of its files), or null before a memory table. */
+  backedBytes(): number | null {
+    if (this.dev === null) return null;
+    const n = Number(this.shim.vub_backed_bytes(this.dev));
+    return n < 0 ? null : n;
+  }
+
   /** Page size backing guest RAM at a host address from an element (0: not guest RAM). */
   hostPageBytes(addr: bigint): number {
     return this.dev === null ? 0 : Number(this.shim.vub_hva_page(this.dev, addr));
