@@ -11,17 +11,22 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <linux/sockios.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -66,7 +71,94 @@ struct vub_dev {
     int cc_watch_fd;          /* backend channel watched for POLLOUT, or -1 */
     uint64_t cc_sent;         /* whole messages sent */
     uint64_t cc_waits;        /* sends that found the channel full */
+    /*
+     * Each region's backing page size, from its fd, and a copy of the fd
+     * (libvhost-user closes its own after mapping): fstat() of it says how
+     * much host memory backs guest RAM. Closed when the region goes, with
+     * the mappings.
+     */
+    struct { uint64_t gpa, page; int fd; } pages[VHOST_USER_MAX_RAM_SLOTS];
+    uint32_t npages;
 };
+
+/* hugetlbfs: the fd's huge page size; anything else: the base page. */
+static uint64_t backing_page(int fd)
+{
+    struct statfs sf;
+
+    if (fstatfs(fd, &sf) == 0 && (uint32_t)sf.f_type == HUGETLBFS_MAGIC && sf.f_bsize > 0) {
+        return (uint64_t)sf.f_bsize;
+    }
+    return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void note_region(vub_dev *d, uint64_t gpa, int fd)
+{
+    d->pages[d->npages].gpa = gpa;
+    d->pages[d->npages].page = backing_page(fd);
+    d->pages[d->npages++].fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+static void forget_regions(vub_dev *d)
+{
+    for (uint32_t i = 0; i < d->npages; i++) {
+        if (d->pages[i].fd >= 0) {
+            close(d->pages[i].fd);
+        }
+    }
+    d->npages = 0;
+}
+
+/* The memory table changes (checked by the firewall): note each region's page size and fd. */
+static void note_pages(vub_dev *d, const VhostUserMsg *vmsg)
+{
+    if (vmsg->request == VHOST_USER_SET_MEM_TABLE) {
+        forget_regions(d);
+        for (uint32_t i = 0; i < vmsg->payload.memory.nregions && i < (uint32_t)vmsg->fd_num; i++) {
+            note_region(d, vmsg->payload.memory.regions[i].guest_phys_addr, vmsg->fds[i]);
+        }
+    } else if (vmsg->request == VHOST_USER_ADD_MEM_REG && vmsg->fd_num == 1 && d->npages < VHOST_USER_MAX_RAM_SLOTS) {
+        note_region(d, vmsg->payload.memreg.region.guest_phys_addr, vmsg->fds[0]);
+    } else if (vmsg->request == VHOST_USER_REM_MEM_REG) {
+        for (uint32_t i = 0; i < d->npages; i++) {
+            if (d->pages[i].gpa == vmsg->payload.memreg.region.guest_phys_addr) {
+                if (d->pages[i].fd >= 0) {
+                    close(d->pages[i].fd);
+                }
+                d->pages[i] = d->pages[--d->npages];
+                break;
+            }
+        }
+    }
+}
+
+int64_t vub_backed_bytes(vub_dev *d)
+{
+    struct stat seen[VHOST_USER_MAX_RAM_SLOTS];
+    uint32_t n = 0;
+    int64_t bytes = 0;
+
+    if (d->npages == 0) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < d->npages; i++) {
+        struct stat st;
+        bool dup = false;
+
+        if (d->pages[i].fd < 0 || fstat(d->pages[i].fd, &st) < 0) {
+            return -1;
+        }
+        /* Regions of one memfd (RAM below and above the PCI hole): count the file once. */
+        for (uint32_t j = 0; j < n && !dup; j++) {
+            dup = seen[j].st_dev == st.st_dev && seen[j].st_ino == st.st_ino;
+        }
+        if (!dup) {
+            seen[n++] = st;
+            bytes += (int64_t)st.st_blocks * 512;
+        }
+    }
+    return bytes;
+}
 
 static vub_dev *to_vub(VuDev *vu)
 {
@@ -312,6 +404,7 @@ static bool cb_read_msg(VuDev *vu, int sock, VhostUserMsg *vmsg)
         pthread_mutex_lock(&d->bg.map_lock);
         d->map_locked = 1;
     }
+    note_pages(d, vmsg);   /* under map_lock when dispatching */
     return true;
 
 gone:
@@ -374,6 +467,7 @@ void vub_free(vub_dev *d)
         vub_discarder_stop(&d->bg);
         vu_deinit(&d->vu);
     }
+    forget_regions(d);
     free(d);
 }
 
@@ -819,13 +913,19 @@ uint32_t vub_nregions(vub_dev *d)
     return d->vu.nregions;
 }
 
-int vub_region(vub_dev *d, uint32_t i, uint64_t out[2])
+int vub_region(vub_dev *d, uint32_t i, uint64_t out[3])
 {
     if (i >= d->vu.nregions) {
         return -1;
     }
     out[0] = d->vu.regions[i].gpa;
     out[1] = d->vu.regions[i].size;
+    out[2] = (uint64_t)sysconf(_SC_PAGESIZE);
+    for (uint32_t j = 0; j < d->npages; j++) {
+        if (d->pages[j].gpa == out[0]) {
+            out[2] = d->pages[j].page;
+        }
+    }
     return 0;
 }
 
@@ -898,6 +998,22 @@ int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)
     }
     vub_log_range(&d->vu, gpa, len);
     return (int64_t)len;
+}
+
+uint64_t vub_hva_page(vub_dev *d, uint64_t hva)
+{
+    uint64_t gpa, out[3];
+
+    if (hva_check(d, hva & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1), (uint64_t)sysconf(_SC_PAGESIZE), &gpa) < 0) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < d->vu.nregions; i++) {
+        if (gpa >= d->vu.regions[i].gpa && gpa - d->vu.regions[i].gpa < d->vu.regions[i].size) {
+            vub_region(d, i, out);
+            return out[2];
+        }
+    }
+    return 0;
 }
 
 int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len)

@@ -105,8 +105,8 @@ uint64_t vub_gpa_to_va(vub_dev *d, uint64_t gpa, uint64_t *plen);
 /* Guest RAM size covered by the memory table and number of regions. */
 uint64_t vub_ram_end(vub_dev *d);
 uint32_t vub_nregions(vub_dev *d);
-/* Region i: gpa, size. Returns 0 or -1 if out of range. */
-int vub_region(vub_dev *d, uint32_t i, uint64_t out[2]);
+/* Region i: gpa, size, backing page size (a hugetlbfs fd: its huge page size). 0, or -1 if out of range. */
+int vub_region(vub_dev *d, uint32_t i, uint64_t out[3]);
 /* Copy len bytes from a host address obtained from vub_pop/vub_gpa_to_va. */
 void vub_read(uint64_t hva, void *dst, size_t len);
 void vub_write(uint64_t hva, const void *src, size_t len);
@@ -126,6 +126,13 @@ int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len);
 int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len);
 /* 1 if vub_discard_hva() would take [hva, hva+len) (aligned, in one region). */
 int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len);
+/*
+ * Host memory backing guest RAM: allocated bytes (st_blocks) of the regions'
+ * files, each file once; -1 before a memory table (or if one cannot be read).
+ */
+int64_t vub_backed_bytes(vub_dev *d);
+/* Backing page size of the region holding hva (see vub_region), or 0 outside guest RAM. */
+uint64_t vub_hva_page(vub_dev *d, uint64_t hva);
 
 /*
  * Background discard (deferred mode; vub-discard.h). vub_bg_start starts the

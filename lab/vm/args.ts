@@ -59,6 +59,8 @@ export interface QemuArgsOptions {
   /** Firmware search path (-L), in order. */
   firmwareDirs?: string[];
   extraArgs?: string[];
+  /** Guest RAM on hugetlbfs pages of this size (MiB: 2 or 1024); the host must have them free. */
+  hugePageMiB?: number;
 }
 
 export const DEFAULT_FIRMWARE_DIRS = ['/usr/share/seabios', '/usr/share/qemu'];
@@ -141,7 +143,7 @@ export function buildQemuArgs(o: QemuArgsOptions): string[] {
     '-m', `${o.memMiB}M`,
     // Guest RAM in a shared memfd: a vhost-user backend maps it, and the host
     // side of ballooning is visible as QEMU's RssShmem.
-    '-object', `memory-backend-memfd,id=mem,size=${o.memMiB}M,share=on`,
+    '-object', `memory-backend-memfd,id=mem,size=${o.memMiB}M,share=on${o.hugePageMiB ? `,hugetlb=on,hugetlbsize=${o.hugePageMiB}M` : ''}`,
     '-machine', 'q35,memory-backend=mem',
     ...(o.firmwareDirs ?? DEFAULT_FIRMWARE_DIRS).flatMap((d) => ['-L', d]),
     '-kernel', o.kernel,

@@ -386,7 +386,7 @@ static void op_misc(session *s)
     default:
         vub_ram_end(s->d);
         for (uint32_t i = 0; i < vub_nregions(s->d) + 1; i++) {
-            uint64_t out[2];
+            uint64_t out[3];
             vub_region(s->d, i, out);
         }
         vub_queue_last_avail(s->d, u8(r) % (NQ + 2));

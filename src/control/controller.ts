@@ -69,6 +69,8 @@ export interface HostView {
   statsAgeMs: number | null;
   /** How fast the guest itself uses up MemAvailable (bytes/s). */
   useBps: number;
+  /** Host memory backing its RAM (the memfd's allocated blocks), or null when not known. */
+  backedBytes: number | null;
 }
 
 export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged: [RuntimeSettings] }> {
@@ -204,6 +206,7 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
       } : null,
       statsAgeMs: s.prevStatsAt === null ? null : now - s.prevStatsAt,
       useBps: s.guestUseBps,
+      backedBytes: dev.backedBytes(),
     };
   }
 

@@ -43,6 +43,8 @@ export interface HostDecisionRecord {
   vms: Array<{
     vm: string; weight: number; spareBytes: number; cacheSpareBytes: number; stale: boolean; excluded: string | null;
     shareBytes: number; oldTargetBytes: number; newTargetBytes: number;
+    /** Free memory the host never backed, taken on top of the share (ballooning it frees nothing); absent: 0. */
+    unbackedBytes?: number;
   }>;
   /** Decisions folded into this one (no target changed in any of them). */
   count: number;

@@ -2,6 +2,7 @@
 // per virtqueue role. The transport hands it a connection; the controller
 // (policy, control socket) talks to it through setTarget() and its events.
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import type { Logger } from '../log.js';
 import type { DeviceTransport, Element } from './transport.js';
 import {
@@ -20,6 +21,7 @@ import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
 import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
 import { discardReportSteps } from './reporting.js';
+import { freeable, hasHugePages, hugeSpans } from './huge-pages.js';
 import { Renaming } from './renaming.js';
 import { ContinuityAction, GuestContinuity } from './restart.js';
 import { parseStats } from './stats.js';
@@ -50,6 +52,19 @@ const TURN_BUDGET_MS = 1;
 const PFN_SLICE = 1024;
 const LOOP_DISCARD_CHUNK = 2 << 20;
 
+/** The PMD (transparent huge page) size, 2 MiB where the kernel does not say. */
+let pmd = 0;
+const pmdBytes = (): number => {
+  if (!pmd) {
+    try {
+      pmd = Number(readFileSync('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size', 'utf8')) || 2 << 20;
+    } catch {
+      pmd = 2 << 20;
+    }
+  }
+  return pmd;
+};
+
 /** What a step yields when it waits for the discard thread (not for time). */
 const WAIT = 'wait';
 type Step = void | typeof WAIT;
@@ -67,6 +82,10 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private conn: DeviceTransport | null = null;
   private roles: QueueRole[] = [];
   private ram: RamRegion[] = [];
+  /** Some region is on huge pages; the largest backing page; pages the discard thread's chunks cannot free. */
+  private huge = false;
+  private largestPage = BALLOON_PAGE_SIZE;
+  private giantPages = false;
   private negotiated = 0n;
   private targetPages = 0;
   /** num_pages in the config: the target, or a renaming dip below it. */
@@ -86,6 +105,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private readonly statsBuffer: StatsBuffer;
   private deferred: BackgroundDiscard | null = null;
   private readonly discardMode: 'deferred' | 'immediate';
+  private readonly shmemHugeDiscard: 'any' | 'whole';
   private latest: StatsSample | null = null;
   /** The last PFN buffer was a one-PFN inflate: a one-PFN deflate next is balloon compaction (virtballoon_migratepage), not OOM. */
   private lastOnePageInflate = false;
@@ -107,6 +127,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.choice = opts.features ?? DEFAULT_FEATURE_CHOICE;
     this.statsBuffer = new StatsBuffer(opts.statsIntervalMs ?? 5000);
     this.discardMode = opts.discard ?? 'deferred';
+    this.shmemHugeDiscard = opts.shmemHugeDiscard ?? 'any';
     this.maxPerTurn = opts.maxElementsPerTurn ?? 64;
     this.log = opts.log;
     this.badInput = new BadInputCounter(opts.log);
@@ -246,12 +267,27 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }));
   }
 
+  /** Guest RAM from the memory table, and what its page sizes mean for discards (huge-pages.ts). */
+  private setRam(ram: RamRegion[]): void {
+    const was = this.largestPage;
+    // --shmem-huge-discard whole: shmem RAM as if on PMD-sized pages (its THPs are never split by a discard).
+    if (this.shmemHugeDiscard === 'whole') ram = ram.map((r) => ((r.pageBytes ?? BALLOON_PAGE_SIZE) <= BALLOON_PAGE_SIZE ? { ...r, pageBytes: pmdBytes() } : r));
+    this.ram = ram;
+    this.huge = hasHugePages(ram);
+    this.largestPage = Math.max(BALLOON_PAGE_SIZE, ...ram.map((r) => r.pageBytes ?? BALLOON_PAGE_SIZE));
+    this.giantPages = this.largestPage > LOOP_DISCARD_CHUNK;
+    if (this.huge && this.largestPage !== was) {
+      const how = this.shmemHugeDiscard === 'whole' ? ' (or shmem, --shmem-huge-discard whole)' : '';
+      this.log.info({ pageBytes: this.largestPage }, `guest RAM on ${this.largestPage / 2 ** 20} MiB huge pages${how}: a huge page is discarded once all of it is ballooned`);
+    }
+  }
+
   private onFeatures(f: bigint): void {
     const conn = this.conn;
     if (!conn) return;
     this.negotiated = f;
     this.roles = queueRoles(f, this.choice.messageVqBit);
-    this.ram = conn.regions();
+    this.setRam(conn.regions());
     const proto = conn.protocolFeatures();
     if (!has(proto, VHOST_USER_PROTOCOL_F_CONFIG) || !has(proto, VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
       this.log.warn({ protocolFeatures: proto.toString(16) },
@@ -285,7 +321,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.log.debug({ qidx, role, started }, 'queue state');
     // The memory table may have changed since negotiation (hotplug, reset).
     const before = this.guestRamBytes;
-    this.ram = conn.regions();
+    this.setRam(conn.regions());
     if (this.guestRamBytes !== before) this.emit('memory', this.guestRamBytes);
     conn.enableQueue(qidx, started);
     if (!started && role === 'stats') this.statsBuffer.release(conn);
@@ -567,8 +603,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       if (role === 'inflate') {
         const { added, duplicate } = this.ledger.inflate(ranges);
         if (duplicate) this.record('pfn_already_ballooned', { index: elem.index, pages: duplicate }, duplicate);
-        if (this.deferred) this.deferred.add(ranges);
-        else yield* this.discardOnLoop(conn, ranges);
+        // Huge-page RAM: only huge pages now wholly ballooned (the rest waits for its other pages).
+        const free = this.huge ? freeable(ranges, this.ram, (r) => this.ledger.hasAll(r)) : ranges;
+        // The discard thread works in 2 MiB chunks: larger (1 GiB) pages are freed here, one call each.
+        if (this.deferred && !this.giantPages) this.deferred.add(free);
+        else yield* this.discardOnLoop(conn, free);
         this.counters.inflatedPages += added;
         if (added) this.emit('inflated', added);
         if (added) this.refreshPresented();
@@ -579,7 +618,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
         // The loop never waits for it: a range under way waits, its element
         // held (WAIT), until the thread says the chunk is done.
         if (this.deferred) {
-          for (const r of ranges) {
+          // A huge page waiting for its discard is no longer whole: all of it stays.
+          for (const r of this.huge ? hugeSpans(ranges, this.ram) : ranges) {
             while (!this.deferred.tryRemove(r)) yield WAIT;
             if (this.late) yield;
           }
@@ -602,12 +642,13 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     }
   }
 
-  /** --discard immediate (or no MUST_TELL_HOST): discard before the ack, in pieces of LOOP_DISCARD_CHUNK. */
+  /** --discard immediate (or no MUST_TELL_HOST): discard before the ack, in pieces of LOOP_DISCARD_CHUNK (or one huge page). */
   private *discardOnLoop(conn: DeviceTransport, ranges: readonly PfnRange[]): Generator<Step, void, void> {
+    const chunk = Math.max(LOOP_DISCARD_CHUNK, this.largestPage);
     for (const r of ranges) {
       const { gpa, len } = rangeBytes(r);
-      for (let off = 0; off < len; off += LOOP_DISCARD_CHUNK) {
-        const n = Math.min(LOOP_DISCARD_CHUNK, len - off);
+      for (let off = 0; off < len; off += chunk) {
+        const n = Math.min(chunk, len - off);
         this.accountDiscard(discardRanges([{ pfn: (gpa + off) / BALLOON_PAGE_SIZE, count: n / BALLOON_PAGE_SIZE }],
           (g, l) => conn.discard(g, l)));
         if (this.late) yield;
@@ -626,6 +667,11 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       this.emit('stats', this.latest);
     }
     return this.statsBuffer.keep(this.conn!, qidx, elem);
+  }
+
+  /** Host memory backing this guest's RAM (its memfd's allocated blocks), or null when not known. */
+  backedBytes(): number | null {
+    return this.conn?.backedBytes?.() ?? null;
   }
 
   /** Ask the guest for stats now instead of at the next interval. */
@@ -670,7 +716,8 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     const conn = this.conn;
     if (!conn) return;
     const r = yield* discardReportSteps(elem, this.recorder, (addr, len) => conn.discardHostRange(addr, len),
-      { chunk: LOOP_DISCARD_CHUNK, inRam: (addr, len) => conn.hostRangeInRam(addr, len) });
+      { chunk: Math.max(LOOP_DISCARD_CHUNK, this.largestPage), inRam: (addr, len) => conn.hostRangeInRam(addr, len) },
+      this.huge && conn.hostPageBytes ? (addr) => conn.hostPageBytes!(addr) : undefined);
     this.counters.discardedBytes += r.bytes;
     this.counters.discardCalls += r.calls;
     this.counters.reportedPages += r.pages;

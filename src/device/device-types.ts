@@ -16,6 +16,12 @@ export interface BalloonDeviceOptions {
    * acknowledgement, on the event loop.
    */
   discard?: 'deferred' | 'immediate';
+  /**
+   * shmem RAM with transparent huge pages: 'any' (default) discards every
+   * ballooned 4 KiB page, splitting a huge page covered in part; 'whole'
+   * treats it like hugetlbfs, discarding only whole PMD-sized pages.
+   */
+  shmemHugeDiscard?: 'any' | 'whole';
   log: Logger;
 }
 

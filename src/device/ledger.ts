@@ -44,6 +44,11 @@ export class BalloonLedger {
     return this.pages.has(pfn);
   }
 
+  /** Every page of the range named in the balloon (unnamed pages do not count: we cannot tell where they are). */
+  hasAll(r: PfnRange): boolean {
+    return this.pages.hasAll(r);
+  }
+
   inflate(ranges: readonly PfnRange[]): InflateCount {
     let added = 0;
     let total = 0;

@@ -30,6 +30,25 @@ export class PageSet {
     return (words[off >>> 5]! & ((1 << (off & 31)) >>> 0)) !== 0;
   }
 
+  /** Whether every page of the range is in the set (whole words at a time). */
+  hasAll(r: PfnRange): boolean {
+    let pfn = r.pfn;
+    const end = r.pfn + r.count;
+    while (pfn < end) {
+      const key = Math.floor(pfn / CHUNK_PAGES);
+      const words = this.chunks.get(key);
+      if (!words) return false;
+      const off = pfn - key * CHUNK_PAGES;
+      const w = off >>> 5;
+      const bit = off & 31;
+      const n = Math.min(32 - bit, end - pfn);
+      const mask = n === 32 ? 0xffffffff : (((1 << n) - 1) << bit) >>> 0;
+      if ((words[w]! & mask) >>> 0 !== mask) return false;
+      pfn += n;
+    }
+    return true;
+  }
+
   /** Add pages; returns how many were not in the set yet. */
   add(r: PfnRange): number {
     let added = 0;

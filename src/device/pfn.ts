@@ -12,6 +12,8 @@ export interface PfnRange {
 export interface RamRegion {
   gpa: number;
   size: number;
+  /** Page size of its backing (hugetlbfs: the huge page; absent: 4 KiB). */
+  pageBytes?: number;
 }
 
 /** Decode a le32 PFN array; a trailing partial entry is reported, not read. */

@@ -8,6 +8,7 @@
 import type { Element } from '../transport/connection.js';
 import { BALLOON_PAGE_SIZE } from '../virtio/constants.js';
 import type { Recorder } from './element-io.js';
+import { wholePagesOf } from './huge-pages.js';
 
 const EFAULT = 14;
 const PAGE_MASK = BigInt(BALLOON_PAGE_SIZE - 1);
@@ -54,14 +55,18 @@ export interface ReportChunking {
  * call, ranges cut into pieces of at most `chunk` bytes (the event loop's
  * time per turn is bounded; see BalloonDevice), and returns the result once every range is done. A range
  * is checked whole before its first piece: nothing of a range that is not
- * all guest RAM is discarded. A piece that fails ends its range.
+ * all guest RAM is discarded. A piece that fails ends its range. With
+ * `pageBytes` (huge-page RAM) each range shrinks to the whole huge pages in it.
  */
 export function* discardReportSteps(elem: Element, record: Recorder, discard: (addr: bigint, len: number) => number,
-  chunking: ReportChunking | null): Generator<void, ReportResult, void> {
+  chunking: ReportChunking | null, pageBytes?: (addr: bigint) => number): Generator<void, ReportResult, void> {
   const res: ReportResult = { pages: 0, bytes: 0, calls: 0 };
   const failed = (ret: number, len: number) =>
     record(ret === -EFAULT ? 'reporting_outside_ram' : 'discard_failed', { len, errno: -ret });
-  for (const sg of reportRanges(elem, record)) {
+  for (const entry of reportRanges(elem, record)) {
+    // Huge-page RAM: only the whole huge pages inside the range (a hole in part of one frees nothing).
+    const sg = pageBytes ? wholePagesOf(entry.addr, entry.len, pageBytes(entry.addr) || BALLOON_PAGE_SIZE) : entry;
+    if (!sg) continue;
     if (!chunking || sg.len <= chunking.chunk) {
       const ret = discard(sg.addr, sg.len);
       if (ret < 0) {

@@ -49,6 +49,10 @@ export const DEVICE_OPTIONS = {
     group: DEVICE, choices: ['deferred', 'immediate'] as const, default: 'deferred' as const,
     describe: 'deferred: acknowledge inflations at once and discard them, merged, on a thread of the daemon (needs MUST_TELL_HOST, which Linux negotiates; deflated pages are never discarded); immediate: discard on the event loop before every acknowledgement',
   },
+  'shmem-huge-discard': {
+    group: DEVICE, choices: ['any', 'whole'] as const, default: 'any' as const,
+    describe: 'Guest RAM on shmem with transparent huge pages (shmem_enabled=always or advise): any = discard every ballooned 4 KiB page (frees all of it; a huge page the balloon covers only in part is split); whole = discard only whole 2 MiB pages (no split; a partly ballooned huge page frees nothing). hugetlbfs RAM is always discarded in whole huge pages (docs/huge-pages.md)',
+  },
   'stats-interval': { group: DEVICE, type: 'number', default: 5, describe: 'Seconds between guest memory-statistics requests (0 = never); 5 s gives ~12 samples per hysteresis period for stats-derived guest pressure' },
   'message-vq-bit': {
     group: DEVICE, type: 'string', default: String(DEFAULT_MESSAGE_VQ_BIT),
@@ -74,7 +78,7 @@ export interface DeviceSettings {
   params: PolicyParams;
   /** Host pressure as asked for; planPressure() resolves it against this host. */
   pressure: PressureConfig;
-  device: { statsIntervalMs: number; discard: 'deferred' | 'immediate'; features: FeatureChoice };
+  device: { statsIntervalMs: number; discard: 'deferred' | 'immediate'; shmemHugeDiscard: 'any' | 'whole'; features: FeatureChoice };
 }
 
 /** --policy NAME, with a did-you-mean for a near miss. */
@@ -135,6 +139,7 @@ export function settingsFromArgs(a: DeviceArgs): DeviceSettings {
     device: {
       statsIntervalMs: Math.round(a['stats-interval'] * 1000),
       discard: a.discard,
+      shmemHugeDiscard: a['shmem-huge-discard'],
       features: { messageVqBit: bit === 'off' ? null : Number(bit), stats: a['stats-vq'], deflateOnOom: a['deflate-on-oom'], pageReporting: a['page-reporting'] },
     },
   };

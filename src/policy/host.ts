@@ -124,6 +124,12 @@ export interface VmView {
   stale: boolean;
   /** How fast the guest itself uses up MemAvailable (bytes/s; absent or 0: not at all). */
   useBps?: number;
+  /**
+   * Guest RAM neither ballooned (nor asked to be) nor backed on the host:
+   * free memory the guest never touched, or got back from the balloon and
+   * has not used since. Ballooning it frees nothing (absent: not known).
+   */
+  unbackedFreeBytes?: number;
 }
 
 export interface Spare {
@@ -132,6 +138,12 @@ export interface Spare {
   cacheBytes: number;
   /** Free memory it can give (second tier). */
   freeBytes: number;
+  /**
+   * Unbacked free memory the balloon may take first (the guest fills it from
+   * its free pages), freeing nothing: added to what the VM is asked for on
+   * top of its share, not counted as spare (absent: 0).
+   */
+  overheadBytes?: number;
   reserveBytes: number;
   stale: boolean;
 }
@@ -146,12 +158,15 @@ export function spareOf(p: HostParams, v: VmView): Spare {
   const room = Math.max(0, v.ceilingBytes - v.balloonBytes);
   const available = v.stats?.availableBytes;
   // Nothing known: it may still be asked for one step (the split caps stale VMs).
-  if (available === undefined) return { vm: v.vm, cacheBytes: 0, freeBytes: room, reserveBytes, stale: true };
+  if (available === undefined) return { vm: v.vm, cacheBytes: 0, freeBytes: room, overheadBytes: 0, reserveBytes, stale: true };
   const aboutToUse = Math.ceil(((v.useBps ?? 0) * p.guestHorizonMs) / 1000);
   const total = Math.min(room, Math.max(0, available - reserveBytes - aboutToUse));
+  // What the host gets back: the guest fills its balloon from free pages first, and the unbacked ones free nothing.
+  const overheadBytes = Math.min(total, v.unbackedFreeBytes ?? 0);
+  const usable = total - overheadBytes;
   const keepCache = Math.floor((v.ramBytes * p.guestCacheKeepPercent) / 100);
-  const cacheBytes = Math.min(total, Math.max(0, (v.stats?.cachesBytes ?? 0) - keepCache));
-  return { vm: v.vm, cacheBytes, freeBytes: total - cacheBytes, reserveBytes, stale: v.stale };
+  const cacheBytes = Math.min(usable, Math.max(0, (v.stats?.cachesBytes ?? 0) - keepCache));
+  return { vm: v.vm, cacheBytes, freeBytes: usable - cacheBytes, overheadBytes, reserveBytes, stale: v.stale };
 }
 
 /**
@@ -189,6 +204,8 @@ export interface Share {
   bytes: number;
   fromCache: number;
   fromFree: number;
+  /** Of `bytes`, unbacked free memory the balloon takes on the way (frees nothing; absent: 0). */
+  overheadBytes?: number;
 }
 
 /**
@@ -206,7 +223,9 @@ export function splitNeed(need: number, spares: readonly Spare[], weights: Reado
   return spares.map((s) => {
     const c = cacheShare.get(s.vm) ?? 0;
     const f = freeShare.get(s.vm) ?? 0;
-    return { vm: s.vm, bytes: c + f, fromCache: c, fromFree: f };
+    // A VM that gives anything is asked for its unbacked free memory on top.
+    const over = c + f > 0 ? s.overheadBytes ?? 0 : 0;
+    return { vm: s.vm, bytes: c + f + over, fromCache: c, fromFree: f, overheadBytes: over };
   });
 }
 
@@ -266,7 +285,7 @@ export function inUnits(shares: readonly Share[], spares: readonly Spare[], stal
   const rows = shares.map((sh) => {
     const sp = spares.find((x) => x.vm === sh.vm);
     const unit = Math.max(1, unitBytes(sh.vm));
-    const spare = sp ? (sp.stale ? Math.min(sp.cacheBytes + sp.freeBytes, staleStepBytes) : sp.cacheBytes + sp.freeBytes) : sh.bytes;
+    const spare = sp ? (sp.stale ? Math.min(sp.cacheBytes + sp.freeBytes, staleStepBytes) : sp.cacheBytes + sp.freeBytes + (sp.overheadBytes ?? 0)) : sh.bytes;
     const maxUnits = Math.floor(spare / unit);
     const owed = sh.bytes > 0 ? sh.bytes + (carry.get(sh.vm) ?? 0) : 0;
     return { sh, unit, maxUnits, owed, units: Math.min(maxUnits, Math.max(0, Math.floor(owed / unit))) };
@@ -289,7 +308,8 @@ export function inUnits(shares: readonly Share[], spares: readonly Spare[], stal
     if (r.sh.bytes > 0) nextCarry.set(r.sh.vm, Math.max(-r.unit, Math.min(r.unit, r.owed - bytes)));
     else if (carry.has(r.sh.vm)) nextCarry.set(r.sh.vm, carry.get(r.sh.vm)!);
     const fromCache = Math.min(r.sh.fromCache, bytes);
-    return { ...r.sh, bytes, fromCache, fromFree: bytes - fromCache };
+    const overheadBytes = Math.min(r.sh.overheadBytes ?? 0, bytes - fromCache);
+    return { ...r.sh, bytes, fromCache, fromFree: bytes - fromCache - overheadBytes, overheadBytes };
   });
   return { shares: out, carry: nextCarry };
 }
@@ -322,9 +342,11 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
       const v = managed.find((m) => m.vm === s.vm)!;
       targets.set(s.vm, Math.max(v.targetBytes, v.balloonBytes) + s.bytes);
     }
-    const given = shares.reduce((n, s) => n + s.bytes, 0);
+    const given = shares.reduce((n, s) => n + s.bytes - (s.overheadBytes ?? 0), 0);
+    const over = shares.reduce((n, s) => n + (s.overheadBytes ?? 0), 0);
     reason = `need ${mb(need.needBytes)} (headroom ${mb(need.headroomBytes)}, free ${mb(need.freeBytes)}, growth ${mb(need.growthBps)}/s${need.stalling ? `, PSI some avg10 ${cur.psiSomeAvg10}%` : ''})`
-      + `${outstandingBytes ? `, ${mb(outstandingBytes)} already on the way` : ''}: asked ${mb(given)}${given < toAsk ? `, ${mb(toAsk - given)} more than the guests can spare` : ''}`;
+      + `${outstandingBytes ? `, ${mb(outstandingBytes)} already on the way` : ''}: asked ${mb(given)}${over ? ` (+${mb(over)} of free memory the host never backed, taken on the way)` : ''}`
+      + `${given < toAsk ? `, ${mb(toAsk - given)} more than the guests can spare` : ''}`;
   } else if (!need.stalling && need.freeBytes >= give.roomFactor * need.headroomBytes) {
     roomSince ??= cur.at;
     carry = new Map();

@@ -224,6 +224,7 @@ export class PolicyRunner {
       views.push({
         vm: v.vm, weight: v.weight, ramBytes: v.ramBytes, balloonBytes: v.balloonBytes, ceilingBytes: ceiling, reserveBytes: v.reserveBytes,
         stats: v.stats, stale, useBps: v.useBps, targetBytes: v.targetBytes, excluded: excluded !== null,
+        ...(v.backedBytes === null ? {} : { unbackedFreeBytes: Math.max(0, v.ramBytes - held - v.backedBytes) }),
       });
     }
     const steps = new Map(members.map((m) => [m.view.vm, m.view.stepBytes]));
@@ -244,8 +245,9 @@ export class PolicyRunner {
           decision: seq, policy: 'host', needBytes: decision.need.needBytes, spareBytes: spare ? spare.cacheBytes + spare.freeBytes : 0,
           cacheSpareBytes: spare?.cacheBytes ?? 0, weight: v.weight, stale: v.stale, shareBytes,
         };
+        const over = decision.shares.find((s) => s.vm === v.vm)?.overheadBytes ?? 0;
         const reason = shareBytes > 0
-          ? `host need ${mibText(decision.need.needBytes)} in ${scopeText(g.scope)}: this VM's share ${mibText(shareBytes)} of ${mibText(host.spareBytes)} it can spare (weight ${v.weight}${v.stale ? ', stats stale: one step' : ''})`
+          ? `host need ${mibText(decision.need.needBytes)} in ${scopeText(g.scope)}: this VM's share ${mibText(shareBytes)} of ${mibText(host.spareBytes)} it can spare (weight ${v.weight}${v.stale ? ', stats stale: one step' : ''}${over ? `; of it ${mibText(over)} of free memory the host never backed` : ''})`
           : `host has room in ${scopeText(g.scope)}: ${mibText(-shareBytes)} given back`;
         const d = members.find((m) => m.view.vm === v.vm)!.vm.controller.hostTarget(next, `host policy ${trigger}`, reason, host, wokeAt);
         newTarget = d ? d.newTargetPages * PAGE : v.targetBytes;
@@ -254,6 +256,7 @@ export class PolicyRunner {
       rows.push({
         vm: v.vm, weight: v.weight, spareBytes: spare ? spare.cacheBytes + spare.freeBytes : 0, cacheSpareBytes: spare?.cacheBytes ?? 0,
         stale: v.stale, excluded: why.get(v.vm) ?? null, shareBytes, oldTargetBytes: v.targetBytes, newTargetBytes: newTarget,
+        ...(spare?.overheadBytes ? { unbackedBytes: spare.overheadBytes } : {}),
       });
     }
     if (decision.targets.size === 0 && decision.need.needBytes === 0) return;

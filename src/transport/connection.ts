@@ -76,7 +76,7 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> implemen
   private readonly evBuf = Buffer.alloc(VUB_EVENT_SIZE * EVENT_BATCH);
   private readonly hdr = Buffer.alloc(12);
   private readonly iov = Buffer.alloc(16 * MAX_IOV);
-  private readonly u64 = Buffer.alloc(16);
+  private readonly u64 = Buffer.alloc(24);
   private closing = false;
   private discardFd = -1;
   private discardDone: () => void = () => undefined;
@@ -219,16 +219,28 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> implemen
     return b;
   }
 
-  /** Guest RAM regions from the memory table: [gpa, size]. */
-  regions(): Array<{ gpa: number; size: number }> {
+  /** Guest RAM regions from the memory table: [gpa, size], and the page size backing each (hugetlbfs: its huge page). */
+  regions(): Array<{ gpa: number; size: number; pageBytes: number }> {
     const n = this.shim.vub_nregions(this.dev) as number;
-    const out: Array<{ gpa: number; size: number }> = [];
+    const out: Array<{ gpa: number; size: number; pageBytes: number }> = [];
     for (let i = 0; i < n; i++) {
       if (this.shim.vub_region(this.dev, i, this.u64) === 0) {
-        out.push({ gpa: Number(this.u64.readBigUInt64LE(0)), size: Number(this.u64.readBigUInt64LE(8)) });
+        out.push({ gpa: Number(this.u64.readBigUInt64LE(0)), size: Number(this.u64.readBigUInt64LE(8)), pageBytes: Number(this.u64.readBigUInt64LE(16)) });
       }
     }
     return out;
+  }
+
+  /** Host memory backing guest RAM (allocated blocks of its files), or null before a memory table. */
+  backedBytes(): number | null {
+    if (this.dev === null) return null;
+    const n = Number(this.shim.vub_backed_bytes(this.dev));
+    return n < 0 ? null : n;
+  }
+
+  /** Page size backing guest RAM at a host address from an element (0: not guest RAM). */
+  hostPageBytes(addr: bigint): number {
+    return this.dev === null ? 0 : Number(this.shim.vub_hva_page(this.dev, addr));
   }
 
   /** Discard guest RAM [gpa, gpa+len): bytes discarded or -errno. */

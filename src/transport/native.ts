@@ -74,6 +74,8 @@ function bind() {
     vub_discard: lib.func('int64_t vub_discard(vub_dev *d, uint64_t gpa, uint64_t len)'),
     vub_discard_hva: lib.func('int64_t vub_discard_hva(vub_dev *d, uint64_t hva, uint64_t len)'),
     vub_hva_in_ram: lib.func('int vub_hva_in_ram(vub_dev *d, uint64_t hva, uint64_t len)'),
+    vub_hva_page: lib.func('uint64_t vub_hva_page(vub_dev *d, uint64_t hva)'),
+    vub_backed_bytes: lib.func('int64_t vub_backed_bytes(vub_dev *d)'),
     vub_bg_start: lib.func('int vub_bg_start(vub_dev *d)'),
     vub_bg_submit: lib.func('int vub_bg_submit(vub_dev *d, const void *pairs, uint32_t n)'),
     vub_bg_cancel: lib.func('int64_t vub_bg_cancel(vub_dev *d, uint64_t gpa, uint64_t len)'),

@@ -36,6 +36,8 @@ export interface SimGuestOptions {
   layout?: Layout;
   /** Top of RAM kept for rings and buffers. Default 8 MiB. */
   reservedBytes?: number;
+  /** RAM on a hugetlbfs memfd of this page size (2 MiB: the host needs free huge pages). Default: 4 KiB shmem. */
+  hugePageBytes?: number;
   /** Driver features (ANDed with the offer). Default: Linux 6.1's, plus the message queue bit. */
   accept?: bigint;
   /** Feature bit of the message queue; null: a stock driver without one. Default 23. */
@@ -76,7 +78,7 @@ export class SimGuest {
   lastActual = 0;
 
   private constructor(readonly opts: SimGuestOptions) {
-    this.mem = new GuestMemory(opts.ramBytes ?? 256 << 20, opts.reservedBytes ?? 8 << 20, opts.layout ?? 'flat');
+    this.mem = new GuestMemory(opts.ramBytes ?? 256 << 20, opts.reservedBytes ?? 8 << 20, opts.layout ?? 'flat', opts.hugePageBytes ?? 0);
     this.pages = new BalloonPages(this.mem);
     this.vm = newGuestVm(this.mem.size);
     try {

@@ -48,9 +48,10 @@ export class GuestMemory {
   readonly regions: Region[];
   private bump: number;
 
-  constructor(readonly size: number, readonly reservedBytes = 8 << 20, readonly layout: Layout = 'flat') {
+  constructor(readonly size: number, readonly reservedBytes = 8 << 20, readonly layout: Layout = 'flat', readonly hugePageBytes = 0) {
     if (size % PAGE || reservedBytes % PAGE) throw new RangeError('guest RAM and reserve must be page multiples');
-    const { fd, addr } = mapMemfd('vub-sim-guest-ram', size);
+    if (hugePageBytes && (size % hugePageBytes || layout !== 'flat')) throw new RangeError('huge-page RAM: a flat layout of whole huge pages');
+    const { fd, addr } = mapMemfd('vub-sim-guest-ram', size, hugePageBytes);
     this.fd = fd;
     this.hostAddr = addr;
     this.bytes = Buffer.from(koffi.view(addr, size));

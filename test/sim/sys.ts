@@ -40,8 +40,13 @@ export const POLLIN = 1;
 export { SysError, check, close, errno };
 
 /** A shared, mapped memfd: what QEMU's memory-backend-memfd,share=on gives. */
-export function mapMemfd(name: string, size: number): { fd: number; addr: bigint } {
-  const fd = check('memfd_create', memfd_create(name, MFD_CLOEXEC));
+/** MFD_HUGETLB, and the huge page size as log2 << MFD_HUGE_SHIFT (26). */
+const MFD_HUGETLB = 4;
+const mfdHuge = (bytes: number): number => (MFD_HUGETLB | (Math.log2(bytes) << 26)) >>> 0;
+
+/** A shared memfd mapping; with `hugePageBytes` on hugetlbfs (the host must have that many huge pages free). */
+export function mapMemfd(name: string, size: number, hugePageBytes = 0): { fd: number; addr: bigint } {
+  const fd = check('memfd_create', memfd_create(name, (MFD_CLOEXEC | (hugePageBytes ? mfdHuge(hugePageBytes) : 0)) >>> 0));
   try {
     check('ftruncate', ftruncate(fd, size));
     const p = mmap(null, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) as bigint | null;

@@ -37,10 +37,24 @@ describe('spare', () => {
     ['using 20 MiB/s: 10 s of it is not spare', vm({ vm: 'a', useBps: 20 * MiB }), 0, 600 - 102.4 - 200],
     ['using it faster than it has: nothing', vm({ vm: 'a', useBps: 100 * MiB }), 0, 0],
     ['using memory, with cache: cache first, out of what is left', vm({ vm: 'a', useBps: 40 * MiB, stats: { availableBytes: 600 * MiB, cachesBytes: 300 * MiB } }), 97.6, 0],
+    // The balloon fills from free pages first: unbacked ones free nothing, so they are not spare.
+    ['200 MiB of its free memory never backed on the host: that much less', vm({ vm: 'a', unbackedFreeBytes: 200 * MiB }), 0, 600 - 102.4 - 200],
+    ['all of it unbacked (a guest that never touched it): nothing', vm({ vm: 'a', unbackedFreeBytes: 900 * MiB }), 0, 0],
+    ['unbacked free memory and cache: the cache stays spare', vm({ vm: 'a', unbackedFreeBytes: 200 * MiB, stats: { availableBytes: 600 * MiB, cachesBytes: 300 * MiB } }), 300 - 51.2, 600 - 102.4 - 200 - (300 - 51.2)],
   ] as const)('%s', (_n, v, cacheMiB, freeMiB) => {
     const s = spareOf(P, v);
     expect(s.cacheBytes / MiB).toBeCloseTo(cacheMiB, 0);
     expect(s.freeBytes / MiB).toBeCloseTo(freeMiB, 0);
+  });
+
+  it.each([
+    ['unbacked memory is asked on top of the share, and only of a VM that gives', 200, 200],
+    ['no share: no overhead asked', 0, 200],
+  ] as const)('split with unbacked free memory: %s', (_n, needMiB, unbackedMiB) => {
+    const s = spareOf(P, vm({ vm: 'a', unbackedFreeBytes: unbackedMiB * MiB }));
+    const [share] = splitNeed(needMiB * MiB, [s], new Map(), 32 * MiB);
+    expect(share!.bytes / MiB).toBeCloseTo(needMiB > 0 ? needMiB + unbackedMiB : 0, 0);
+    expect((share!.overheadBytes ?? 0) / MiB).toBeCloseTo(needMiB > 0 ? unbackedMiB : 0, 0);
   });
 
   it('no stats: stale, and only its room is known', () => {
