@@ -146,7 +146,8 @@ async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number
   const img = arm.patched ? (o.patched as GuestImage) : o.stock;
   const vms: Vm[] = [];
   if (arm.host) {
-    live.rig = new Rig(runDir, memcg, arm.host, o.qemu, img);
+    // The experiment's time scale applies to every arm: --hysteresis (scaled like the runs) for the host daemon's VMs too.
+    live.rig = new Rig(runDir, memcg, { ...arm.host, daemonArgs: [...arm.host.daemonArgs, '--hysteresis', HYSTERESIS] }, o.qemu, img);
     await live.rig.startDaemon(['vm-down', 'vm-up'].map((name) => ({ name, memMiB: GUEST_MIB, swapMiB: o.guestSwapMiB })));
   }
   for (const name of ['vm-down', 'vm-up'] as const) {
