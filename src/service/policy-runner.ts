@@ -273,7 +273,8 @@ export class PolicyRunner {
    */
   private refreshFirst(g: Group, members: Array<{ vm: RunnerVm; view: HostView }>, views: readonly GroupVm[], now: number,
     trigger: string, wokeAt?: bigint): boolean {
-    if (g.refreshTimer || (g.refreshedAt !== null && now - g.refreshedAt < REFRESH_EVERY_MS)) return false;
+    if (g.refreshTimer) return true; // a re-decision on fresh stats is due: this one folds into it
+    if (g.refreshedAt !== null && now - g.refreshedAt < REFRESH_EVERY_MS) return false;
     const old = members.filter(({ vm, view }) => {
       const v = views.find((x) => x.vm === view.vm);
       return v && !v.excluded && !v.stale && view.statsAgeMs !== null && view.statsAgeMs > FRESH_STATS_MS && vm.refreshStats !== undefined;

@@ -211,6 +211,9 @@ describe('policy runner', () => {
     r.runner.pressure(idle, ev());
     expect(asked.sort()).toEqual(['grows', 'idle']);
     expect([...idle.targets, ...grows.targets]).toEqual([]); // nothing on the old stats
+    r.runner.tick(); // a sample while the fresh stats are awaited decides nothing either
+    r.runner.pressure(idle, ev());
+    expect([...idle.targets, ...grows.targets]).toEqual([]);
     r.at(STATS_WAIT_MS);
     vi.advanceTimersByTime(STATS_WAIT_MS);
     expect(idle.targets.map((t) => t.bytes / MiB)).toEqual([128]);
