@@ -148,3 +148,41 @@ skipUnless(isRoot, SKIP.notRoot).describe('guest RAM on 2 MiB huge pages (hugetl
     }), { numRuns: 20, seed: 16 });
   }, 120_000);
 });
+
+const GIANT = '/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages';
+const GiB = 2 ** 30;
+
+skipUnless(isRoot, SKIP.notRoot).describe('guest RAM on 1 GiB huge pages (hugetlbfs memfd)', () => {
+  let before = 0;
+  let daemon: DaemonProcess;
+  let guest: SimGuest;
+
+  beforeAll(async () => {
+    before = Number(readFileSync(GIANT, 'utf8'));
+    writeFileSync(GIANT, String(before + 2));
+    if (Number(readFileSync(GIANT, 'utf8')) < before + 2) throw new Error('the kernel could not reserve two 1 GiB pages');
+    daemon = await DaemonProcess.start(['--stats-interval', '0', '--no-page-reporting']);
+    guest = await SimGuest.start({ socketPath: daemon.socketPath, ramBytes: 2 * GiB, hugePageBytes: GiB });
+    await daemon.waitForLog((l) => typeof l.msg === 'string' && l.msg.includes('1024 MiB huge pages'));
+  }, 60_000);
+
+  afterAll(async () => {
+    guest?.close();
+    await daemon?.stop();
+    writeFileSync(GIANT, String(before));
+  });
+
+  it('a 1 GiB page is freed (on the event loop, in one call) once all of its 262 144 pages are ballooned, not before', async () => {
+    guest.mem.touch(0, 64 * MiB); // the first huge page is allocated (the second holds the rings)
+    const start = guest.mem.allocatedBytes();
+    expect(start).toBe(2 * GiB);
+    const pages = Array.from({ length: GiB / PAGE }, (_, i) => i);
+    await guest.tellHost('inflate', pages.slice(0, -1));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(guest.mem.allocatedBytes()).toBe(start); // one page short: nothing freed
+    expect(guest.mem.bytes[0]).toBe(0xa5);
+    await guest.tellHost('inflate', pages.slice(-1));
+    await until(() => guest.mem.allocatedBytes() === start - GiB, 3000, 'the 1 GiB page freed');
+    expect(daemon.find((l) => l.msg === 'discard_failed')).toEqual([]);
+  }, 120_000);
+});
