@@ -50,6 +50,14 @@ export class SplitRing {
   private readonly u: Buffer;
   /** u16 views for the stores that need a full barrier (Atomics on x86 is xchg). */
   private readonly a16: Uint16Array;
+  /**
+   * The used ring's u16 fields (flags, idx, avail_event), which the device
+   * writes while we read: one 16-bit load each. Buffer.readUInt16LE reads two
+   * bytes apart, and a torn used->idx (0x00ff -> 0x0100 read as 0x01ff)
+   * made us reap 256 stale entries (seen: "device used id 1, which is not in
+   * flight" under a message flood).
+   */
+  private readonly u16: Uint16Array;
   private freeHead = 0;
   private numFree: number;
   private availIdx = 0;
@@ -77,6 +85,7 @@ export class SplitRing {
     this.a = mem.slice(this.avail, 6 + 2 * num);
     this.u = mem.slice(this.used, 6 + 8 * num);
     this.a16 = new Uint16Array(this.a.buffer, this.a.byteOffset, (6 + 2 * num) / 2);
+    this.u16 = new Uint16Array(this.u.buffer, this.u.byteOffset, (6 + 8 * num) / 2);
     this.d.fill(0);
     this.a.fill(0);
     this.u.fill(0);
@@ -169,8 +178,8 @@ export class SplitRing {
     const now = this.availIdx;
     this.kickedIdx = now;
     const needs = this.eventIdx
-      ? vringNeedEvent(this.u.readUInt16LE(4 + 8 * this.num), now, old)
-      : !(this.u.readUInt16LE(0) & VRING_USED_F_NO_NOTIFY);
+      ? vringNeedEvent(Atomics.load(this.u16, 2 + 4 * this.num), now, old)
+      : !(Atomics.load(this.u16, 0) & VRING_USED_F_NO_NOTIFY);
     if (!needs) {
       this.counters.kicksSuppressed++;
       return false;
@@ -187,7 +196,7 @@ export class SplitRing {
 
   /** Collect newly used buffers, free their descriptors, re-arm used_event. */
   reap(): Used[] {
-    const idx = this.u.readUInt16LE(2);
+    const idx = Atomics.load(this.u16, 1);
     const out: Used[] = [];
     while (this.lastUsed !== idx) {
       const at = 4 + 8 * (this.lastUsed % this.num);
@@ -209,7 +218,7 @@ export class SplitRing {
 
   /** used->idx as the device last wrote it (QEMU restores a lost backend's base from it). */
   get deviceUsedIdx(): number {
-    return this.u.readUInt16LE(2);
+    return Atomics.load(this.u16, 1);
   }
 
   /** avail->idx as published. */
@@ -219,7 +228,7 @@ export class SplitRing {
 
   /** Has the device used buffers we have not reaped? */
   get pending(): boolean {
-    return this.u.readUInt16LE(2) !== this.lastUsed;
+    return Atomics.load(this.u16, 1) !== this.lastUsed;
   }
 
   /** Take a completed buffer by head, reaping first. */
