@@ -156,7 +156,12 @@ async function main(): Promise<void> {
   writeOutputs(out, saved);
 }
 
-main().catch(async (e) => {
+main().then(() => {
+  // Seen: the weights runs wrote everything and then did not exit. Say what held the loop, and exit.
+  const open = process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap');
+  if (open.length) process.stderr.write(`policy: done; exiting with these still open: ${open.join(', ')}\n`);
+  process.exit(0);
+}, async (e) => {
   const usage = e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
   process.stderr.write(usage ? `policy: ${(e as Error).message} (see --help)\n` : `policy: ${(e as Error).stack ?? e}\n`);
   process.exit(1);

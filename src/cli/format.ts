@@ -55,6 +55,12 @@ export function decisionsTable(d: DecisionRecord[]): string {
   ]));
 }
 
+/** A VM's free memory the host never backed, and what of its share is asked for it. */
+function unbackedNote(v: HostDecisionRecord['vms'][number]): string {
+  if (!v.unbackedBytes) return '';
+  return v.shareUnbackedBytes ? `of the share ${mib(v.shareUnbackedBytes)} for ${mib(v.unbackedBytes)} never backed` : `${mib(v.unbackedBytes)} free never backed`;
+}
+
 /** The host-wide decisions: per decision its need and reason, then each VM's spare and share. */
 export function hostDecisionsText(d: HostDecisionRecord[]): string {
   const out: string[] = [];
@@ -67,7 +73,7 @@ export function hostDecisionsText(d: HostDecisionRecord[]): string {
     out.push(table(['  VM', 'weight', 'spare', 'of it cache', 'share', 'target', 'note'], x.vms.map((v) => [
       `  ${v.vm}`, String(v.weight), x.policy === 'host' ? mib(v.spareBytes) : '-', x.policy === 'host' ? mib(v.cacheSpareBytes) : '-', signed(v.shareBytes),
       v.oldTargetBytes === v.newTargetBytes ? mib(v.newTargetBytes) : `${mib(v.oldTargetBytes)} -> ${mib(v.newTargetBytes)}`,
-      v.excluded ?? (v.stale ? 'stats stale: one step at most' : v.unbackedBytes ? `+${mib(v.unbackedBytes)} never backed` : ''),
+      v.excluded ?? (v.stale ? 'stats stale: one step at most' : unbackedNote(v)),
     ])));
   }
   return out.join('\n');

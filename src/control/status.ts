@@ -43,8 +43,10 @@ export interface HostDecisionRecord {
   vms: Array<{
     vm: string; weight: number; spareBytes: number; cacheSpareBytes: number; stale: boolean; excluded: string | null;
     shareBytes: number; oldTargetBytes: number; newTargetBytes: number;
-    /** Free memory the host never backed, taken on top of the share (ballooning it frees nothing); absent: 0. */
+    /** The VM's free memory the host never backed (ballooning it frees nothing); absent: 0. */
     unbackedBytes?: number;
+    /** Of the share, what is asked on top for that memory (in proportion to the share); absent: 0. */
+    shareUnbackedBytes?: number;
   }>;
   /** Decisions folded into this one (no target changed in any of them). */
   count: number;

@@ -140,8 +140,8 @@ export interface Spare {
   freeBytes: number;
   /**
    * Unbacked free memory the balloon may take first (the guest fills it from
-   * its free pages), freeing nothing: added to what the VM is asked for on
-   * top of its share, not counted as spare (absent: 0).
+   * its free pages), freeing nothing: not counted as spare; a VM is asked
+   * for it on top of its share, in proportion to the share (absent: 0).
    */
   overheadBytes?: number;
   reserveBytes: number;
@@ -223,8 +223,11 @@ export function splitNeed(need: number, spares: readonly Spare[], weights: Reado
   return spares.map((s) => {
     const c = cacheShare.get(s.vm) ?? 0;
     const f = freeShare.get(s.vm) ?? 0;
-    // A VM that gives anything is asked for its unbacked free memory on top.
-    const over = c + f > 0 ? s.overheadBytes ?? 0 : 0;
+    // The balloon takes unbacked free pages in about the proportion the
+    // guest holds them: asked on top, in proportion to the share (all of it
+    // for the whole spare), so that shares keep their weights.
+    const spare = s.cacheBytes + s.freeBytes;
+    const over = c + f > 0 && spare > 0 ? Math.min(s.overheadBytes ?? 0, Math.ceil(((s.overheadBytes ?? 0) * (c + f)) / spare)) : 0;
     return { vm: s.vm, bytes: c + f + over, fromCache: c, fromFree: f, overheadBytes: over };
   });
 }

@@ -235,6 +235,7 @@ export class PolicyRunner {
     g.state = state;
     const seq = this.seq;
     const rows: HostDecisionRecord['vms'] = [];
+    const overOf = (vm: string): number => decision.shares.find((s) => s.vm === vm)?.overheadBytes ?? 0;
     for (const v of views) {
       const spare = decision.spares.find((s) => s.vm === v.vm);
       const next = decision.targets.get(v.vm);
@@ -245,7 +246,7 @@ export class PolicyRunner {
           decision: seq, policy: 'host', needBytes: decision.need.needBytes, spareBytes: spare ? spare.cacheBytes + spare.freeBytes : 0,
           cacheSpareBytes: spare?.cacheBytes ?? 0, weight: v.weight, stale: v.stale, shareBytes,
         };
-        const over = decision.shares.find((s) => s.vm === v.vm)?.overheadBytes ?? 0;
+        const over = overOf(v.vm);
         const reason = shareBytes > 0
           ? `host need ${mibText(decision.need.needBytes)} in ${scopeText(g.scope)}: this VM's share ${mibText(shareBytes)} of ${mibText(host.spareBytes)} it can spare (weight ${v.weight}${v.stale ? ', stats stale: one step' : ''}${over ? `; of it ${mibText(over)} of free memory the host never backed` : ''})`
           : `host has room in ${scopeText(g.scope)}: ${mibText(-shareBytes)} given back`;
@@ -257,6 +258,7 @@ export class PolicyRunner {
         vm: v.vm, weight: v.weight, spareBytes: spare ? spare.cacheBytes + spare.freeBytes : 0, cacheSpareBytes: spare?.cacheBytes ?? 0,
         stale: v.stale, excluded: why.get(v.vm) ?? null, shareBytes, oldTargetBytes: v.targetBytes, newTargetBytes: newTarget,
         ...(spare?.overheadBytes ? { unbackedBytes: spare.overheadBytes } : {}),
+        ...(shareBytes > 0 && overOf(v.vm) ? { shareUnbackedBytes: overOf(v.vm) } : {}),
       });
     }
     if (decision.targets.size === 0 && decision.need.needBytes === 0) return;

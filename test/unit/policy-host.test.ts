@@ -47,14 +47,27 @@ describe('spare', () => {
     expect(s.freeBytes / MiB).toBeCloseTo(freeMiB, 0);
   });
 
+  // Spare 297.6 MiB usable (600 - 102.4 reserve - 200 unbacked); the overhead goes with the share's part of it.
   it.each([
-    ['unbacked memory is asked on top of the share, and only of a VM that gives', 200, 200],
-    ['no share: no overhead asked', 0, 200],
-  ] as const)('split with unbacked free memory: %s', (_n, needMiB, unbackedMiB) => {
+    ['the whole spare: all the unbacked memory on top', 297.6, 200, 200],
+    ['half the spare: half of it', 148.8, 200, 100],
+    ['a tenth of it: a tenth', 29.76, 200, 20],
+    ['more than the spare: still no more than all of it', 1000, 200, 200],
+    ['no share: no overhead asked', 0, 200, 0],
+    ['nothing unbacked: none', 200, 0, 0],
+  ] as const)('split with unbacked free memory: %s', (_n, needMiB, unbackedMiB, overMiB) => {
     const s = spareOf(P, vm({ vm: 'a', unbackedFreeBytes: unbackedMiB * MiB }));
     const [share] = splitNeed(needMiB * MiB, [s], new Map(), 32 * MiB);
-    expect(share!.bytes / MiB).toBeCloseTo(needMiB > 0 ? needMiB + unbackedMiB : 0, 0);
-    expect((share!.overheadBytes ?? 0) / MiB).toBeCloseTo(needMiB > 0 ? unbackedMiB : 0, 0);
+    const given = Math.min(needMiB, s.cacheBytes / MiB + s.freeBytes / MiB);
+    expect((share!.overheadBytes ?? 0) / MiB).toBeCloseTo(overMiB, 0);
+    expect(share!.bytes / MiB).toBeCloseTo(given + overMiB, 0);
+  });
+
+  it('two VMs alike but for their weights: the overhead keeps the 1:3 split', () => {
+    const a = spareOf(P, vm({ vm: 'a', unbackedFreeBytes: 200 * MiB }));
+    const b = spareOf(P, vm({ vm: 'b', unbackedFreeBytes: 200 * MiB }));
+    const [sa, sb] = splitNeed(200 * MiB, [a, b], new Map([['a', 1], ['b', 3]]), 32 * MiB);
+    expect(sb!.bytes / sa!.bytes).toBeCloseTo(3, 1);
   });
 
   it('no stats: stale, and only its room is known', () => {
