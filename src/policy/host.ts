@@ -60,7 +60,7 @@ export interface Need {
   headroomBytes: number;
   /** limit - usage now. */
   freeBytes: number;
-  /** Bytes per second, from the previous sample (0 without one, or when shrinking). */
+  /** Bytes per second (growthOf: 0 without an old enough sample, or when shrinking). */
   growthBps: number;
   /** The group stalls on memory (PSI at or above stallPercent). */
   stalling: boolean;
@@ -85,12 +85,10 @@ export function growthOf(p: HostParams, history: readonly CgroupSample[], cur: C
   return history.length > 0 ? lastBps : 0;
 }
 
-/** How much must come back: headroom - free + growth over the horizon, never below 0. */
-export function computeNeed(p: HostParams, prev: CgroupSample | null, cur: CgroupSample, growthBps?: number): Need {
+/** How much must come back: headroom - free + growth (growthOf) over the horizon, never below 0. */
+export function computeNeed(p: HostParams, cur: CgroupSample, growthBps: number): Need {
   const headroomBytes = headroomOf(p, cur.limitBytes);
   const freeBytes = Math.max(0, cur.limitBytes - cur.usageBytes);
-  const dt = prev ? cur.at - prev.at : 0;
-  growthBps ??= prev && dt > 0 ? Math.max(0, ((cur.usageBytes - prev.usageBytes) * 1000) / dt) : 0;
   const ahead = (growthBps * p.horizonMs) / 1000;
   const stalling = cur.psiSomeAvg10 != null && p.stallPercent > 0 && cur.psiSomeAvg10 >= p.stallPercent;
   const byUsage = Math.max(0, Math.ceil(headroomBytes - freeBytes + ahead));
@@ -325,7 +323,7 @@ export function inUnits(shares: readonly Share[], spares: readonly Spare[], stal
 export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState, cur: CgroupSample, vms: readonly GroupVm[], staleStepBytes: number,
   unitBytes?: (vm: string) => number): { state: GroupState; decision: GroupDecision } {
   const growthBps = growthOf(p, state.history, cur, state.growthBps);
-  const need = computeNeed(p, null, cur, growthBps);
+  const need = computeNeed(p, cur, growthBps);
   const managed = vms.filter((v) => !v.excluded);
   const outstandingBytes = managed.reduce((n, v) => n + Math.max(0, v.targetBytes - v.balloonBytes), 0);
   const spares = managed.map((v) => spareOf(p, v));

@@ -1,6 +1,6 @@
 // The host-wide policy's pure parts: need, spare, split (src/policy/host.ts).
 import { describe, expect, it } from 'vitest';
-import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, groupStep, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
+import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, groupStep, growthOf, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
 import { guestUseRate } from '../../src/policy/step.js';
 
 const MiB = 2 ** 20;
@@ -17,7 +17,7 @@ describe('need', () => {
     ['growing 100 MiB/s: 2 s of growth on top', sample(4096, 3800, 0), sample(4096, 3900, 1000), 409.6 - 196 + 200, 409.6],
     ['shrinking: no credit for it', sample(4096, 4000, 0), sample(4096, 3900, 1000), 409.6 - 196, 409.6],
   ] as const)('%s', (_n, prev, cur, needMiB, headroomMiB) => {
-    const n = computeNeed(P, prev, cur);
+    const n = computeNeed(P, cur, growthOf(P, prev ? [prev] : [], cur, 0));
     expect(n.needBytes / MiB).toBeCloseTo(needMiB, 0);
     expect(n.headroomBytes / MiB).toBeCloseTo(headroomMiB, 0);
   });
@@ -188,7 +188,7 @@ describe('need: PSI and the growth window', () => {
     ['PSI at the threshold: at least one step although usage leaves room', 10, 32],
     ['no PSI in this group', null, 0],
   ] as const)('%s', (_n, psi, needMiB) => {
-    const n = computeNeed(P, null, { ...sample(4096, 2048), psiSomeAvg10: psi });
+    const n = computeNeed(P, { ...sample(4096, 2048), psiSomeAvg10: psi }, 0);
     expect(n.needBytes / MiB).toBe(needMiB);
     expect(n.stalling).toBe(needMiB > 0);
   });
