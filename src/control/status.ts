@@ -45,7 +45,7 @@ export interface HostDecisionRecord {
     shareBytes: number; oldTargetBytes: number; newTargetBytes: number;
     /** The VM's free memory the host never backed (ballooning it frees nothing); absent: 0. */
     unbackedBytes?: number;
-    /** Of the share, what is asked on top for that memory (in proportion to the share); absent: 0. */
+    /** Of the share, what is asked on top for that memory (a share beyond the VM's backed free memory takes it on the way); absent: 0. */
     shareUnbackedBytes?: number;
   }>;
   /** Decisions folded into this one (no target changed in any of them). */

@@ -137,9 +137,9 @@ export interface Spare {
   /** Free memory it can give (second tier). */
   freeBytes: number;
   /**
-   * Unbacked free memory the balloon may take first (the guest fills it from
-   * its free pages), freeing nothing: not counted as spare; a VM is asked
-   * for it on top of its share, in proportion to the share (absent: 0).
+   * Unbacked free memory, which frees nothing when ballooned: not spare. The
+   * balloon takes it after the backed free memory and before any cache, so
+   * a share beyond `freeBytes` is asked for it on top (absent: 0).
    */
   overheadBytes?: number;
   reserveBytes: number;
@@ -221,11 +221,12 @@ export function splitNeed(need: number, spares: readonly Spare[], weights: Reado
   return spares.map((s) => {
     const c = cacheShare.get(s.vm) ?? 0;
     const f = freeShare.get(s.vm) ?? 0;
-    // The balloon takes unbacked free pages in about the proportion the
-    // guest holds them: asked on top, in proportion to the share (all of it
-    // for the whole spare), so that shares keep their weights.
-    const spare = s.cacheBytes + s.freeBytes;
-    const over = c + f > 0 && spare > 0 ? Math.min(s.overheadBytes ?? 0, Math.ceil(((s.overheadBytes ?? 0) * (c + f)) / spare)) : 0;
+    // The guest fills its balloon from the free pages the host backs first
+    // (freed last: the head of its free lists), then from those it never
+    // touched or reported (the tail), and only then reclaims cache. A share
+    // within its backed free memory costs nothing extra; one beyond it
+    // takes all the unbacked pages on the way, asked on top.
+    const over = c + f > s.freeBytes ? s.overheadBytes ?? 0 : 0;
     return { vm: s.vm, bytes: c + f + over, fromCache: c, fromFree: f, overheadBytes: over };
   });
 }

@@ -47,23 +47,27 @@ describe('spare', () => {
     expect(s.freeBytes / MiB).toBeCloseTo(freeMiB, 0);
   });
 
-  // Spare 297.6 MiB usable (600 - 102.4 reserve - 200 unbacked); the overhead goes with the share's part of it.
+  // The balloon takes backed free memory first, then the unbacked pages, then cache. Guest a:
+  // 600 MiB available, 102.4 reserve, 200 of it never backed: 297.6 backed free; with 300 MiB of
+  // cache, 248.8 of that is cache above the 5 % keep and 48.8 backed free.
   it.each([
-    ['the whole spare: all the unbacked memory on top', 297.6, 200, 200],
-    ['half the spare: half of it', 148.8, 200, 100],
-    ['a tenth of it: a tenth', 29.76, 200, 20],
-    ['more than the spare: still no more than all of it', 1000, 200, 200],
-    ['no share: no overhead asked', 0, 200, 0],
-    ['nothing unbacked: none', 200, 0, 0],
-  ] as const)('split with unbacked free memory: %s', (_n, needMiB, unbackedMiB, overMiB) => {
-    const s = spareOf(P, vm({ vm: 'a', unbackedFreeBytes: unbackedMiB * MiB }));
+    ['within its backed free memory: nothing on top', 200, 0, 200, 0],
+    ['all its backed free memory: still nothing on top', 297.6, 0, 200, 0],
+    ['more than it can spare, no cache: its backed free memory, nothing on top', 1000, 0, 200, 0],
+    ['more than it can spare, with cache: everything, the unbacked memory on top', 1000, 300, 200, 200],
+    ['no share: no overhead asked', 0, 0, 200, 0],
+    ['nothing unbacked: none', 200, 0, 0, 0],
+    ['cache behind little free memory: a share past the free part takes the unbacked pages', 100, 300, 200, 200],
+    ['cache behind little free memory: a share inside the free part does not', 40, 300, 200, 0],
+  ] as const)('split with unbacked free memory: %s', (_n, needMiB, cacheMiB, unbackedMiB, overMiB) => {
+    const s = spareOf(P, vm({ vm: 'a', unbackedFreeBytes: unbackedMiB * MiB, stats: { availableBytes: 600 * MiB, cachesBytes: cacheMiB * MiB } }));
     const [share] = splitNeed(needMiB * MiB, [s], new Map(), 32 * MiB);
     const given = Math.min(needMiB, s.cacheBytes / MiB + s.freeBytes / MiB);
     expect((share!.overheadBytes ?? 0) / MiB).toBeCloseTo(overMiB, 0);
     expect(share!.bytes / MiB).toBeCloseTo(given + overMiB, 0);
   });
 
-  it('two VMs alike but for their weights: the overhead keeps the 1:3 split', () => {
+  it('two VMs alike but for their weights, shares within their backed free memory: the 1:3 split holds', () => {
     const a = spareOf(P, vm({ vm: 'a', unbackedFreeBytes: 200 * MiB }));
     const b = spareOf(P, vm({ vm: 'b', unbackedFreeBytes: 200 * MiB }));
     const [sa, sb] = splitNeed(200 * MiB, [a, b], new Map([['a', 1], ['b', 3]]), 32 * MiB);
