@@ -196,6 +196,31 @@ export function waterFill(need: number, items: ReadonlyArray<{ key: string; weig
   return out;
 }
 
+/**
+ * waterFill on top of what each item gave already (`given`): the totals,
+ * given + share, follow weight x (given + spare), so that many small
+ * decisions add up to the split one large one would make, and an item that
+ * gave early waits until the others caught up. What the totals leave over
+ * (all are at their split) goes by plain waterFill.
+ */
+export function fairFill(need: number, items: ReadonlyArray<{ key: string; weight: number; spare: number; given: number }>): Map<string, number> {
+  const givenSum = items.reduce((n, i) => n + Math.max(0, i.given), 0);
+  if (givenSum <= 0) return waterFill(need, items);
+  const total = waterFill(need + givenSum, items.map((i) => ({ key: i.key, weight: i.weight, spare: Math.max(0, i.given) + i.spare })));
+  const behind = items.map((i) => ({ key: i.key, spare: Math.max(0, Math.min(i.spare, total.get(i.key)! - Math.max(0, i.given))) }));
+  const behindSum = behind.reduce((n, b) => n + b.spare, 0);
+  const out = new Map<string, number>();
+  // More behind than the need: each catches up in proportion to how far behind it is.
+  for (const b of behind) out.set(b.key, behindSum > need ? (b.spare * need) / behindSum : b.spare);
+  const left = need - Math.min(need, behindSum);
+  if (left > 0.5) {
+    const more = waterFill(left, items.map((i) => ({ key: i.key, weight: i.weight, spare: i.spare - out.get(i.key)! })));
+    for (const [k, v] of more) out.set(k, out.get(k)! + v);
+  }
+  for (const [k, v] of out) out.set(k, Math.floor(v));
+  return out;
+}
+
 export interface Share {
   vm: string;
   /** Bytes the VM's balloon grows by. */
@@ -208,15 +233,19 @@ export interface Share {
 
 /**
  * Who gives what for `need`: the cache tier first, then free memory; a VM
- * whose stats are stale gives at most `staleStepBytes`.
+ * whose stats are stale gives at most `staleStepBytes`. `given`: what each
+ * VM's balloon holds or was asked for already, so that the weights hold for
+ * the totals (fairFill), not for each decision's part.
  */
-export function splitNeed(need: number, spares: readonly Spare[], weights: ReadonlyMap<string, number>, staleStepBytes: number): Share[] {
+export function splitNeed(need: number, spares: readonly Spare[], weights: ReadonlyMap<string, number>, staleStepBytes: number,
+  given: ReadonlyMap<string, number> = new Map()): Share[] {
   const cap = (s: Spare, bytes: number) => (s.stale ? Math.min(bytes, staleStepBytes) : bytes);
   const w = (vm: string) => weights.get(vm) ?? 1;
-  const cacheShare = waterFill(need, spares.map((s) => ({ key: s.vm, weight: w(s.vm), spare: cap(s, s.cacheBytes) })));
+  const g = (vm: string) => given.get(vm) ?? 0;
+  const cacheShare = fairFill(need, spares.map((s) => ({ key: s.vm, weight: w(s.vm), spare: cap(s, s.cacheBytes), given: g(s.vm) })));
   const fromCache = [...cacheShare.values()].reduce((a, b) => a + b, 0);
-  const freeShare = waterFill(Math.max(0, need - fromCache), spares.map((s) => ({
-    key: s.vm, weight: w(s.vm), spare: cap(s, s.cacheBytes + s.freeBytes) - cacheShare.get(s.vm)!,
+  const freeShare = fairFill(Math.max(0, need - fromCache), spares.map((s) => ({
+    key: s.vm, weight: w(s.vm), spare: cap(s, s.cacheBytes + s.freeBytes) - cacheShare.get(s.vm)!, given: g(s.vm) + cacheShare.get(s.vm)!,
   })));
   return spares.map((s) => {
     const c = cacheShare.get(s.vm) ?? 0;
@@ -337,7 +366,8 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
   const toAsk = need.needBytes - outstandingBytes;
   if (toAsk > 0) {
     roomSince = null;
-    shares = splitNeed(toAsk, spares, weights, staleStepBytes);
+    const gaveBytes = new Map(managed.map((v) => [v.vm, Math.max(v.targetBytes, v.balloonBytes)]));
+    shares = splitNeed(toAsk, spares, weights, staleStepBytes, gaveBytes);
     if (unitBytes) ({ shares, carry } = inUnits(shares, spares, staleStepBytes, unitBytes, carry));
     for (const s of shares) {
       if (s.bytes <= 0) continue;

@@ -1,6 +1,6 @@
 // The host-wide policy's pure parts: need, spare, split (src/policy/host.ts).
 import { describe, expect, it } from 'vitest';
-import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, groupStep, growthOf, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
+import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, fairFill, groupStep, growthOf, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
 import { guestUseRate } from '../../src/policy/step.js';
 
 const MiB = 2 ** 20;
@@ -104,6 +104,44 @@ describe('waterFill', () => {
     const got = fill(need, items);
     for (const [k, v] of Object.entries(want)) expect(got[k]).toBeCloseTo(v, -0.5);
     expect(Object.values(got).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(need);
+  });
+});
+
+describe('fairFill: the weights hold for the totals, what was given included', () => {
+  // [key, weight, spare left, given already]
+  const fill = (need: number, items: Array<[string, number, number, number]>) =>
+    Object.fromEntries(fairFill(need, items.map(([key, weight, spare, given]) => ({ key, weight, spare, given }))));
+  it.each<[string, number, Array<[string, number, number, number]>, Record<string, number>]>([
+    ['nothing given: as waterFill', 100, [['a', 1, 100, 0], ['b', 3, 100, 0]], { a: 25, b: 75 }],
+    ['equal weights, a gave 100 of its 200: b catches up first', 100, [['a', 1, 100, 100], ['b', 1, 200, 0]], { a: 0, b: 100 }],
+    ['b caught up: the rest goes by weight x spare', 300, [['a', 1, 100, 100], ['b', 1, 200, 0]], { a: 100, b: 200 }],
+    ['weights 1 and 4 (total 120 split 24:96), the 4 gave 80: it gets 16, the 1 gets 24', 40, [['a', 1, 200, 0], ['b', 4, 120, 80]], { a: 24, b: 16 }],
+    ['more behind than the need: in proportion to how far behind', 30, [['a', 1, 200, 0], ['b', 1, 200, 0], ['c', 1, 100, 100]], { a: 15, b: 15, c: 0 }],
+    ['no spare left: nothing, whatever was given', 100, [['a', 1, 0, 300], ['b', 1, 0, 0]], { a: 0, b: 0 }],
+  ])('%s', (_n, need, items, want) => {
+    const got = fill(need, items);
+    for (const [k, v] of Object.entries(want)) expect(got[k]).toBeCloseTo(v, -0.5);
+    expect(Object.values(got).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(need);
+  });
+
+  it('ten small decisions, each guest\'s spare shrinking by what it gave: the totals follow the weights 1, 1, 2, 4', () => {
+    const weights = [1, 1, 2, 4];
+    const full = 1000; // each could spare this much at the start
+    const gave = weights.map(() => 0);
+    for (let d = 0; d < 10; d++) {
+      const got = fairFill(80, weights.map((w, i) => ({ key: `v${i}`, weight: w, spare: full - gave[i]!, given: gave[i]! })));
+      weights.forEach((_, i) => { gave[i]! += got.get(`v${i}`)!; });
+    }
+    const sum = gave.reduce((a, b) => a + b, 0);
+    expect(sum).toBeGreaterThan(795);
+    weights.forEach((w, i) => expect(Math.abs(gave[i]! - (sum * w) / 8)).toBeLessThan(0.02 * sum));
+    // the same decisions split by what is left alone drift from the weights: the largest gives too little
+    const naive = weights.map(() => 0);
+    for (let d = 0; d < 10; d++) {
+      const got = waterFill(80, weights.map((w, i) => ({ key: `v${i}`, weight: w, spare: full - naive[i]! })));
+      weights.forEach((_, i) => { naive[i]! += got.get(`v${i}`)!; });
+    }
+    expect(naive[3]!).toBeLessThan(gave[3]! - 0.02 * sum);
   });
 });
 
