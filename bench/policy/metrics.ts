@@ -128,9 +128,14 @@ export function expectedSplit(total: number, spares: readonly number[], weights:
   return out;
 }
 
-/** Shares of the balloons against the expected split of their sum: per VM, and the largest relative error. */
-export function shareErrors(vms: readonly VmResult[], reservePercent: number): { rows: Array<{ vm: string; weight: number; spareMiB: number; balloonMiB: number; share: number; expected: number; errorPercent: number }>; maxErrorPercent: number } {
-  const spares = vms.map((v) => spareOf(v.availBeforeMiB, v.ramMiB, reservePercent));
+/**
+ * Shares of the balloons against the expected split of their sum: per VM, and
+ * the largest relative error. Spare: MemAvailable above the reserve; with
+ * `backedOnly`, less the guest RAM the host never backed (RAM - RssShmem
+ * before the squeeze), which ballooning frees nothing of.
+ */
+export function shareErrors(vms: readonly VmResult[], reservePercent: number, backedOnly = false): { rows: Array<{ vm: string; weight: number; spareMiB: number; balloonMiB: number; share: number; expected: number; errorPercent: number }>; maxErrorPercent: number } {
+  const spares = vms.map((v) => Math.max(0, spareOf(v.availBeforeMiB, v.ramMiB, reservePercent) - (backedOnly ? Math.max(0, v.ramMiB - v.rssBeforeMiB) : 0)));
   const weights = vms.map((v) => v.weight ?? 1);
   const total = vms.reduce((a, v) => a + v.balloonEndMiB, 0);
   const exp = expectedSplit(total, spares, weights);
@@ -202,12 +207,16 @@ function pageCacheTable(rs: readonly RunResult[]): string {
 }
 
 function weightsTable(rs: readonly RunResult[], reservePercent: number): string {
-  const rows = ['| arm | run | host swap-out (memcg), MiB | need, MiB | balloons, MiB | VM: weight, spare MiB, balloon MiB, share (expected) | largest share error | guest OOM kills |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |'];
+  // Two references for "what the guests could spare": MemAvailable above the reserve, and that less
+  // the RAM the host never backed (what ballooning can give the host back).
+  const rows = ['| arm | run | host swap-out (memcg), MiB | need, MiB | balloons, MiB | VM: weight, spare MiB, balloon MiB, share (expected) | largest share error | spare less never-backed: VM spare MiB, expected share | largest share error, backed spare | guest OOM kills |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
   for (const r of rs) {
     const s = shareErrors(r.vms, reservePercent);
+    const b = shareErrors(r.vms, reservePercent, true);
     const vms = s.rows.map((x) => `${x.vm}: w${x.weight}, ${f(x.spareMiB)}, ${f(x.balloonMiB)}, ${f(x.share * 100)} % (${f(x.expected * 100)} %)`).join('; ');
-    rows.push(`| ${r.arm} | ${r.run} | ${f(r.memcgSwapOutMiB)} | ${f(r.needMiB)} | ${f(r.vms.reduce((a, v) => a + v.balloonEndMiB, 0))} | ${vms} | ${f(s.maxErrorPercent, 1)} % | ${f(sumVms(r, (v) => v.guestOomKills))} |`);
+    const backed = b.rows.map((x) => `${x.vm}: ${f(x.spareMiB)}, ${f(x.expected * 100)} %`).join('; ');
+    rows.push(`| ${r.arm} | ${r.run} | ${f(r.memcgSwapOutMiB)} | ${f(r.needMiB)} | ${f(r.vms.reduce((a, v) => a + v.balloonEndMiB, 0))} | ${vms} | ${f(s.maxErrorPercent, 1)} % | ${backed} | ${f(b.maxErrorPercent, 1)} % | ${f(sumVms(r, (v) => v.guestOomKills))} |`);
   }
   return rows.join('\n');
 }

@@ -95,6 +95,18 @@ describe('expected shares', () => {
     expect(r.rows.map((x) => x.expected)).toEqual([0.125, 0.125, 0.25, 0.5]);
     expect(r.maxErrorPercent).toBeCloseTo(10);
   });
+  it('shareErrors, backed spare: the RAM the host never backed is not spare', () => {
+    // 500 MiB guests, MemAvailable 450, reserve 50: spare 400; d never had 300 MiB of its RAM backed (RssShmem 200): spare 100
+    const vm = (name: string, weight: number, balloonEndMiB: number, rssBeforeMiB: number): VmResult => ({ name, weight, ramMiB: 500, balloonEndMiB,
+      balloonPeakMiB: balloonEndMiB, rssBeforeMiB, rssEndMiB: 0, availBeforeMiB: 450, guestSwapOut: 0, guestOomKills: 0 });
+    const vms = [vm('a', 1, 100, 500), vm('b', 1, 100, 500), vm('c', 2, 200, 500), vm('d', 4, 100, 200)];
+    const all = shareErrors(vms, 10);
+    const backed = shareErrors(vms, 10, true);
+    expect(backed.rows.map((x) => x.spareMiB)).toEqual([400, 400, 400, 100]);
+    // d capped at its 100: the other 400 split 1:1:2 -> 100, 100, 200: the balloons match exactly
+    expect(backed.maxErrorPercent).toBeCloseTo(0);
+    expect(all.maxErrorPercent).toBeGreaterThan(50);
+  });
 });
 
 describe('guest lines for the benchmark', () => {
