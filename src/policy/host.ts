@@ -285,11 +285,9 @@ export interface GroupState {
   growthBps: number;
   /** Since when the cgroup has had room to give back (null: not now). */
   roomSince: number | null;
-  /** Bytes each VM is owed (+) or gave ahead (-) by its weighted share, from rounding to whole steps. */
-  carry: Map<string, number>;
 }
 
-export const initialGroupState = (): GroupState => ({ history: [], growthBps: 0, roomSince: null, carry: new Map() });
+export const initialGroupState = (): GroupState => ({ history: [], growthBps: 0, roomSince: null });
 
 export interface GroupDecision {
   need: Need;
@@ -304,21 +302,19 @@ export interface GroupDecision {
 
 /**
  * Shares in whole units (the VM's step), so that the guest is asked in the
- * unit it is told; the weights must still hold. Largest remainder: each VM
- * gets the whole units of its exact share plus what it is owed from earlier
- * decisions (`carry`), then the units left to cover the total go to the
- * largest remainders. What a VM got above or below its exact share is
- * carried to the next decision (at most one unit either way). Never beyond
- * the whole units a VM can spare (a stale VM: one step).
+ * unit it is told. Largest remainder: each VM gets the whole units of its
+ * exact share, then the units left to cover the total go to the largest
+ * remainders. Never beyond the whole units a VM can spare (a stale VM: one
+ * step). A VM rounded up is ahead by that much at the next decision, which
+ * fairFill (the split over totals) takes into account.
  */
-export function inUnits(shares: readonly Share[], spares: readonly Spare[], staleStepBytes: number, unitBytes: (vm: string) => number,
-  carry: ReadonlyMap<string, number> = new Map()): { shares: Share[]; carry: Map<string, number> } {
+export function inUnits(shares: readonly Share[], spares: readonly Spare[], staleStepBytes: number, unitBytes: (vm: string) => number): Share[] {
   const rows = shares.map((sh) => {
     const sp = spares.find((x) => x.vm === sh.vm);
     const unit = Math.max(1, unitBytes(sh.vm));
     const spare = sp ? (sp.stale ? Math.min(sp.cacheBytes + sp.freeBytes, staleStepBytes) : sp.cacheBytes + sp.freeBytes + (sp.overheadBytes ?? 0)) : sh.bytes;
     const maxUnits = Math.floor(spare / unit);
-    const owed = sh.bytes > 0 ? sh.bytes + (carry.get(sh.vm) ?? 0) : 0;
+    const owed = Math.max(0, sh.bytes);
     return { sh, unit, maxUnits, owed, units: Math.min(maxUnits, Math.max(0, Math.floor(owed / unit))) };
   });
   const wanted = shares.reduce((n, s) => n + s.bytes, 0);
@@ -333,16 +329,12 @@ export function inUnits(shares: readonly Share[], spares: readonly Spare[], stal
     best.units++;
     left -= best.unit;
   }
-  const nextCarry = new Map<string, number>();
-  const out = rows.map((r) => {
+  return rows.map((r) => {
     const bytes = r.units * r.unit;
-    if (r.sh.bytes > 0) nextCarry.set(r.sh.vm, Math.max(-r.unit, Math.min(r.unit, r.owed - bytes)));
-    else if (carry.has(r.sh.vm)) nextCarry.set(r.sh.vm, carry.get(r.sh.vm)!);
     const fromCache = Math.min(r.sh.fromCache, bytes);
     const overheadBytes = Math.min(r.sh.overheadBytes ?? 0, bytes - fromCache);
     return { ...r.sh, bytes, fromCache, fromFree: bytes - fromCache - overheadBytes, overheadBytes };
   });
-  return { shares: out, carry: nextCarry };
 }
 
 /**
@@ -362,13 +354,12 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
   let shares: Share[] = [];
   let reason: string;
   let roomSince = state.roomSince;
-  let carry = state.carry;
   const toAsk = need.needBytes - outstandingBytes;
   if (toAsk > 0) {
     roomSince = null;
     const gaveBytes = new Map(managed.map((v) => [v.vm, Math.max(v.targetBytes, v.balloonBytes)]));
     shares = splitNeed(toAsk, spares, weights, staleStepBytes, gaveBytes);
-    if (unitBytes) ({ shares, carry } = inUnits(shares, spares, staleStepBytes, unitBytes, carry));
+    if (unitBytes) shares = inUnits(shares, spares, staleStepBytes, unitBytes);
     for (const s of shares) {
       if (s.bytes <= 0) continue;
       const v = managed.find((m) => m.vm === s.vm)!;
@@ -381,7 +372,6 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
       + `${given < toAsk ? `, ${mb(toAsk - given)} more than the guests can spare` : ''}`;
   } else if (!need.stalling && need.freeBytes >= give.roomFactor * need.headroomBytes) {
     roomSince ??= cur.at;
-    carry = new Map();
     const room = need.freeBytes - 1.5 * need.headroomBytes;
     const holders = managed.filter((v) => v.balloonBytes > 0);
     if (cur.at - roomSince >= give.afterMs && holders.length > 0 && room > 0) {
@@ -399,7 +389,7 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     reason = `headroom holds: ${mb(need.freeBytes)} free of ${mb(need.headroomBytes)} wanted${outstandingBytes ? `, ${mb(outstandingBytes)} on the way` : ''}`;
   }
   const history = keepSamples(p, state.history, cur);
-  return { state: { history, growthBps, roomSince, carry }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
+  return { state: { history, growthBps, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
 }
 
 const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
