@@ -200,7 +200,9 @@ async function oneRun(arm: Arm, run: number, o: { seconds: number; delay: number
     minorFaults: (f1[i]?.minflt ?? 0) - (f0[i]?.minflt ?? 0),
     totalRecs: r.totalRecs, elapsedSeconds: r.elapsed, failedRuns: r.failed, ...guestSwapDelta(i), runs: r.runs,
   });
-  const result: ArmRun = { arm: arm.name, run, swapIn: s1.pswpin - s0.pswpin, swapOut: s1.pswpout - s0.pswpout, guests: [g(0, down), g(1, up)] };
+  const history = live.rig ? await live.rig.history([...names]) : undefined;
+  const result: ArmRun = { arm: arm.name, run, swapIn: s1.pswpin - s0.pswpin, swapOut: s1.pswpout - s0.pswpout, guests: [g(0, down), g(1, up)],
+    ...(history ? { history } : {}) };
   await cleanup();
   rmSync(runDir, { recursive: true, force: true });
   return { result, samples };

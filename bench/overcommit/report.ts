@@ -45,6 +45,8 @@ export interface ArmRun {
   swapIn: number;
   swapOut: number;
   guests: GuestRun[];
+  /** The host daemon's decisions at the end of the run (host arms only): balloonctl history. */
+  history?: { host: unknown[]; vms: Record<string, unknown[]> };
 }
 
 export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
