@@ -303,8 +303,10 @@ export interface GroupDecision {
 /**
  * Shares in whole units (the VM's step), so that the guest is asked in the
  * unit it is told. Largest remainder: each VM gets the whole units of its
- * exact share, then the units left to cover the total go to the largest
- * remainders. Never beyond the whole units a VM can spare (a stale VM: one
+ * exact share, then units go to the largest remainders while more than half
+ * a unit of the total is left: the total is rounded to the nearest unit, so
+ * a 2 MiB remainder does not cost a 32 MiB step, and what is left over is
+ * asked for once it adds up to more than half a step. Never beyond the whole units a VM can spare (a stale VM: one
  * step). A VM rounded up is ahead by that much at the next decision, which
  * fairFill (the split over totals) takes into account.
  */
@@ -326,6 +328,7 @@ export function inUnits(shares: readonly Share[], spares: readonly Spare[], stal
       if (!best || r.owed - r.units * r.unit > best.owed - best.units * best.unit) best = r;
     }
     if (!best) break;
+    if (left <= best.unit / 2) break;
     best.units++;
     left -= best.unit;
   }
