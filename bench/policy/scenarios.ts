@@ -128,7 +128,11 @@ export async function runScenario(c: RunContext, live: { rig?: Rig; neighbour?: 
       squeezeMiB = num(s, 'neighbourMiB');
       const n = startAllocator(memcg.path, squeezeMiB, { stepMiB: 16, pauseMs: 250 });
       live.neighbour = n;
-      squeezeDone = await Promise.race([n.allocated.then(() => true, () => false), sleep((squeezeMiB / 16) * 1000 + 120_000).then(() => false)]);
+      // The deadline's timer is cancelled once the squeeze is done (left running, it kept the harness alive 2.5 min per run).
+      const deadline = new AbortController();
+      squeezeDone = await Promise.race([n.allocated.then(() => true, () => false),
+        sleep((squeezeMiB / 16) * 1000 + 120_000, undefined, { signal: deadline.signal }).then(() => false, () => false)]);
+      deadline.abort();
     }
     c.log(`  squeeze of ${squeezeMiB} MiB ${squeezeDone && !allocFailed ? 'done' : 'incomplete'} at ${sampler.now().toFixed(0)} s; holding ${num(s, 'holdS')} s`);
     await sleep(num(s, 'holdS') * 1000);
