@@ -4,16 +4,19 @@
 // run boots a 1 GiB TCG guest, has it touch 850 MiB and free it (so the host
 // backs what the balloon takes), balloons 512 MiB through QMP and reads the
 // host before and after: the memfd's allocated bytes, HugePages_Free
-// (hugetlbfs), ShmemHugePages (THP). Arms run in paired rounds.
+// (hugetlbfs), ShmemHugePages (THP). Arms run in paired rounds. The -order9
+// arms boot our patched guest driver with virtio_balloon.inflate_order=9: it
+// inflates from free 2 MiB blocks (qemu/guest/driver/0002-*.patch).
 //
-//   node dist/bench/huge-pages.js [--arms hugetlb-stock,hugetlb-ours,thp-stock,thp-any,thp-whole] [--runs 3] [--out DIR]
+//   node dist/bench/huge-pages.js [--arms hugetlb-stock,hugetlb-ours,hugetlb-stock-order9,hugetlb-ours-order9,thp-stock,thp-any,thp-whole]
+//        [--runs 3] [--out DIR]
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { type BalloonChoice, guestImage, qemuBinary, repoRoot, startVm, type Vm } from '../lab/vm/index.js';
+import { type BalloonChoice, type GuestImage, guestImage, qemuBinary, repoRoot, runBuildScript, startVm, type Vm } from '../lab/vm/index.js';
 import { memfdBytes, settledMemfdBytes } from './device/measure.js';
 import { pairedOrder, parseRunsFor } from './policy/arms.js';
 
@@ -24,10 +27,14 @@ const BALLOON_MIB = 512;
 const NR = '/proc/sys/vm/nr_hugepages';
 const SHMEM_THP = '/sys/kernel/mm/transparent_hugepage/shmem_enabled';
 
-interface Arm { name: string; backing: 'hugetlb' | 'thp'; device: 'stock' | 'ours'; daemonArgs: string[] }
+/** The guest's balloon driver: Debian's, or ours with inflate_order=9 (whole 2 MiB blocks where free). */
+type GuestDriver = 'stock' | 'order9';
+interface Arm { name: string; backing: 'hugetlb' | 'thp'; device: 'stock' | 'ours'; daemonArgs: string[]; guest?: GuestDriver }
 const ARMS: Record<string, Arm> = {
   'hugetlb-stock': { name: 'hugetlb-stock', backing: 'hugetlb', device: 'stock', daemonArgs: [] },
   'hugetlb-ours': { name: 'hugetlb-ours', backing: 'hugetlb', device: 'ours', daemonArgs: [] },
+  'hugetlb-stock-order9': { name: 'hugetlb-stock-order9', backing: 'hugetlb', device: 'stock', daemonArgs: [], guest: 'order9' },
+  'hugetlb-ours-order9': { name: 'hugetlb-ours-order9', backing: 'hugetlb', device: 'ours', daemonArgs: [], guest: 'order9' },
   'thp-stock': { name: 'thp-stock', backing: 'thp', device: 'stock', daemonArgs: [] },
   'thp-any': { name: 'thp-any', backing: 'thp', device: 'ours', daemonArgs: ['--shmem-huge-discard', 'any'] },
   'thp-whole': { name: 'thp-whole', backing: 'thp', device: 'ours', daemonArgs: ['--shmem-huge-discard', 'whole'] },
@@ -74,15 +81,21 @@ async function stopAll(): Promise<void> {
   live.runDir = undefined;
 }
 
-async function oneRun(arm: Arm, run: number, qemu: string, img: Awaited<ReturnType<typeof guestImage>>, log: (s: string) => void): Promise<RunResult> {
+const ORDER9_CMDLINE = ['virtio_balloon.inflate_order=9'];
+
+async function oneRun(arm: Arm, run: number, qemu: string, images: Record<GuestDriver, GuestImage | undefined>, log: (s: string) => void): Promise<RunResult> {
+  const img = images[arm.guest ?? 'stock']!;
   writeFileSync(SHMEM_THP, arm.backing === 'thp' ? 'always' : 'never');
   let balloon: BalloonChoice = { kind: 'stock' };
   if (arm.device === 'ours') balloon = { kind: 'vhost-user', socketPath: (await startDaemon(arm.daemonArgs)).socketPath };
   const loadAvg = Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
   try {
-    const vm = await startVm({ qemu, kernel: img.kernel, initrd: img.initrd, memMiB: GUEST_MIB, balloon, ...(arm.backing === 'hugetlb' ? { hugePageMiB: 2 } : {}) });
+    const vm = await startVm({ qemu, kernel: img.kernel, initrd: img.initrd, memMiB: GUEST_MIB, balloon, ...(arm.backing === 'hugetlb' ? { hugePageMiB: 2 } : {}),
+      ...(arm.guest === 'order9' ? { guest: { extra: ORDER9_CMDLINE } } : {}) });
     live.vm = vm;
     await vm.ready(180_000);
+    const params = (await vm.serial.waitFor((e) => e.type === 'modules', 1000)).fields.params ?? '';
+    if (arm.guest === 'order9' && params !== ORDER9_CMDLINE.join(',')) throw new Error(`${arm.name}: the guest loaded its modules with params '${params}'`);
     await vm.command(`alloc ${TOUCH_MIB}`, 180_000);
     await vm.command('free', 60_000);
     await settledMemfdBytes(vm.pid, 200);
@@ -153,12 +166,13 @@ async function main(): Promise<void> {
   writeFileSync(NR, String(Number(nr0) + GUEST_MIB / 2 + 16));
   if (meminfo('HugePages_Free') < GUEST_MIB / 2) throw new Error(`only ${meminfo('HugePages_Free')} free 2 MiB pages after raising ${NR}`);
   const qemu = await qemuBinary();
-  const img = await guestImage();
+  const images: Record<GuestDriver, GuestImage | undefined> = { stock: await guestImage(), order9: undefined };
+  if (arms.some((a) => a.guest === 'order9')) images.order9 = await guestImage({ balloonKo: (await runBuildScript('qemu/guest/driver/build.sh')).split('\n').pop() ?? '' });
   const results: RunResult[] = [];
   try {
     for (const { arm, run } of pairedOrder(arms, (a) => runsFor.get(a.name) ?? runs)) {
       log(`== ${arm.name} run ${run} (${new Date().toISOString()})`);
-      results.push(await oneRun(arm, run, qemu, img, log));
+      results.push(await oneRun(arm, run, qemu, images, log));
       writeFileSync(join(out, 'results.json'), JSON.stringify({ guestMiB: GUEST_MIB, touchMiB: TOUCH_MIB, balloonMiB: BALLOON_MIB, results }, null, 1));
     }
   } finally {

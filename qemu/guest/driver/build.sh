@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the guest's virtio_balloon.ko with our message-queue patch
-# (0001-virtio_balloon-message-virtqueue.patch), out of tree, for the kernel
+# Builds the guest's virtio_balloon.ko with our patches, in order
+# (0001: the message virtqueue; 0002: inflate_order), out of tree, for the kernel
 # the guest image boots (the same linux-image-amd64 pick as ../build.sh):
 #   - drivers/virtio/virtio_balloon.c from Debian's linux-source-6.1 of that
 #     exact version (apt-get download; only that one file is kept),
 #   - linux-headers-<uname -r> of that version (apt-get install).
-# Cached in $VUB_CACHE/guest/driver/<uname -r>_<version>-<hash of the patch
+# Cached in $VUB_CACHE/guest/driver/<uname -r>_<version>-<hash of the patches
 # and this script>; prints the .ko path on stdout, progress on stderr.
 #
 #   ko=$(bash qemu/guest/driver/build.sh)
@@ -15,7 +15,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../native/lib.sh
 source "$HERE/../../../native/lib.sh"
 
-PATCH=$HERE/0001-virtio_balloon-message-virtqueue.patch
+PATCHES=("$HERE"/0*.patch)
 FILE=drivers/virtio/virtio_balloon.c
 DRV_DIR=$VUB_CACHE/guest/driver
 mkdir -p "$DRV_DIR"
@@ -23,7 +23,7 @@ exec 9>"$DRV_DIR/.lock"
 flock 9
 
 guest_kernel   # kpkg, kver, krel
-sum=$(cat "$PATCH" "$HERE/build.sh" | sha256sum | cut -c1-12)
+sum=$(cat "${PATCHES[@]}" "$HERE/build.sh" | sha256sum | cut -c1-12)
 out=$DRV_DIR/${krel}_${kver//:/_}-$sum
 if [ -f "$out/virtio_balloon.ko" ]; then
   echo "$out/virtio_balloon.ko"; exit 0
@@ -61,8 +61,10 @@ work=$(mktemp -d "$DRV_DIR/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/drivers/virtio"
 cp "$orig" "$work/$FILE"
-patch -d "$work" -p1 --forward --batch <"$PATCH" >"$work/build.log" 2>&1 \
-  || { cat "$work/build.log" >&2; die "$(basename "$PATCH") does not apply to linux-source-6.1=$kver"; }
+for p in "${PATCHES[@]}"; do
+  patch -d "$work" -p1 --forward --batch <"$p" >>"$work/build.log" 2>&1 \
+    || { cat "$work/build.log" >&2; die "$(basename "$p") does not apply to linux-source-6.1=$kver"; }
+done
 echo 'obj-m := virtio_balloon.o' >"$work/drivers/virtio/Kbuild"
 say "building virtio_balloon.ko against $hpkg $kver"
 make -C "$kbuild" M="$work/drivers/virtio" modules >>"$work/build.log" 2>&1 \
@@ -75,7 +77,7 @@ grep -q 'warning:' "$work/build.log" && { grep -A3 'warning:' "$work/build.log" 
 mkdir -p "$out.new"
 cp "$ko" "$work/build.log" "$out.new/"
 printf 'kernel_package=%s\nkernel_version=%s\npatch=%s\npatch_sha256=%s\nvermagic=%s\n' \
-  "$kpkg" "$kver" "$(basename "$PATCH")" "$(sha256sum <"$PATCH" | cut -c1-64)" "$vm" >"$out.new/manifest"
+  "$kpkg" "$kver" "$(cd "$HERE" && echo 0*.patch)" "$(cat "${PATCHES[@]}" | sha256sum | cut -c1-64)" "$vm" >"$out.new/manifest"
 rm -rf "$out"; mv "$out.new" "$out"
 say "built $out/virtio_balloon.ko"
 echo "$out/virtio_balloon.ko"
