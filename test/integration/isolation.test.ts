@@ -134,7 +134,9 @@ describe('a noisy neighbour does not slow the other VM down', () => {
     ['100,000 messages, one per buffer, the message queue kept full', 'message-flood'],
     ['100,000 messages in 64 KiB buffers, flood after flood for 1.5 s', 'message-flood-big'],
     ['100,000 vhost-user messages from the frontend', 'vhost-flood'],
-  ])('%s: the other VM\'s inflate buffers are acknowledged with p99 < 5 ms', async (label, scenario) => {
+    // Timed: when this shared 2-core machine is busy, the quiet VM's p99 *alone* triples (seen: 1.5-2.4
+    // against 0.5-0.7 ms) and one scenario in a run can miss. A retry, not a looser bound.
+  ])('%s: the other VM\'s inflate buffers are acknowledged with p99 < 5 ms', { retry: 2, timeout: 180_000 }, async (label, scenario) => {
     daemon = await DaemonProcess.startHost(['--log-level', 'info']);
     const sa = await daemon.addVm('noisy', { 'stats-interval': 0 });
     const sb = await daemon.addVm('quiet', { 'stats-interval': 0 });
@@ -146,7 +148,7 @@ describe('a noisy neighbour does not slow the other VM down', () => {
     const st = await status('quiet');
     expect(st.connected).toBe(true);
     expect(st.balloonBytes).toBe(quiet.pages.size * PAGE);
-  }, 180_000);
+  });
 });
 
 describe('a frontend that stalls does not stall the daemon', () => {
