@@ -126,7 +126,10 @@ async function status(vm: string): Promise<DaemonStatus> {
   return daemon!.request<DaemonStatus>({ op: 'status', vm });
 }
 
-describe('a noisy neighbour does not slow the other VM down', () => {
+// Timed (p99 against P99_TARGET_MS): when this shared 2-core machine is busy, the quiet VM's p99
+// *alone* triples (seen: 1.5-2.4 against 0.5-0.7 ms) and one case in a run can miss. A retry, not a
+// looser bound.
+describe('a noisy neighbour does not slow the other VM down', { retry: 2 }, () => {
   it.each([
     ['1 GiB inflate + deflate x3, 256-PFN buffers one at a time (Linux)', 'inflate-1g'],
     ['1 GiB inflate + deflate x3, 256-PFN buffers, the whole inflate ring in flight', 'inflate-1g-ring'],
@@ -134,9 +137,7 @@ describe('a noisy neighbour does not slow the other VM down', () => {
     ['100,000 messages, one per buffer, the message queue kept full', 'message-flood'],
     ['100,000 messages in 64 KiB buffers, flood after flood for 1.5 s', 'message-flood-big'],
     ['100,000 vhost-user messages from the frontend', 'vhost-flood'],
-    // Timed: when this shared 2-core machine is busy, the quiet VM's p99 *alone* triples (seen: 1.5-2.4
-    // against 0.5-0.7 ms) and one scenario in a run can miss. A retry, not a looser bound.
-  ])('%s: the other VM\'s inflate buffers are acknowledged with p99 < 5 ms', { retry: 2, timeout: 180_000 }, async (label, scenario) => {
+  ])('%s: the other VM\'s inflate buffers are acknowledged with p99 < 5 ms', { timeout: 180_000 }, async (label, scenario) => {
     daemon = await DaemonProcess.startHost(['--log-level', 'info']);
     const sa = await daemon.addVm('noisy', { 'stats-interval': 0 });
     const sb = await daemon.addVm('quiet', { 'stats-interval': 0 });
@@ -151,7 +152,7 @@ describe('a noisy neighbour does not slow the other VM down', () => {
   });
 });
 
-describe('a frontend that stalls does not stall the daemon', () => {
+describe('a frontend that stalls does not stall the daemon', { retry: 2 }, () => {
   it('half a message, then nothing: the other VM balloons at its usual latency; the rest of the message is handled when it comes', async () => {
     daemon = await DaemonProcess.startHost(['--log-level', 'info']);
     const sa = await daemon.addVm('stalled', { 'stats-interval': 0 });
