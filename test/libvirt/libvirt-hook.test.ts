@@ -4,9 +4,11 @@
 // UMask=0007, on the default run directory), installs the hook, and starts
 // two opted-in domains (examples/libvirt/domain.xml) at once under TCG with
 // the patched QEMU and the Debian guest: both are served by the one daemon,
-// one is ballooned and QEMU's memory goes down, the daemon survives a
-// SIGKILL restart (QEMU reconnects to the restored VMs) and a libvirtd
-// restart (the reconnect hook re-adds a VM it lost), and destroying both
+// one is ballooned and QEMU's memory goes down (libvirt gets the
+// balloon-change events), the daemon survives a SIGKILL restart (QEMU
+// reconnects to the restored VMs) and a libvirtd restart (the reconnect hook
+// re-adds a VM it lost), a virsh save and restore (libvirt's migration to a
+// file) brings the balloon back and frees it again, and destroying both
 // removes both VMs while the daemon keeps running. With the daemon stopped,
 // an opted-in domain does not start and libvirt shows how to start the
 // daemon; a domain that does not opt in starts anyway.
@@ -225,9 +227,21 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('libvirt hook and th
     await until(() => readFileSync(SERIAL_A, 'utf8'), (t) => t.includes(`VUB scenario free:${TOUCH_MIB} done`), 180_000, `A's guest touching and freeing ${TOUCH_MIB} MiB`);
     const pid = qemuPid(A);
     const before = rssShmemMiB(pid);
+    // libvirt's own view: QEMU's BALLOON_CHANGE events reach it as the domain's balloon-change events
+    // (its dominfo and domstats still show all memory: the domain has no <memballoon> libvirt knows).
+    const events = virshAsync('event', '--domain', A, '--event', 'balloon-change', '--loop', '--timeout', '150');
+    await sleep(1000);
     const r = balloonctl('set', A, `${TARGET_MIB}M`);
     expect([r.status, r.stderr]).toEqual([0, '']);
     const s = await until(() => vmStatus(A), (x) => x.actualBytes === TARGET_MIB * MiB && x.counters.discardedBytes >= TARGET_MIB * MiB, 120_000, 'A ballooned and discarded');
+    const guestKiB = (GUEST_MIB - TARGET_MIB) * 1024;
+    await sleep(2000);
+    spawnSync('pkill', ['-f', `virsh -c qemu:///system event --domain ${A}`]);
+    const ev = await events;
+    const seen = [...ev.stdout.matchAll(/balloon-change.*?: (\d+)/g)].map((m) => Number(m[1]));
+    console.log(`A: libvirt balloon-change events (KiB): ${seen.join(', ')} [${ev.stdout.trim().split('\n').slice(-2).join(' | ')}] ${ev.stderr}; `
+      + `virsh dominfo: ${/Used memory:.*$/m.exec(virsh('dominfo', A).stdout)?.[0]}; domstats: ${virsh('domstats', A, '--balloon').stdout.replace(/\s+/g, ' ')}`);
+    expect(seen.at(-1), 'the last balloon-change event libvirt got: guest RAM minus the balloon').toBe(guestKiB);
     expect(s.counters.badInput.discard_failed ?? 0).toBe(0);
     const after = await until(() => rssShmemMiB(pid), (m) => before - m >= TARGET_MIB * 0.5, 30_000, 'QEMU A\'s RssShmem dropping');
     console.log(`A: QEMU RssShmem ${before.toFixed(0)} -> ${after.toFixed(0)} MiB (-${(before - after).toFixed(0)} MiB for a ${TARGET_MIB} MiB balloon); discarded ${s.counters.discardedBytes / MiB} MiB`);
@@ -260,6 +274,37 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('libvirt hook and th
     expect(virsh('domstate', A).stdout.trim()).toBe('running');
     expect(virsh('domstate', B).stdout.trim()).toBe('running');
   }, 180_000);
+
+  it('virsh save and restore of A (libvirt\'s migration to a file): the balloon comes back with its size, its pages named again and freed', async () => {
+    const saved = join(dir, `${A}.save`);
+    const t0 = Date.now();
+    const sv = virsh('save', A, saved);
+    expect([sv.status, sv.stderr]).toEqual([0, '']);
+    console.log(`virsh save A: ${Date.now() - t0} ms, ${(statSync(saved).size / MiB).toFixed(0)} MiB file`);
+    // The release hook took A out of the daemon (its hold with it: the hold is not part of the guest's state).
+    await until(hostStatus, (x) => x.vms.every((v) => v.vm !== A), 20_000, 'A removed by the release hook');
+    const t1 = Date.now();
+    const rs = virsh('restore', saved);
+    expect([rs.status, rs.stderr]).toEqual([0, '']);
+    expect(virsh('domstate', A).stdout.trim()).toBe('running');
+    const pid = qemuPid(A);
+    const onArrival = rssShmemMiB(pid);
+    // The device state carried actual and num_pages; the daemon has the guest name its balloon again and frees it.
+    const a = await until(() => vmStatus(A), (x) => x.connected && x.actualBytes === TARGET_MIB * MiB && x.balloonBytes === TARGET_MIB * MiB
+      && x.counters.discardedBytes >= TARGET_MIB * MiB * 0.9, 120_000, 'A\'s balloon back at its size and its pages discarded');
+    const settled = await until(() => rssShmemMiB(pid), (m) => onArrival - m >= TARGET_MIB * 0.8, 30_000, 'the restored QEMU\'s RssShmem dropping');
+    console.log(`virsh restore A: ${Date.now() - t1} ms; QEMU RssShmem ${onArrival.toFixed(0)} MiB on arrival, ${settled.toFixed(0)} MiB once the balloon was named again`);
+    expect([a.targetBytes, a.mode, a.hold]).toEqual([TARGET_MIB * MiB, 'auto', null]);
+    const q = JSON.parse(virsh('qemu-monitor-command', A, '{"execute":"query-balloon"}').stdout) as { return: { actual: number } };
+    expect(q.return.actual).toBe((GUEST_MIB - TARGET_MIB) * MiB);
+    // The guest runs on: it answers through the balloon (a deflate it performs) and libvirt sees the change.
+    const r = balloonctl('set', A, '0');
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    await until(() => vmStatus(A), (x) => x.actualBytes === 0 && x.balloonBytes === 0, 120_000, 'A deflated after the restore');
+    const q2 = JSON.parse(virsh('qemu-monitor-command', A, '{"execute":"query-balloon"}').stdout) as { return: { actual: number } };
+    expect(q2.return.actual).toBe(GUEST_MIB * MiB);
+    rmSync(saved);
+  }, 420_000);
 
   it('virsh destroy of both: the release hook removes both VMs and their sockets; the daemon keeps running', async () => {
     const [ra, rb] = await Promise.all([virshAsync('destroy', A), virshAsync('destroy', B)]);
