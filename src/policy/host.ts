@@ -306,9 +306,10 @@ export interface GroupDecision {
  * exact share, then units go to the largest remainders while more than half
  * a unit of the total is left: the total is rounded to the nearest unit, so
  * a 2 MiB remainder does not cost a 32 MiB step, and what is left over is
- * asked for once it adds up to more than half a step. Never beyond the whole units a VM can spare (a stale VM: one
- * step). A VM rounded up is ahead by that much at the next decision, which
- * fairFill (the split over totals) takes into account.
+ * asked for once it adds up to more than half a step. Never beyond the
+ * whole units a VM can spare (a stale VM: one step). A VM rounded up is
+ * ahead by that much at the next decision, which fairFill (the split over
+ * totals) takes into account.
  */
 export function inUnits(shares: readonly Share[], spares: readonly Spare[], staleStepBytes: number, unitBytes: (vm: string) => number): Share[] {
   const rows = shares.map((sh) => {
@@ -316,8 +317,7 @@ export function inUnits(shares: readonly Share[], spares: readonly Spare[], stal
     const unit = Math.max(1, unitBytes(sh.vm));
     const spare = sp ? (sp.stale ? Math.min(sp.cacheBytes + sp.freeBytes, staleStepBytes) : sp.cacheBytes + sp.freeBytes + (sp.overheadBytes ?? 0)) : sh.bytes;
     const maxUnits = Math.floor(spare / unit);
-    const owed = Math.max(0, sh.bytes);
-    return { sh, unit, maxUnits, owed, units: Math.min(maxUnits, Math.max(0, Math.floor(owed / unit))) };
+    return { sh, unit, maxUnits, units: Math.min(maxUnits, Math.max(0, Math.floor(sh.bytes / unit))) };
   });
   const wanted = shares.reduce((n, s) => n + s.bytes, 0);
   let left = wanted - rows.reduce((n, r) => n + r.units * r.unit, 0);
@@ -325,7 +325,7 @@ export function inUnits(shares: readonly Share[], spares: readonly Spare[], stal
     let best: (typeof rows)[number] | null = null;
     for (const r of rows) {
       if (r.sh.bytes <= 0 || r.units >= r.maxUnits) continue;
-      if (!best || r.owed - r.units * r.unit > best.owed - best.units * best.unit) best = r;
+      if (!best || r.sh.bytes - r.units * r.unit > best.sh.bytes - best.units * best.unit) best = r;
     }
     if (!best) break;
     if (left <= best.unit / 2) break;
