@@ -13,7 +13,7 @@ import { installSeccomp, seccompProbe } from './host/seccomp.js';
 import { createLogger, LOG_LEVELS, Logger, LogLevel } from './log.js';
 import { DEVICE_OPTION_NAMES, parseDeviceOptions, settingsFromArgs, withDeviceOptions } from './options/device.js';
 import { bytesOption, durationMs, readConfigFile } from './options/values.js';
-import { DEFAULT_HOST_PARAMS, type HostParams } from './policy/host.js';
+import { HOST_POLICY_OPTIONS, type HostPolicyArgs, hostPolicyYargs, parseHostPolicy } from './options/host-policy.js';
 import { MiB } from './units.js';
 import {
   configDir, controlSocketPath, DAEMON_USER, hostControlSocket, runDir, stateDir, vhostSocketPath, validVmName,
@@ -47,15 +47,8 @@ function parseArgs(argv: string[]) {
     .option('host', { type: 'boolean', default: false, describe: 'Serve any number of VMs, added from the config directory and by balloonctl add' })
     .option('state-dir', { type: 'string', describe: 'Where the VM list, manual holds, tuning and auto on/off survive restarts (host default: /var/lib/vhost-user-balloon; single-VM: none)' })
     .option('config-dir', { type: 'string', describe: 'Per-VM config files NAME.json, loaded at start and on SIGHUP (default: /etc/vhost-user-balloon/vms)' })
-    .group(['sample-interval', 'headroom'], 'Host-wide policy (VMs with --policy host, mom or proxmox; docs/policy.md):')
-    .option('sample-interval', {
-      type: 'string', default: '1s',
-      describe: 'Read each watched memcg this often (host pressure events also wake the policy at once): catches slow growth and the end of pressure; in 1 s a guest inflates about 12 steps under TCG, so what was asked is mostly done by the next read, which costs tens of microseconds (100ms to 60s)',
-    })
-    .option('headroom', {
-      type: 'string', default: '10%',
-      describe: 'Free memory the host policy keeps below each memcg\'s limit: N% of the limit (never less than 128 MiB), or a size (e.g. 512M); what is missing is asked back from the VMs',
-    })
+    .group(HOST_POLICY_OPTIONS.map((o) => o.name), 'Host-wide policy (VMs with --policy host, mom or proxmox; docs/policy.md):')
+    .options(hostPolicyYargs())
     .group(['vm', 'socket-path', 'fd', 'control-socket', 'metrics-listen', 'print-capabilities', 'log-level', 'seccomp', 'grant'], 'Daemon:')
     .option('vm', { type: 'string', describe: 'One VM: sockets go to /run/vhost-user-balloon/NAME.sock and NAME.ctl (VUB_RUN_DIR overrides the directory)' })
     .option('socket-path', { type: 'string', describe: 'One VM: listen on this unix socket for QEMU (a stale socket file is replaced)' })
@@ -152,7 +145,7 @@ async function runHost(a: Args): Promise<number> {
   const configs = a['config-dir'] ?? configDir();
   if (a.grant !== undefined) return grantHost(a.grant, state, configs);
   makeRunDir();
-  const policy = hostPolicyOptions(a);
+  const policy = parseHostPolicy(a as HostPolicyArgs);
   const daemon = new HostDaemon({ mode: 'host', version: VERSION, controlSocket, metricsListen: a['metrics-listen'] ?? null, stateDir: state, configDir: configs, log, ...policy });
   onSignals(daemon, log, true);
   try {
@@ -180,7 +173,7 @@ async function runSingle(a: Args): Promise<number> {
   if (inRunDir) makeRunDir();
   const daemon = new HostDaemon({
     mode: 'single', version: VERSION, controlSocket, metricsListen: a['metrics-listen'] ?? null, stateDir: a['state-dir'] ?? null, configDir: null, log,
-    ...hostPolicyOptions(a),
+    ...parseHostPolicy(a as HostPolicyArgs),
   });
   onSignals(daemon, log, false);
   try {
@@ -196,31 +189,6 @@ async function runSingle(a: Args): Promise<number> {
   const p = settings.params;
   log.info({ version: VERSION, vm, step: `${p.stepBytes / MiB} MiB`, hysteresisMs: p.hysteresisMs, auto: p.enabled }, 'vhost-user-balloon running');
   return daemon.done;
-}
-
-/** --sample-interval and --headroom, checked; errors say what is allowed. */
-function hostPolicyOptions(a: Args): { sampleIntervalMs: number; hostParams: HostParams } {
-  const sampleIntervalMs = durationMs('sample-interval', a['sample-interval']);
-  if (sampleIntervalMs < 100 || sampleIntervalMs > 60_000) {
-    throw new BalloonError('EBALLOON_CONFIG', `--sample-interval ${a['sample-interval']} is out of range`, 'allowed: 100ms to 60s (1s is the default)');
-  }
-  const text = String(a.headroom).trim();
-  const pct = /^(\d+(?:\.\d+)?)%$/.exec(text);
-  let hostParams: HostParams;
-  if (pct) {
-    const n = Number(pct[1]);
-    if (n > 90) throw new BalloonError('EBALLOON_CONFIG', `--headroom ${text} is out of range`, 'allowed: 0% to 90% of the memcg limit, or a size such as 512M');
-    hostParams = { ...DEFAULT_HOST_PARAMS, headroomPercent: n };
-  } else {
-    let bytes: number;
-    try {
-      bytes = bytesOption('headroom', text);
-    } catch (err) {
-      throw new BalloonError('EBALLOON_CONFIG', (err as Error).message.split('\n')[0]!, 'give a share of the memcg limit (10%) or a size (512M)');
-    }
-    hostParams = { ...DEFAULT_HOST_PARAMS, headroomPercent: 0, headroomBytes: bytes };
-  }
-  return { sampleIntervalMs, hostParams };
 }
 
 /** --host --grant USER: the run and state directories, and the pressure files of every VM the daemon will load. */

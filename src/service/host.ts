@@ -18,7 +18,7 @@ import { EpollLoop } from '../transport/event-loop.js';
 import { diffConfigDir, readConfigDir, type ConfigDirEntry } from './config-dir.js';
 import { PressureHub } from './pressure-hub.js';
 import { DEFAULT_SAMPLE_INTERVAL_MS, PolicyRunner } from './policy-runner.js';
-import type { HostParams } from '../policy/host.js';
+import type { GiveBackParams, HostParams } from '../policy/host.js';
 import { StateStore, STATE_VERSION, type PersistedVm } from './state.js';
 import { VmService, type VmSpec, type VmSummary } from './vm.js';
 
@@ -31,9 +31,10 @@ export interface HostOptions {
   stateDir: string | null;
   configDir: string | null;
   log: Logger;
-  /** The host-wide policy: how often each memcg is read (default 1 s), and its headroom. */
+  /** The host-wide policy: how often each memcg is read (default 1 s), its need and choice constants, and its give-back. */
   sampleIntervalMs?: number;
   hostParams?: HostParams;
+  giveBack?: GiveBackParams;
 }
 
 export interface HostStatus {
@@ -70,7 +71,7 @@ export class HostDaemon implements ControlHandler {
 
   constructor(private readonly opts: HostOptions) {
     this.hub = new PressureHub(this.loop, opts.log);
-    this.runner = new PolicyRunner({ intervalMs: opts.sampleIntervalMs ?? DEFAULT_SAMPLE_INTERVAL_MS, log: opts.log, ...(opts.hostParams ? { host: opts.hostParams } : {}) });
+    this.runner = new PolicyRunner({ intervalMs: opts.sampleIntervalMs ?? DEFAULT_SAMPLE_INTERVAL_MS, log: opts.log, ...(opts.hostParams ? { host: opts.hostParams } : {}), ...(opts.giveBack ? { give: opts.giveBack } : {}) });
     this.state = opts.stateDir ? new StateStore(opts.stateDir) : null;
     this.loop.onHandlerError = (err, fd) => opts.log.error({ err, fd }, 'event handler failed');
   }

@@ -33,6 +33,9 @@ describe('daemon option errors', () => {
     [['--sample-interval', 'soon'], /--sample-interval soon: not a duration/, /60s/],
     [['--headroom', '95%'], /--headroom 95% is out of range/, /0% to 90% of the memcg limit/],
     [['--headroom', 'lots'], /--headroom lots: "lots" is not a size/, /a share of the memcg limit \(10%\) or a size \(512M\)/],
+    [['--horizon', '2h'], /--horizon 2h is out of range/, /0 to 60s \(default 2s\)/],
+    [['--guest-reserve', '95%'], /--guest-reserve 95% is out of range/, /0% to 90% \(default 10%\)/],
+    [['--give-back-step', 'lots'], /--give-back-step lots/, /size|unit/],
     [['--pressure', 'vmpressure', '--memcg', '/sys/fs/cgroup/memory/vub-no-such-memcg'], /EBALLOON_PRESSURE_NOENT: .*vub-no-such-memcg does not exist/, /--memcg/],
     [['--pressure', 'psi', '--psi-trigger', 'some 150000 1000000'], /psi|trigger/i, /2 s|multiple/],
   ])('%j', (args, message, hint) => {

@@ -244,6 +244,24 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     expect((await status('fresh')).balloonBytes).toBe(0);
   });
 
+  it('--guest-reserve reaches the policy: with 90% of its RAM reserved, a guest with 85% free has nothing to spare', async () => {
+    const cg = makeCgroup({ limitBytes: 4096 * MiB });
+    rig.cgroups.push(cg);
+    daemon = await DaemonProcess.startHost(['--headroom', '200M', '--guest-reserve', '90%']);
+    await addGuest(cg.v1, 'warm', 48, 0);
+    const status = (vm: string) => daemon!.request<DaemonStatus>({ op: 'status', vm });
+    await until(async () => (await status('warm')).stats !== null, 10_000, 'stats from the guest');
+    await new Promise((r) => setTimeout(r, 2500)); // no growth left to look ahead at
+    writeFileSync(join(cg.v1, 'memory.limit_in_bytes'), String(readNumber(cg.v1, 'memory.usage_in_bytes') + 100 * MiB));
+    let d: HostDecisionRecord | undefined;
+    await until(async () => (d = (await daemon!.request<{ host: HostDecisionRecord[] }>({ op: 'history' })).host.find((x) => x.needBytes > 0)) !== undefined,
+      5000, 'a host decision with a need');
+    const warm = d!.vms.find((v) => v.vm === 'warm')!;
+    // With the default 10% it could spare about 250 MiB (the test above); 90% leaves it at most RAM - 48 MiB - 90%.
+    expect(warm.spareBytes).toBeLessThanOrEqual(Math.max(0, RAM * 0.1 - 48 * MiB) + STEP);
+    expect(warm.shareBytes).toBe(0);
+  });
+
   it('balloonctl tune changes a VM\'s policy, weight and reserve at run time, and says what to do with a bad one', async () => {
     daemon = await DaemonProcess.startHost();
     await daemon.addVm('t', { 'stats-interval': 0 });
