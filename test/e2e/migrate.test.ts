@@ -176,6 +176,50 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     await src.shutdown();
   });
 
+  it('an inflation under way when the migration starts: it completes on the destination, whose balloon reaches the target with its pages freed', async () => {
+    const args = ['--no-page-reporting', '--stats-interval', '1'];
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    const src = await boot({ kind: 'vhost-user', socketPath: srcD.socketPath });
+    await src.ready(180_000);
+    await src.command('alloc 700', 120_000);
+    await src.command('free', 60_000);
+    const sock = join(dir, 'inflating.sock');
+    const dst = await boot({ kind: 'vhost-user', socketPath: dstD.socketPath }, sock);
+    await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' });
+    // Under way: some of it inflated, not all.
+    const end = Date.now() + 60_000;
+    let atStart = 0;
+    while ((atStart = (await srcD.status()).balloonBytes) < 64 * MiB) {
+      if (Date.now() > end) throw new Error('the inflation did not start within 60 s');
+      await sleep(20);
+    }
+    const info = await migrate(src, sock);
+    expect(atStart, 'the balloon when the migration started').toBeLessThan(BALLOON * MiB);
+    expect(info.status, info['error-desc']).toBe('completed');
+    const atMigrate = BALLOON * MiB - (MEM * MiB - await src.qmp.queryBalloon());
+    await waitRunning(dst);
+    // The target moved with the device; the guest goes on inflating to it on the destination.
+    await dst.waitBalloonActual((MEM - BALLOON) * MiB, 180_000);
+    const s = await dstD.status();
+    expect([s.connected, s.targetBytes, s.actualBytes, s.mode, s.hold]).toEqual([true, BALLOON * MiB, BALLOON * MiB, 'auto', null]);
+    expect((await dst.command('ping', 60_000)).fields.rc).toBe('0');
+    await sleep(2_000); // the renaming dip, if any, and the last discards
+    await dst.waitBalloonActual((MEM - BALLOON) * MiB, 120_000);
+    const dstMemfd = await memfdAllocatedBytes(dst.pid);
+    figures['inflating at migrate'] = { balloonAtStartMiB: mibOf(atStart), balloonLeftToInflateAtEndMiB: mibOf(atMigrate), destinationMemfdMiB: mibOf(dstMemfd),
+      totalTimeMs: info['total-time'], downtimeMs: info.downtime };
+    expect(dstMemfd, 'destination memfd within 10 % of guest RAM minus the balloon').toBeLessThanOrEqual(1.1 * (MEM - BALLOON) * MiB);
+    // The guest uses its memory on: a deflate and an allocation of most of it.
+    await dstD.request({ op: 'set-target', value: '0M', owner: 'e2e' });
+    await dst.waitBalloonActual(MEM * MiB, 120_000);
+    expect((await dst.command('alloc 800', 120_000)).fields.rc).toBe('0');
+    await dst.command('free', 60_000);
+    await src.shutdown();
+  }, 900_000);
+
   it('no daemon on the destination: the incoming QEMU does not start, and says why', async () => {
     const missing = join(dir, 'no-daemon.sock');
     const err = await boot({ kind: 'vhost-user', socketPath: missing }, join(dir, 'never.sock')).then(() => null, (e: Error & { detail?: string }) => `${e.message}\n${e.detail ?? ''}`);
