@@ -6,9 +6,7 @@ export default defineConfig({
   root: fileURLToPath(new URL('..', import.meta.url)),
   test: {
     include: ['test/**/*.test.ts'],
-    // Live migration destabilises TCG guests here, stock virtio-balloon-pci's
-    // too (README "Limits"): run on its own, `npm run test:migrate`.
-    exclude: process.env.VUB_MIGRATE_TESTS ? ['**/node_modules/**'] : ['**/node_modules/**', 'test/e2e/migrate.test.ts'],
+    exclude: ['**/node_modules/**'],
     // Integration and end-to-end tests share real resources (memcgs, QEMU,
     // guest RAM): run files one at a time on these 2-core machines.
     fileParallelism: false,

@@ -1,7 +1,9 @@
 // Live migration between two QEMU processes on this machine over a unix
 // socket: a 1 GiB guest with 512 MiB ballooned, our device (one daemon per
 // QEMU) and stock virtio-balloon-pci in the same run. Prints migration time,
-// downtime and the memfd's allocated size on both sides.
+// downtime and the memfd's allocated size on both sides. Under TCG this
+// needs qemu/patches/0002 (QEMU 7.2 lost guest writes during live
+// migration: the destination's guests crashed, stock ones too).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -145,11 +147,7 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     await dst.command('free', 60_000);
   }, 900_000);
 
-  // One retry: in 1 of 4 suite runs here the destination guest oopsed right
-  // after arrival (NULL dereference under an interrupt, TCG) with reports in
-  // flight; a busy guest with an inflation in flight does so with stock
-  // virtio-balloon-pci too. Cause not found: README "Live migration", limits.
-  it('our device with free page reporting on: the guest runs on and the balloon is freed again', { retry: 1, timeout: 900_000 }, async () => {
+  it('our device with free page reporting on: the guest runs on and the balloon is freed again', { timeout: 900_000 }, async () => {
     const args = ['--stats-interval', '1'];
     const srcD = await DaemonProcess.start(args);
     daemons.push(srcD);
@@ -176,7 +174,7 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     await src.shutdown();
   });
 
-  it('an inflation under way when the migration starts: it completes on the destination, whose balloon reaches the target with its pages freed', async () => {
+  it('an inflation under way when the migration starts: the destination has the balloon at its target with its pages freed, the guest runs on', async () => {
     const args = ['--no-page-reporting', '--stats-interval', '1'];
     const srcD = await DaemonProcess.start(args);
     daemons.push(srcD);
