@@ -71,12 +71,18 @@ export interface HostView {
   useBps: number;
   /** Host memory backing its RAM (the memfd's allocated blocks), or null when not known. */
   backedBytes: number | null;
+  /** Its use (RAM - balloon - MemAvailable) at each recent stats sample, oldest first, with the sample's age (ms). */
+  recentUse: ReadonlyArray<{ ageMs: number; usedBytes: number }>;
 }
+
+/** Stats samples of guest use kept for the host policy's cycle detection (at 1 s stats: the last 2 minutes). */
+const RECENT_USE_SAMPLES = 120;
 
 export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged: [RuntimeSettings] }> {
   private state: PolicyState;
   private pressureDescription: string;
   readonly history = new History();
+  private readonly recentUse: Array<{ at: number; usedBytes: number }> = [];
   readonly pressureCounts = new Map<string, number>();
   readonly decisionCounts = new Map<string, number>();
   /** Host pressure wake-up to CONFIG_CHANGE_MSG sent, per event that moved the target. */
@@ -120,6 +126,12 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
     device.on('stats', (s) => {
       if (s.stats.total_memory && this.state.guestRamBytes === 0) this.apply({ type: 'guest-ram', bytes: device.guestRamBytes || s.stats.total_memory });
       this.apply({ type: 'stats', stats: s.stats });
+      const ram = device.guestRamBytes || this.state.guestRamBytes;
+      if (s.stats.available_memory !== undefined && ram > 0) {
+        const usedBytes = Math.max(0, ram - pagesToBytes(device.balloonPages) - s.stats.available_memory);
+        this.recentUse.push({ at: this.now(), usedBytes });
+        if (this.recentUse.length > RECENT_USE_SAMPLES) this.recentUse.shift();
+      }
       this.sample();
     });
     device.on('guestPressure', ({ source, count }) => {
@@ -207,6 +219,7 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
       statsAgeMs: s.prevStatsAt === null ? null : now - s.prevStatsAt,
       useBps: s.guestUseBps,
       backedBytes: dev.backedBytes(),
+      recentUse: this.recentUse.map((x) => ({ ageMs: now - x.at, usedBytes: x.usedBytes })),
     };
   }
 

@@ -63,6 +63,15 @@ export const HOST_POLICY_OPTIONS = [
     describe: 'A guest using up its memory keeps what it would use in this long at its current rate: free memory it is about to use is not spare (0 to 10m)',
   },
   {
+    name: 'guest-cycle-window', kind: 'duration', default: ms(DEFAULT_HOST_PARAMS.guestCycleWindowMs), min: 0, max: 600_000,
+    describe: 'A guest whose use fell and rose again by --guest-cycle within this window works in rounds: the memory up to its peak of the window '
+      + 'is not spare, though it is free between rounds (0 turns it off; 0 to 10m)',
+  },
+  {
+    name: 'guest-cycle', kind: 'size', default: size(DEFAULT_HOST_PARAMS.guestCycleBytes), min: MiB, max: 64 * 2 ** 30,
+    describe: 'The fall and the rise of a guest\'s use that make a round (1M to 64G)',
+  },
+  {
     name: 'stall-psi', kind: 'percent', default: `${DEFAULT_HOST_PARAMS.stallPercent}%`, min: 0, max: 100,
     describe: 'A memcg whose PSI memory "some avg10" reaches this stalls, whatever its usage says: it needs at least --stall-need back '
       + 'and gets nothing given back (0% turns it off; 0% to 100%)',
@@ -156,6 +165,8 @@ export function parseHostPolicy(a: HostPolicyArgs): HostPolicyOptions {
       guestReservePercent: get('guest-reserve'),
       guestCacheKeepPercent: get('guest-cache-keep'),
       guestHorizonMs: get('guest-horizon'),
+      guestCycleWindowMs: get('guest-cycle-window'),
+      guestCycleBytes: get('guest-cycle'),
       stallPercent: get('stall-psi'),
       stallNeedBytes: get('stall-need'),
     },

@@ -27,6 +27,10 @@ export interface HostParams {
   guestCacheKeepPercent: number;
   /** A guest using up its memory keeps what it would use in this long at its current rate: free memory it is about to use is not spare. */
   guestHorizonMs: number;
+  /** A guest whose use fell and rose again by guestCycleBytes within this window keeps its peak of the window (reuse.ts); 0: off. */
+  guestCycleWindowMs: number;
+  /** ... the fall and the rise that make a cycle. */
+  guestCycleBytes: number;
   /** PSI "some avg10" at or above this (%): the group stalls on memory, whatever its usage says ... */
   stallPercent: number;
   /** ... and then needs at least this much back (and gets nothing given back). */
@@ -41,6 +45,8 @@ export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   guestReservePercent: 10,
   guestCacheKeepPercent: 5,
   guestHorizonMs: 10_000,
+  guestCycleWindowMs: 30_000,
+  guestCycleBytes: 64 * 2 ** 20,
   stallPercent: 10,
   stallNeedBytes: 32 * 2 ** 20,
 });
@@ -122,6 +128,8 @@ export interface VmView {
   stale: boolean;
   /** How fast the guest itself uses up MemAvailable (bytes/s; absent or 0: not at all). */
   useBps?: number;
+  /** What it used in its recent rounds beyond its use now (reuse.ts; absent or 0: no rounds seen). */
+  reuseBytes?: number;
   /**
    * Guest RAM neither ballooned (nor asked to be) nor backed on the host:
    * free memory the guest never touched, or got back from the balloon and
@@ -157,7 +165,7 @@ export function spareOf(p: HostParams, v: VmView): Spare {
   const available = v.stats?.availableBytes;
   // Nothing known: it may still be asked for one step (the split caps stale VMs).
   if (available === undefined) return { vm: v.vm, cacheBytes: 0, freeBytes: room, overheadBytes: 0, reserveBytes, stale: true };
-  const aboutToUse = Math.ceil(((v.useBps ?? 0) * p.guestHorizonMs) / 1000);
+  const aboutToUse = Math.max(Math.ceil(((v.useBps ?? 0) * p.guestHorizonMs) / 1000), v.reuseBytes ?? 0);
   const total = Math.min(room, Math.max(0, available - reserveBytes - aboutToUse));
   // What the host gets back: the guest fills its balloon from free pages first, and the unbacked ones free nothing.
   const overheadBytes = Math.min(total, v.unbackedFreeBytes ?? 0);

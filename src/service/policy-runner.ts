@@ -11,6 +11,7 @@ import type { HostDecisionRecord } from '../control/status.js';
 import { Ring } from '../control/timeline.js';
 import type { Logger } from '../log.js';
 import { type BaselineVm, MOM, momStep, PROXMOX, proxmoxGoal, proxmoxStep } from '../policy/baselines.js';
+import { reuseBytes } from '../policy/reuse.js';
 import {
   DEFAULT_GIVE_BACK, DEFAULT_HOST_PARAMS, type GiveBackParams, type GroupState, groupStep, type GroupVm, type HostParams, initialGroupState, reserveOf,
 } from '../policy/host.js';
@@ -224,6 +225,9 @@ export class PolicyRunner {
       views.push({
         vm: v.vm, weight: v.weight, ramBytes: v.ramBytes, balloonBytes: v.balloonBytes, ceilingBytes: ceiling, reserveBytes: v.reserveBytes,
         stats: v.stats, stale, useBps: v.useBps, targetBytes: v.targetBytes, excluded: excluded !== null,
+        reuseBytes: this.host.guestCycleWindowMs > 0
+          ? reuseBytes(v.recentUse.filter((x) => x.ageMs <= this.host.guestCycleWindowMs).map((x) => ({ at: -x.ageMs, usedBytes: x.usedBytes })), this.host.guestCycleBytes)
+          : 0,
         ...(v.backedBytes === null ? {} : { unbackedFreeBytes: Math.max(0, v.ramBytes - held - v.backedBytes) }),
       });
     }

@@ -27,7 +27,7 @@ class FakeVm implements RunnerVm {
     this.view = {
       vm: name, connected: true, policy: 'host', auto: true, inGuestPressure: false, weight: 1, reserveBytes: 0, stepBytes: 32 * MiB, floorBytes: 0,
       ramBytes: 1024 * MiB, balloonBytes: 0, targetBytes: 0, ceilingBytes: 1024 * MiB,
-      stats: { availableBytes: 700 * MiB, cachesBytes: 100 * MiB, freeBytes: 600 * MiB }, statsAgeMs: 1000, useBps: 0, backedBytes: null, ...over,
+      stats: { availableBytes: 700 * MiB, cachesBytes: 100 * MiB, freeBytes: 600 * MiB }, statsAgeMs: 1000, useBps: 0, backedBytes: null, recentUse: [], ...over,
     };
   }
   /** The guest reaches its target. */
