@@ -27,7 +27,7 @@ export interface HostParams {
   guestCacheKeepPercent: number;
   /** A guest using up its memory keeps what it would use in this long at its current rate: free memory it is about to use is not spare. */
   guestHorizonMs: number;
-  /** A guest whose use fell and rose again by guestCycleBytes within this window keeps its peak of the window (reuse.ts); 0: off. */
+  /** A guest whose use fell and rose again by guestCycleBytes within this window keeps its peak of the window (reuse.ts); 0 (the default): off. Measured: it ends guest swap in rounds but moves swap to the host (docs/policy-bench/2026-12-01-rounds). */
   guestCycleWindowMs: number;
   /** ... the fall and the rise that make a cycle. */
   guestCycleBytes: number;
@@ -45,7 +45,7 @@ export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   guestReservePercent: 10,
   guestCacheKeepPercent: 5,
   guestHorizonMs: 10_000,
-  guestCycleWindowMs: 30_000,
+  guestCycleWindowMs: 0,
   guestCycleBytes: 64 * 2 ** 20,
   stallPercent: 10,
   stallNeedBytes: 32 * 2 ** 20,
