@@ -55,6 +55,15 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
     return vm;
   }
 
+  /** One daemon for the source QEMU, one for the destination's. */
+  async function daemonPair(args: string[]): Promise<{ srcD: DaemonProcess; dstD: DaemonProcess }> {
+    const srcD = await DaemonProcess.start(args);
+    daemons.push(srcD);
+    const dstD = await DaemonProcess.start(args);
+    daemons.push(dstD);
+    return { srcD, dstD };
+  }
+
   /** migrate to `uri` and wait for the end; the source's query-migrate at the end. */
   async function migrate(src: Vm, sock: string): Promise<MigrateInfo> {
     // The default limit (32 MiB/s) would make the figures a bandwidth test.
@@ -106,11 +115,7 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
   }
 
   it('our device: the guest runs on, query-balloon shows the same actual, the target stays automatic, a deflate works', async () => {
-    const args = ['--no-page-reporting', '--stats-interval', '1'];
-    const srcD = await DaemonProcess.start(args);
-    daemons.push(srcD);
-    const dstD = await DaemonProcess.start(args);
-    daemons.push(dstD);
+    const { srcD, dstD } = await daemonPair(['--no-page-reporting', '--stats-interval', '1']);
     const { src, dst, figures: f } = await scenario('vhost-user-balloon',
       { kind: 'vhost-user', socketPath: srcD.socketPath }, { kind: 'vhost-user', socketPath: dstD.socketPath },
       async () => { await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' }); });
@@ -148,11 +153,7 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
   }, 900_000);
 
   it('our device with free page reporting on: the guest runs on and the balloon is freed again', { timeout: 900_000 }, async () => {
-    const args = ['--stats-interval', '1'];
-    const srcD = await DaemonProcess.start(args);
-    daemons.push(srcD);
-    const dstD = await DaemonProcess.start(args);
-    daemons.push(dstD);
+    const { srcD, dstD } = await daemonPair(['--stats-interval', '1']);
     const { src, dst, figures: f } = await scenario('vhost-user-balloon, page reporting',
       { kind: 'vhost-user', socketPath: srcD.socketPath }, { kind: 'vhost-user', socketPath: dstD.socketPath },
       async () => { await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' }); });
@@ -175,11 +176,7 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
   });
 
   it('an inflation under way when the migration starts: the destination has the balloon at its target with its pages freed, the guest runs on', async () => {
-    const args = ['--no-page-reporting', '--stats-interval', '1'];
-    const srcD = await DaemonProcess.start(args);
-    daemons.push(srcD);
-    const dstD = await DaemonProcess.start(args);
-    daemons.push(dstD);
+    const { srcD, dstD } = await daemonPair(['--no-page-reporting', '--stats-interval', '1']);
     const src = await boot({ kind: 'vhost-user', socketPath: srcD.socketPath });
     await src.ready(180_000);
     await src.command('alloc 700', 120_000);
@@ -225,11 +222,7 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('live migration over
   }, 120_000);
 
   it('the source daemon killed during the migration: QEMU drops the device, rewinds its rings, and the migration completes; the destination runs on', async () => {
-    const args = ['--no-page-reporting', '--stats-interval', '1'];
-    const srcD = await DaemonProcess.start(args);
-    daemons.push(srcD);
-    const dstD = await DaemonProcess.start(args);
-    daemons.push(dstD);
+    const { srcD, dstD } = await daemonPair(['--no-page-reporting', '--stats-interval', '1']);
     const src = await boot({ kind: 'vhost-user', socketPath: srcD.socketPath });
     await src.ready(180_000);
     await srcD.request({ op: 'set-target', value: `${BALLOON}M`, owner: 'e2e' });
