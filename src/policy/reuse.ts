@@ -5,30 +5,20 @@
 // its use fell and rose again by `cycleBytes` within the window, the memory
 // up to its peak in the window is not spare. One rise or one fall (a guest
 // that touched memory once and freed it, an idle guest) is not a cycle.
-// Pure: samples in, bytes out.
-
-export interface UseSample {
-  at: number;
-  /** Guest RAM in use: RAM - balloon - MemAvailable. */
-  usedBytes: number;
-}
-
-/** `samples` with `s` appended and those older than `windowMs` before it dropped. */
-export function recordUse(samples: readonly UseSample[], s: UseSample, windowMs: number): UseSample[] {
-  return [...samples.filter((x) => s.at - x.at <= windowMs && x.at <= s.at), s];
-}
+// Pure: the guest's use at its recent stats samples (RAM - balloon -
+// MemAvailable, oldest first) in, bytes out.
 
 /**
  * What the guest is expected to use again beyond its use now: its peak in
  * the window less its latest use, once the window holds a fall and then a
  * rise of at least `cycleBytes` each; 0 otherwise.
  */
-export function reuseBytes(samples: readonly UseSample[], cycleBytes: number): number {
-  if (samples.length < 3 || cycleBytes <= 0) return 0;
+export function reuseBytes(usedBytes: readonly number[], cycleBytes: number): number {
+  if (usedBytes.length < 3 || cycleBytes <= 0) return 0;
   let peak = -Infinity;
   let low: number | null = null; // the lowest use since the first fall of cycleBytes
   let cyclic = false;
-  for (const { usedBytes: u } of samples) {
+  for (const u of usedBytes) {
     if (low === null) {
       if (u <= peak - cycleBytes) low = u;
     } else {
@@ -38,5 +28,5 @@ export function reuseBytes(samples: readonly UseSample[], cycleBytes: number): n
     peak = Math.max(peak, u);
   }
   if (!cyclic) return 0;
-  return Math.max(0, peak - samples.at(-1)!.usedBytes);
+  return Math.max(0, peak - usedBytes.at(-1)!);
 }

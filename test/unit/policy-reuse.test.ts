@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { recordUse, reuseBytes, type UseSample } from '../../src/policy/reuse.js';
+import { reuseBytes } from '../../src/policy/reuse.js';
 
 const MiB = 2 ** 20;
-const series = (...mib: number[]): UseSample[] => mib.map((m, i) => ({ at: i * 1000, usedBytes: m * MiB }));
+const series = (...mib: number[]): number[] => mib.map((m) => m * MiB);
 
 describe('reuseBytes', () => {
   it.each([
@@ -19,14 +19,4 @@ describe('reuseBytes', () => {
     expect(reuseBytes(samples, 64 * MiB)).toBe(wantMiB * MiB);
   });
   it('a threshold of 0 turns it off', () => expect(reuseBytes(series(300, 100, 350, 100), 0)).toBe(0));
-});
-
-describe('recordUse', () => {
-  it('keeps the window before the new sample, and the new one', () => {
-    const s = series(1, 2, 3, 4, 5);
-    expect(recordUse(s, { at: 5000, usedBytes: 6 * MiB }, 2500).map((x) => x.usedBytes / MiB)).toEqual([4, 5, 6]);
-  });
-  it('drops samples from the future (a clock that went back)', () => {
-    expect(recordUse(series(1, 2, 3), { at: 500, usedBytes: 9 }, 10_000).map((x) => x.at)).toEqual([0, 500]);
-  });
 });
