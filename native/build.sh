@@ -22,7 +22,7 @@ src=$(qemu_source_tree)
 lvu="$src/subprojects/libvhost-user"
 [ -f "$lvu/libvhost-user.c" ] || die "no libvhost-user in $src"
 
-ours=("$here/vub-shim.c" "$here/vub-discard.c" "$here/vub-vhost-check.c" "$here/vub-seccomp.c")
+ours=("$here/vub-shim.c" "$here/vub-discard.c" "$here/vub-vhost-check.c" "$here/vub-seccomp.c" "$here/vub-state.c")
 shopt -s nullglob
 patches=("$here"/patches/*.patch)
 shopt -u nullglob

@@ -33,6 +33,7 @@
 
 #include "libvhost-user.h"
 #include "vub-discard.h"
+#include "vub-state.h"
 #include "vub-vhost-check.h"
 
 #define VUB_MAX_EVENTS 1024
@@ -79,6 +80,8 @@ struct vub_dev {
      */
     struct { uint64_t gpa, page; int fd; } pages[VHOST_USER_MAX_RAM_SLOTS];
     uint32_t npages;
+    vub_state_xfer xfer;      /* device state transfer (migration) */
+    int state_reply_owed;     /* CHECK_DEVICE_STATE of a LOAD waits for the daemon */
 };
 
 /* hugetlbfs: the fd's huge page size; anything else: the base page. */
@@ -323,6 +326,60 @@ static int cb_set_config(VuDev *vu, const uint8_t *data, uint32_t offset,
     return 0;
 }
 
+/* A reply with a u64 payload, in place of the request (fds are consumed). */
+static void reply_u64(VhostUserMsg *vmsg, uint64_t v)
+{
+    vmsg->flags = VUB_USER_VERSION;   /* libvhost-user adds the reply bit */
+    vmsg->size = sizeof(vmsg->payload.u64);
+    vmsg->payload.u64 = v;
+    vmsg->fd_num = 0;
+}
+
+/*
+ * The device state transfer (vub-state.h), which libvhost-user 7.2 does
+ * not know; the firewall has checked sizes, fds and the negotiated bit.
+ * SET_DEVICE_STATE_FD: 0 with the "no fd" bit (we use QEMU's pipe), or 1.
+ * CHECK_DEVICE_STATE: 0 when the transfer was whole; for a LOAD the reply
+ * waits for the daemon to decode the state (vub_state_reply()).
+ */
+static int cb_process_msg(VuDev *vu, VhostUserMsg *vmsg, int *do_reply)
+{
+    vub_dev *d = to_vub(vu);
+
+    if (vmsg->request == VUB_USER_SET_DEVICE_STATE_FD) {
+        uint32_t dir, phase;
+        memcpy(&dir, (char *)&vmsg->payload, 4);
+        memcpy(&phase, (char *)&vmsg->payload + 4, 4);
+        int fd = vmsg->fds[0];
+        vmsg->fd_num = 0;
+        d->state_reply_owed = 0;
+        int err = phase != 0 ? (close(fd), EINVAL) : vub_state_begin(&d->xfer, (int)dir, fd);
+        reply_u64(vmsg, err ? 1 : 1u << 8);
+        if (!err && dir == VUB_STATE_SAVE) {
+            push_event(d, VUB_EV_STATE_SAVE, 0, 0, 0);
+        }
+        *do_reply = 1;
+        return 1;
+    }
+    if (vmsg->request == VUB_USER_CHECK_DEVICE_STATE) {
+        int err = vub_state_finish(&d->xfer);
+        size_t len = 0;
+        if (!err && d->xfer.dir == VUB_STATE_LOAD && vub_state_loaded(&d->xfer, &len)) {
+            d->state_reply_owed = 1;
+            push_event(d, VUB_EV_STATE_LOADED, 0, 0, len);
+            *do_reply = 0;
+            return 1;
+        }
+        if (err) {
+            push_event(d, VUB_EV_STATE_FAILED, d->xfer.dir, err, 0);
+        }
+        reply_u64(vmsg, err ? 1 : 0);
+        *do_reply = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /*
  * Our read_msg: libvhost-user's default asserts on a short payload and
  * turns end-of-file into VHOST_USER_NONE, on which it calls exit(0). A
@@ -442,6 +499,7 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
         .queue_set_started = cb_queue_set_started,
         .get_config = cb_get_config,
         .set_config = cb_set_config,
+        .process_msg = cb_process_msg,
     };
     if (!vu_init(&d->vu, max_queues, sock, cb_panic, cb_read_msg, cb_set_watch,
                  cb_remove_watch, &d->iface)) {
@@ -451,6 +509,7 @@ vub_dev *vub_new(int sock, uint16_t max_queues, uint64_t device_features,
     }
     d->initialised = 1;
     vub_discarder_init(&d->bg, &d->vu);
+    vub_state_init(&d->xfer);
     socklen_t len = sizeof(d->sndbuf);
     if (getsockopt(sock, SOL_SOCKET, SO_SNDBUF, &d->sndbuf, &len) < 0 || d->sndbuf < 2 * VUB_REPLY_ROOM) {
         d->sndbuf = 0;   /* not a socket we can measure (tests): dispatch as before */
@@ -465,6 +524,7 @@ void vub_free(vub_dev *d)
     }
     if (d->initialised) {
         vub_discarder_stop(&d->bg);
+        vub_state_destroy(&d->xfer);
         vu_deinit(&d->vu);
     }
     forget_regions(d);
@@ -1184,4 +1244,59 @@ int vub_connect_unix(const char *path)
         return ret;
     }
     return fd;
+}
+
+/* --- device state transfer --- */
+
+int vub_state_save(vub_dev *d, const void *buf, size_t len, int failed)
+{
+    return -vub_state_give(&d->xfer, buf, len, failed);
+}
+
+int64_t vub_state_take(vub_dev *d, void *dst, size_t cap)
+{
+    size_t len;
+    const uint8_t *b = vub_state_loaded(&d->xfer, &len);
+
+    if (!b) {
+        return -ENOENT;
+    }
+    if (len > cap) {
+        return -ENOSPC;
+    }
+    memcpy(dst, b, len);
+    return (int64_t)len;
+}
+
+int vub_state_reply(vub_dev *d, int failed)
+{
+    struct __attribute__((packed)) {
+        uint32_t request, flags, size;
+        uint64_t u64;
+    } r = {
+        VUB_USER_CHECK_DEVICE_STATE, VUB_USER_VERSION | VHOST_USER_REPLY_MASK, 8, failed ? 1 : 0,
+    };
+    size_t off = 0;
+
+    if (!d->state_reply_owed) {
+        return -EINVAL;
+    }
+    d->state_reply_owed = 0;
+    vub_state_reset(&d->xfer);   /* the bytes were taken */
+    while (off < sizeof(r)) {
+        ssize_t n = send(d->vu.sock, (char *)&r + off, sizeof(r) - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            struct pollfd p = { .fd = d->vu.sock, .events = POLLOUT };
+            if (poll(&p, 1, 1000) <= 0) {
+                return -ETIMEDOUT;   /* a frontend that reads no replies: it gets none */
+            }
+        } else {
+            return n < 0 ? -errno : -EIO;
+        }
+    }
+    return 0;
 }

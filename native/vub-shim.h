@@ -27,6 +27,9 @@ enum {
     VUB_EV_SET_CONFIG = 6,    /* a = offset, b = size (config updated)    */
     VUB_EV_PANIC = 7,         /* message in vub_last_panic()              */
     VUB_EV_OVERFLOW = 8,      /* events were lost: a = how many           */
+    VUB_EV_STATE_SAVE = 9,    /* SET_DEVICE_STATE_FD (SAVE): vub_state_save() */
+    VUB_EV_STATE_LOADED = 10, /* CHECK_DEVICE_STATE (LOAD): u = bytes; take them, then vub_state_reply() */
+    VUB_EV_STATE_FAILED = 11, /* a transfer failed: a = direction, b = errno */
 };
 
 typedef struct vub_event {
@@ -167,5 +170,15 @@ int vub_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds
 ssize_t vub_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds);
 int vub_listen_unix(const char *path, int backlog);  /* fd or -errno */
 int vub_connect_unix(const char *path);              /* fd or -errno */
+
+/*
+ * Device state transfer (migration; see vub-state.h). After
+ * VUB_EV_STATE_SAVE the daemon gives the bytes to send (failed != 0: none,
+ * and QEMU's check fails); after VUB_EV_STATE_LOADED it takes the bytes
+ * read and answers QEMU's check. 0 / bytes, or -errno.
+ */
+int vub_state_save(vub_dev *d, const void *buf, size_t len, int failed);
+int64_t vub_state_take(vub_dev *d, void *dst, size_t cap);
+int vub_state_reply(vub_dev *d, int failed);
 
 #endif

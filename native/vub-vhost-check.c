@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #endif
 #include "vub-vhost-check.h"
+#include "vub-state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -94,6 +95,13 @@ static __thread uint32_t dispatching;
 static const char *req_name(uint32_t req, char *buf, size_t len)
 {
     const char *s = req < VHOST_USER_MAX ? vu_request_to_string(req) : NULL;
+
+    if (req == VUB_USER_SET_DEVICE_STATE_FD) {
+        return "SET_DEVICE_STATE_FD";
+    }
+    if (req == VUB_USER_CHECK_DEVICE_STATE) {
+        return "CHECK_DEVICE_STATE";
+    }
 
     if (s && strncmp(s, "VHOST_USER_", 11) == 0) {
         return s + 11;
@@ -400,6 +408,14 @@ bool vub_vhost_check_msg(VuDev *dev, VhostUserMsg *vmsg)
     REFUSE_IF((vmsg->flags & VHOST_USER_VERSION_MASK) != 1 ||
               vmsg->flags & ~(uint32_t)(VHOST_USER_VERSION_MASK | VHOST_USER_NEED_REPLY_MASK),
               "flags 0x%" PRIx32, vmsg->flags);
+    /* Newer than libvhost-user 7.2 (vub-state.h): handled by the shim. */
+    if (req == VUB_USER_SET_DEVICE_STATE_FD || req == VUB_USER_CHECK_DEVICE_STATE) {
+        bool set = req == VUB_USER_SET_DEVICE_STATE_FD;
+        REFUSE_IF(!(dev->protocol_features & BIT(VUB_PROTOCOL_F_DEVICE_STATE)), "DEVICE_STATE was not negotiated");
+        REFUSE_IF(vmsg->size != (set ? 8u : 0u), "payload of %" PRIu32 " bytes, want %u", vmsg->size, set ? 8u : 0u);
+        REFUSE_IF(vmsg->fd_num != (set ? 1 : 0), "%d fds, want %d", vmsg->fd_num, set ? 1 : 0);
+        return true;
+    }
     /* Unknown requests include NONE, on which libvhost-user calls exit(0). */
     REFUSE_IF(!r || !r->ok, "%s", r && r->no ? r->no : "unsupported request");
     REFUSE_IF(r->feature && !(dev->protocol_features & BIT(r->feature)), "%s was not negotiated", r->fname);

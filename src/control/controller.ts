@@ -145,6 +145,12 @@ export class Controller extends EventEmitter<{ event: [unknown]; runtimeChanged:
       this.apply({ type: 'manual-target', pages, owner: 'qemu-monitor' });
     });
     device.on('incomingTarget', (pages) => this.apply({ type: 'incoming-target', pages }));
+    device.on('incomingState', (st) => this.apply({ type: 'incoming-state', pages: st.targetPages, hold: st.hold, guestPressureAgeMs: st.guestPressureAgeMs }));
+    // What a migration carries of the policy (device-state.ts).
+    device.policyHandover = () => ({
+      hold: this.state.hold ? { owner: this.state.hold.owner } : null,
+      guestPressureAgeMs: this.state.lastGuestPressureAt === null ? null : Math.max(0, this.now() - this.state.lastGuestPressureAt),
+    });
     device.on('inflated', () => {
       this.balloonSize('queues');
       this.sample();

@@ -19,6 +19,7 @@ export type BadInputKind =
   | 'oversized_report'      // report with more entries than the device reads
   | 'discard_failed'        // madvise(MADV_REMOVE) refused a range
   | 'device_error'          // libvhost-user marked the device broken
+  | 'bad_device_state'      // a migration's device state failed its checks (device-state.ts)
   | 'second_frontend';      // another frontend tried to connect
 
 export class BadInputCounter {

@@ -8,18 +8,19 @@ import type { DeviceTransport, Element } from './transport.js';
 import {
   BALLOON_PAGE_SIZE, CONFIG_OFFSET_ACTUAL, CONFIG_OFFSET_NUM_PAGES, CONFIG_SIZE, QueueRole,
   VIRTIO_BALLOON_F_DEFLATE_ON_OOM, VIRTIO_BALLOON_F_MUST_TELL_HOST,
-  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_SLAVE_REQ, VHOST_SET_CONFIG_TYPE_MASTER, VHOST_SET_CONFIG_TYPE_MIGRATION,
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_DEVICE_STATE, VHOST_USER_PROTOCOL_F_SLAVE_REQ, VHOST_SET_CONFIG_TYPE_MASTER, VHOST_SET_CONFIG_TYPE_MIGRATION,
 } from '../virtio/constants.js';
 import { decodeConfig, encodeConfig, touchesField } from '../virtio/config.js';
 import { DEFAULT_FEATURE_CHOICE, FeatureChoice, featureNames, has, MAX_QUEUES, offeredFeatures, queueRoles } from '../virtio/features.js';
 import { BadInputCounter, BadInputKind } from './bad-input.js';
 import { DeviceCounters, newCounters } from './counters.js';
 import { BackgroundDiscard, DiscardResult, discardRanges } from './discard.js';
-import type { BalloonDeviceOptions, DeviceEvents, StatsSample } from './device-types.js';
+import type { BalloonDeviceOptions, DeviceEvents, PolicyHandover, StatsSample } from './device-types.js';
 import { readOut } from './element-io.js';
 import { BalloonLedger } from './ledger.js';
 import { parseMessages } from './messages.js';
-import { decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
+import { clipToRam, decodePfns, PfnRange, pfnsToRanges, RamRegion, rangeBytes } from './pfn.js';
+import { decodeState, encodeState } from './device-state.js';
 import { discardReportSteps } from './reporting.js';
 import { freeable, hasHugePages, hugeSpans } from './huge-pages.js';
 import { Renaming } from './renaming.js';
@@ -95,6 +96,10 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private readonly renaming = new Renaming();
   /** `actual` came with SET_CONFIG of type MIGRATION on this connection. */
   private incoming = false;
+  /** Pages the source's state named (device-state.ts): in the ledger, freed here once guest RAM is mapped. */
+  private arrived: PfnRange[] = [];
+  /** The policy's part of the state a migration carries; set by the controller. */
+  policyHandover: () => PolicyHandover = () => ({ hold: null, guestPressureAgeMs: null });
   /** Pages in the balloon, by PFN (see ledger.ts). */
   private readonly ledger = new BalloonLedger();
   /** Pause, reset, reconnect: what becomes of the balloon and of pending discards (restart.ts). */
@@ -139,8 +144,9 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       maxQueues: MAX_QUEUES,
       deviceFeatures: offeredFeatures(this.choice),
       // CONFIG comes with the get/set_config callbacks; SLAVE_REQ is in
-      // libvhost-user's default set. Both are required below.
-      protocolFeatures: 0n,
+      // libvhost-user's default set. Both are required below. DEVICE_STATE:
+      // the page set and the hold move with a migration (device-state.ts).
+      protocolFeatures: 1n << BigInt(VHOST_USER_PROTOCOL_F_DEVICE_STATE),
       configLen: CONFIG_SIZE,
     };
   }
@@ -231,6 +237,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     this.actualPages = 0;
     this.renaming.stop();
     this.incoming = false;
+    this.arrived = [];
     this.continuity.attached();
     // Before the frontend reads the config: the controller sets the last
     // guest's target aside. A target set before any frontend came is for
@@ -247,6 +254,10 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     conn.on('kick', (q) => this.service(q));
     conn.on('setConfig', (off, size, flags) => this.onSetConfig(off, size, flags));
     conn.on('panic', (msg) => this.onPanic(msg));
+    conn.on('stateSave', () => this.onStateSave());
+    conn.on('stateLoaded', (bytes) => this.onStateLoaded(bytes));
+    conn.on('stateFailed', (dir, errno) => this.log.warn({ direction: dir === 0 ? 'save' : 'load', errno },
+      'migration: the device state transfer failed; QEMU fails the migration and the source runs on'));
     conn.once('closed', (reason) => this.onClosed(reason));
   }
 
@@ -357,6 +368,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
           this.log.info({ pages }, 'discarding pages the guest ballooned before it reconnected');
           this.deferred.add(a.carried);
         }
+        this.freeArrived();
         // Arrived by migration: the pages are backed again here (renaming.ts).
         if (this.incoming && this.ledger.unnamed > 0 && this.deferred && this.roles.includes('deflate')) {
           this.log.info({ unnamedPages: this.ledger.unnamed }, 'incoming migration: the guest names its balloon again so its pages can be freed');
@@ -368,6 +380,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       }
       case 'new-guest': {
         this.incoming = false;
+        this.arrived = [];
         const had = this.ledger.size;
         this.ledger.clear();
         if (had || a.carried.length) this.log.info({ pages: had }, 'a new guest: the last frontend\'s balloon is forgotten');
@@ -400,6 +413,75 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       if (flags === VHOST_SET_CONFIG_TYPE_MIGRATION) this.emit('incomingTarget', requested);
       else this.emit('frontendTarget', requested);
     }
+  }
+
+  /** Migration, source: the stopped device's state for the destination's daemon (device-state.ts). */
+  private onStateSave(): void {
+    const conn = this.conn;
+    if (!conn?.giveState) return;
+    let state: Buffer | null = null;
+    try {
+      state = encodeState({
+        actualPages: this.actualPages, targetPages: this.targetPages, unnamedPages: this.ledger.unnamed,
+        runs: this.ledger.runs(), ...this.policyHandover(),
+      });
+    } finally {
+      // null fails QEMU's check, and so the migration: better than a hang on the pipe.
+      const ret = conn.giveState(state);
+      if (state && ret === 0) {
+        this.log.info({ bytes: state.length, pages: this.ledger.size, targetPages: this.targetPages },
+          'migration: the balloon\'s page set and hold go to the destination');
+      } else {
+        this.log.error({ errno: -ret }, 'migration: could not hand the device state to QEMU; the migration fails');
+      }
+    }
+  }
+
+  /**
+   * Migration, destination: the source's state. Checked whole before any of
+   * it is taken: a bad one fails QEMU's check, so the migration fails and
+   * the source runs on. Its pages join the ledger now and are freed once
+   * the queues start (guest RAM is mapped then: freeArrived()).
+   */
+  private onStateLoaded(bytes: number): void {
+    const conn = this.conn;
+    if (!conn?.takeState || !conn.answerState) return;
+    const buf = conn.takeState(bytes);
+    const r = buf ? decodeState(buf) : { ok: false as const, error: 'the state was gone before it was read' };
+    if (!r.ok) {
+      this.record('bad_device_state', { bytes, error: r.error });
+      conn.answerState(false);
+      return;
+    }
+    const s = r.state;
+    this.ledger.clear();
+    this.ledger.inflate(s.runs);
+    this.arrived = s.runs;
+    this.log.info({ pages: this.ledger.size, unnamedPages: s.unnamedPages, targetPages: s.targetPages, hold: s.hold?.owner ?? null },
+      'incoming migration: the source\'s page set and hold arrived');
+    this.emit('balloonChanged', this.ledger.size);
+    this.emit('incomingState', { targetPages: s.targetPages, hold: s.hold, guestPressureAgeMs: s.guestPressureAgeMs });
+    conn.answerState(true);
+  }
+
+  /** Free the pages an incoming migration named (QEMU's incoming RAM allocated them all), once guest RAM is mapped. */
+  private freeArrived(): void {
+    const conn = this.conn;
+    const runs = this.arrived;
+    this.arrived = [];
+    if (!conn || runs.length === 0) return;
+    const { inside, outside } = clipToRam(runs, this.ram);
+    if (outside.length) {
+      const n = this.ledger.deflate(outside).removed;
+      this.record('pfn_outside_ram', { queue: 'migration', rejected: n }, n);
+    }
+    const free = this.huge ? freeable(inside, this.ram, (r) => this.ledger.hasAll(r)) : inside;
+    this.log.info({ pages: free.reduce((n, r) => n + r.count, 0) }, 'incoming migration: freeing the ballooned pages');
+    if (this.deferred && !this.giantPages) {
+      this.deferred.add(free);
+      return;
+    }
+    for (const step of this.discardOnLoop(conn, free)) void step;
   }
 
   private onPanic(message: string): void {

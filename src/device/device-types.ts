@@ -58,4 +58,12 @@ export interface DeviceEvents {
   frontendTarget: [pages: number];
   /** An incoming migration brought the source's num_pages (SET_CONFIG of type MIGRATION). */
   incomingTarget: [pages: number];
+  /** An incoming migration brought the source daemon's state (before its num_pages): the hold and the hysteresis. */
+  incomingState: [state: { targetPages: number; hold: { owner: string } | null; guestPressureAgeMs: number | null }];
+}
+
+/** What the policy adds to the state a migration carries (device-state.ts). */
+export interface PolicyHandover {
+  hold: { owner: string } | null;
+  guestPressureAgeMs: number | null;
 }

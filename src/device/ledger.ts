@@ -49,6 +49,11 @@ export class BalloonLedger {
     return this.pages.hasAll(r);
   }
 
+  /** The named pages as ascending merged runs (a migration carries them: device-state.ts). */
+  runs(): PfnRange[] {
+    return this.pages.runsOf();
+  }
+
   inflate(ranges: readonly PfnRange[]): InflateCount {
     let added = 0;
     let total = 0;

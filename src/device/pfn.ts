@@ -60,6 +60,35 @@ export function pfnsToRanges(pfns: Uint32Array, ram: readonly RamRegion[]): { ra
   return { ranges, rejected };
 }
 
+/**
+ * Page runs cut at guest RAM's edges: the parts inside a region, and the
+ * parts outside all of them (runs need not be sorted; regions must not
+ * overlap).
+ */
+export function clipToRam(runs: readonly PfnRange[], ram: readonly RamRegion[]): { inside: PfnRange[]; outside: PfnRange[] } {
+  const regions = ram
+    .map((r) => ({ lo: Math.ceil(r.gpa / BALLOON_PAGE_SIZE), hi: Math.floor((r.gpa + r.size) / BALLOON_PAGE_SIZE) }))
+    .filter((r) => r.hi > r.lo)
+    .sort((a, b) => a.lo - b.lo);
+  const inside: PfnRange[] = [];
+  const outside: PfnRange[] = [];
+  for (const run of runs) {
+    let at = run.pfn;
+    const end = run.pfn + run.count;
+    for (const r of regions) {
+      if (r.hi <= at) continue;
+      if (r.lo >= end) break;
+      if (r.lo > at) outside.push({ pfn: at, count: r.lo - at });
+      const stop = Math.min(end, r.hi);
+      inside.push({ pfn: Math.max(at, r.lo), count: stop - Math.max(at, r.lo) });
+      at = stop;
+      if (at >= end) break;
+    }
+    if (at < end) outside.push({ pfn: at, count: end - at });
+  }
+  return { inside, outside };
+}
+
 export function rangeBytes(r: PfnRange): { gpa: number; len: number } {
   return { gpa: r.pfn * 2 ** VIRTIO_BALLOON_PFN_SHIFT, len: r.count * BALLOON_PAGE_SIZE };
 }

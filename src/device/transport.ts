@@ -37,6 +37,10 @@ export interface DeviceTransport extends Pick<EventEmitter<ConnectionEvents>, 'o
   discardThread(onDone: () => void): DiscardWorker;
   /** Is [addr, addr+len) wholly inside one mapped region (checked before a piecewise discard)? */
   hostRangeInRam(addr: bigint, len: number): boolean;
+  /** Migration (vhost-user device state transfer); absent: the transport cannot carry state. See VhostUserConnection. */
+  giveState?(state: Buffer | null): number;
+  takeState?(bytes: number): Buffer | null;
+  answerState?(ok: boolean): number;
   /** Host memory backing guest RAM, or null (unknown); absent: unknown. */
   backedBytes?(): number | null;
   /** Page size backing guest RAM at a host address (0: not guest RAM); absent: 4 KiB everywhere. */

@@ -124,6 +124,25 @@ export function step(prev: PolicyState, ev: PolicyEvent, nowIn: number): StepRes
       return decide({ ...s, previousGuest: null, targetPages: Math.min(pages, max) }, s, now, 'incoming-target', pages > max ? 'ceiling' : null,
         `incoming target ${mib(pages)}`, 'the migrated guest keeps its target; automatic mode goes on from it');
     }
+    case 'incoming-state': {
+      const max = ceilingPages(s);
+      const pages = pagesOf(ev.pages);
+      const age = ev.guestPressureAgeMs;
+      const pressure = age !== null && age < s.params.hysteresisMs
+        ? { lastGuestPressureAt: now - age, lastGuestPressureSource: s.lastGuestPressureSource ?? ('message' as const) } : {};
+      // A hold set here before the guest arrived wins over the source's.
+      if (s.hold) {
+        return decide({ ...s, previousGuest: null, ...pressure }, s, now, 'incoming-state', 'manual-hold',
+          `incoming state: target ${mib(pages)}${ev.hold ? `, held by ${ev.hold.owner}` : ''}`, `held here by ${s.hold.owner}: this hold's target stays`);
+      }
+      const next: PolicyState = {
+        ...s, previousGuest: null, ...pressure, targetPages: Math.min(pages, max),
+        hold: ev.hold ? { owner: ev.hold.owner, since: now } : null,
+      };
+      const why = ev.hold ? `held by ${ev.hold.owner} on the source: the hold comes along` : 'the migrated guest keeps its target; automatic mode goes on from it';
+      return decide(next, s, now, 'incoming-state', pages > max ? 'ceiling' : null,
+        `incoming state: target ${mib(pages)}${age !== null ? `, guest pressure ${Math.round(age / 1000)} s ago` : ''}`, why);
+    }
     case 'release':
       if (!s.hold) return quiet(s);
       return decide({ ...s, hold: null }, s, now, 'release', null, `release by ${s.hold.owner}`,

@@ -68,6 +68,12 @@ export type PolicyEvent =
   | { type: 'manual-target'; pages: number; owner: string }
   /** An incoming migration brought the source's target: the guest's own, not a hold. */
   | { type: 'incoming-target'; pages: number }
+  /**
+   * An incoming migration brought the source daemon's own state (before its
+   * num_pages): the operator's hold and how long ago the guest was last in
+   * pressure (the hysteresis goes on).
+   */
+  | { type: 'incoming-state'; pages: number; hold: { owner: string } | null; guestPressureAgeMs: number | null }
   | { type: 'release' }
   | { type: 'auto'; enabled: boolean }
   /** New, already validated settings (mergeParams / validateParams). */
@@ -97,7 +103,7 @@ export type Rule =
   | 'guest-pressure-cancel' | 'guest-pressure-deflate' | 'guest-pressure-ignored'
   /** deflate-on-OOM during a manual hold or with auto off: the inflation is still cancelled. */
   | 'oom-cancel'
-  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover' | 'new-frontend' | 'incoming-target'
+  | 'manual-target' | 'release' | 'auto-on' | 'auto-off' | 'tune' | 'clamp' | 'recover' | 'new-frontend' | 'incoming-target' | 'incoming-state'
   /** The host-wide runner moved the target: host policy need / give-back, or a baseline's round. */
   | 'host-policy-inflate' | 'host-policy-deflate' | 'host-policy-ignored';
 

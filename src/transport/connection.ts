@@ -10,6 +10,7 @@ import { eventfdRead, SysError } from './libc.js';
 import {
   native, VUB_DISPATCH_GONE, VUB_DISPATCH_IDLE, VUB_DISPATCH_WAIT_OUT, VUB_EVENT_SIZE, VUB_EV_KICK, VUB_EV_OVERFLOW,
   VUB_EV_PANIC, VUB_EV_QUEUE_STARTED, VUB_EV_REMOVE_WATCH, VUB_EV_SET_CONFIG, VUB_EV_SET_FEATURES, VUB_EV_SET_WATCH,
+  VUB_EV_STATE_FAILED, VUB_EV_STATE_LOADED, VUB_EV_STATE_SAVE,
 } from './native.js';
 
 // libvhost-user's VU_WATCH_* are poll(2) bits.
@@ -36,6 +37,12 @@ export interface ConnectionEvents {
   setConfig: [offset: number, size: number, flags: number];
   panic: [message: string];
   closed: [reason: string];
+  /** Migration, source: QEMU asks for the backend's state; answer with giveState() (vhost-user device state transfer). */
+  stateSave: [];
+  /** Migration, destination: the source's state arrived (`bytes` long); takeState(), then answerState(). */
+  stateLoaded: [bytes: number];
+  /** A state transfer failed in the shim (direction 0 save, 1 load; errno). */
+  stateFailed: [direction: number, errno: number];
 }
 
 /** A popped virtqueue element: its sg lists as host addresses. */
@@ -160,6 +167,26 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> implemen
     const ret = Number(this.shim.vub_config_change(this.dev));
     this.drain(); // the shim may have asked for a POLLOUT watch
     return ret;
+  }
+
+  /** Migration, source: the state to send (null: none, and QEMU's check fails, so the migration does). 0 or -errno. */
+  giveState(state: Buffer | null): number {
+    if (this.dev === null) return -ENOTCONN;
+    return Number(this.shim.vub_state_save(this.dev, state ?? Buffer.alloc(0), state?.length ?? 0, state ? 0 : 1));
+  }
+
+  /** Migration, destination: the bytes that arrived (stateLoaded), or null if they are gone. */
+  takeState(bytes: number): Buffer | null {
+    if (this.dev === null) return null;
+    const b = Buffer.alloc(bytes);
+    const n = Number(this.shim.vub_state_take(this.dev, b, bytes));
+    return n === bytes ? b : null;
+  }
+
+  /** Migration, destination: tell QEMU whether the state made sense (its CHECK_DEVICE_STATE). 0 or -errno. */
+  answerState(ok: boolean): number {
+    if (this.dev === null) return -ENOTCONN;
+    return Number(this.shim.vub_state_reply(this.dev, ok ? 0 : 1));
   }
 
   /** CONFIG_CHANGE_MSGs sent whole, sends that found the channel full, and whether one waits now. */
@@ -474,6 +501,18 @@ export class VhostUserConnection extends EventEmitter<ConnectionEvents> implemen
         break;
       case VUB_EV_OVERFLOW:
         this.emit('panic', `lost ${a} libvhost-user events`);
+        break;
+      case VUB_EV_STATE_SAVE:
+        // QEMU waits on the pipe for this: never leave it without an answer.
+        if (this.listenerCount('stateSave') === 0) this.giveState(null);
+        else this.emit('stateSave');
+        break;
+      case VUB_EV_STATE_LOADED:
+        if (this.listenerCount('stateLoaded') === 0) this.answerState(false);
+        else this.emit('stateLoaded', Number(u));
+        break;
+      case VUB_EV_STATE_FAILED:
+        this.emit('stateFailed', a, b);
         break;
       default:
         break;

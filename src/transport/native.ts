@@ -14,6 +14,10 @@ export const VUB_EV_SET_FEATURES = 5;
 export const VUB_EV_SET_CONFIG = 6;
 export const VUB_EV_PANIC = 7;
 export const VUB_EV_OVERFLOW = 8;
+/** Device state transfer (native/vub-state.h): QEMU asks for the state; the state has arrived; a transfer failed. */
+export const VUB_EV_STATE_SAVE = 9;
+export const VUB_EV_STATE_LOADED = 10;
+export const VUB_EV_STATE_FAILED = 11;
 /** vub_dispatch_ready() results. */
 export const VUB_DISPATCH_GONE = 0;
 export const VUB_DISPATCH_OK = 1;
@@ -85,6 +89,9 @@ function bind() {
     vub_bg_export: lib.func('uint32_t vub_bg_export(vub_dev *d, _Out_ void *pairs, uint32_t max)'),
     vub_bg_collect: lib.func('int vub_bg_collect(vub_dev *d, _Out_ void *out)'),
     vub_bg_wait: lib.func('void vub_bg_wait(vub_dev *d)'),
+    vub_state_save: lib.func('int vub_state_save(vub_dev *d, const void *buf, size_t len, int failed)'),
+    vub_state_take: lib.func('int64_t vub_state_take(vub_dev *d, _Out_ void *dst, size_t cap)'),
+    vub_state_reply: lib.func('int vub_state_reply(vub_dev *d, int failed)'),
     vub_send_fds: lib.func('int vub_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds)'),
     vub_recv_fds: lib.func('ssize_t vub_recv_fds(int sock, _Out_ void *buf, size_t len, _Out_ void *fds, int maxfds, _Out_ int *nfds)'),
     vub_listen_unix: lib.func('int vub_listen_unix(const char *path, int backlog)'),

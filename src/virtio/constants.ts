@@ -74,6 +74,8 @@ export type QueueRole = 'inflate' | 'deflate' | 'stats' | 'free_page' | 'reporti
 export const VHOST_USER_PROTOCOL_F_REPLY_ACK = 3;
 export const VHOST_USER_PROTOCOL_F_SLAVE_REQ = 5;
 export const VHOST_USER_PROTOCOL_F_CONFIG = 9;
+/** QEMU 8.2's device state transfer (SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE); our 7.2 patch backports it. */
+export const VHOST_USER_PROTOCOL_F_DEVICE_STATE = 19;
 
 // VhostUserConfig.flags of SET_CONFIG (QEMU's VhostSetConfigType).
 export const VHOST_SET_CONFIG_TYPE_MASTER = 0;

@@ -130,6 +130,11 @@ export class SimGuest {
     this.roles = queueOrder(this.negotiated, mq);
   }
 
+  /** After start({ noQueues: true }): the driver's probe (an incoming migration's destination starts here). */
+  startQueues(): void {
+    this.probe();
+  }
+
   /** Driver probe: rings (init_vqs), DRIVER_OK (QEMU starts vhost), prime stats. */
   private probe(): void {
     const opts = { eventIdx: this.has(VIRTIO_RING_F_EVENT_IDX), indirect: this.has(VIRTIO_RING_F_INDIRECT_DESC) };
@@ -171,19 +176,20 @@ export class SimGuest {
     return decodeConfigSpace(r.payload.subarray(12));
   }
 
-  /** update_balloon_size(): the driver writes `actual`; QEMU forwards it as SET_CONFIG. */
-  writeActual(pages = this.pages.size): void {
+  /** update_balloon_size(): the driver writes `actual`; QEMU forwards it as SET_CONFIG (flags 1: MIGRATION, from post_load). */
+  writeActual(pages = this.pages.size, flags = 0): void {
     const b = Buffer.alloc(4);
     b.writeUInt32LE(pages >>> 0);
-    this.setConfig(CONFIG_OFFSET_ACTUAL, b);
+    this.setConfig(CONFIG_OFFSET_ACTUAL, b, flags);
   }
 
-  /** SET_CONFIG {offset, size, flags = VHOST_SET_CONFIG_TYPE_MASTER, data}. */
-  setConfig(offset: number, data: Buffer): void {
+  /** SET_CONFIG {offset, size, flags (VHOST_SET_CONFIG_TYPE_MASTER 0, _MIGRATION 1), data}. */
+  setConfig(offset: number, data: Buffer, flags = 0): void {
     if (offset === CONFIG_OFFSET_ACTUAL && data.length >= 4) this.lastActual = data.readUInt32LE(0);
     const p = Buffer.alloc(12 + data.length);
     p.writeUInt32LE(offset, 0);
     p.writeUInt32LE(data.length, 4);
+    p.writeUInt32LE(flags, 8);
     data.copy(p, 12);
     this.fe.acked(VHOST_USER.SET_CONFIG, p);
   }

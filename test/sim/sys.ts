@@ -16,6 +16,20 @@ const socketpairRaw = lib.func('int socketpair(int domain, int type, int protoco
 const setsockoptRaw = lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)');
 export const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
 const fcntlRaw = lib.func('int fcntl(int fd, int cmd, int arg)');
+const pipe2Raw = lib.func('int pipe2(void *fds, int flags)');
+const O_CLOEXEC = 0o2000000;
+
+/** F_SETPIPE_SZ: the pipe fills after `bytes` (rounded up to a page). */
+export function setPipeSize(fd: number, bytes: number): void {
+  check('fcntl(F_SETPIPE_SZ)', fcntlRaw(fd, 1031, bytes));
+}
+
+/** A pipe: [read end, write end] (close-on-exec). */
+export function pipe(): [number, number] {
+  const b = Buffer.alloc(8);
+  check('pipe2', pipe2Raw(b, O_CLOEXEC));
+  return [b.readInt32LE(0), b.readInt32LE(4)];
+}
 const F_GETFL = 3;
 
 /** The file status flags of fd (O_NONBLOCK is 0o4000). */

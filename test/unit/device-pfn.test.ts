@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { countPages, decodePfns, pfnInRam, pfnsToRanges, rangeBytes } from '../../src/device/pfn.js';
+import { clipToRam, countPages, decodePfns, pfnInRam, pfnsToRanges, rangeBytes } from '../../src/device/pfn.js';
 
 const le32 = (...v: number[]) => {
   const b = Buffer.alloc(v.length * 4);
@@ -53,5 +53,22 @@ describe('pfnsToRanges', () => {
     const big = [{ gpa: 0x100000000, size: 0x40000000 }];
     expect(pfnsToRanges(Uint32Array.from([0x100000, 0x100001]), big).ranges).toEqual([{ pfn: 0x100000, count: 2 }]);
     expect(rangeBytes({ pfn: 0x100000, count: 1 }).gpa).toBe(0x100000000);
+  });
+});
+
+describe('clipToRam', () => {
+  it.each([
+    ['inside one region', [{ pfn: 0x200, count: 16 }], [{ pfn: 0x200, count: 16 }], []],
+    ['across the VGA hole', [{ pfn: 0x90, count: 0x80 }], [{ pfn: 0x90, count: 0x10 }, { pfn: 0x100, count: 0x10 }], [{ pfn: 0xa0, count: 0x60 }]],
+    ['past the end of RAM', [{ pfn: 0x3fff0, count: 0x20 }], [{ pfn: 0x3fff0, count: 0x10 }], [{ pfn: 0x40000, count: 0x10 }]],
+    ['wholly outside', [{ pfn: 0xffff_0000, count: 5 }], [], [{ pfn: 0xffff_0000, count: 5 }]],
+    ['empty', [], [], []],
+  ])('%s', (_n, runs, inside, outside) => {
+    expect(clipToRam(runs, RAM)).toEqual({ inside, outside });
+  });
+
+  it('regions that touch (two memory backends) keep a run whole, in two parts', () => {
+    const two = [{ gpa: 0, size: 0x100000 }, { gpa: 0x100000, size: 0x100000 }];
+    expect(clipToRam([{ pfn: 0xf0, count: 0x20 }], two)).toEqual({ inside: [{ pfn: 0xf0, count: 0x10 }, { pfn: 0x100, count: 0x10 }], outside: [] });
   });
 });

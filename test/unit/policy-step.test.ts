@@ -312,3 +312,40 @@ describe('defaults', () => {
     expect(r.state.targetPages).toBe(2 * STEP);
   });
 });
+
+describe('incoming-state (a migration brought the source daemon\'s state)', () => {
+  const incoming = (pages: number, owner: string | null, guestPressureAgeMs: number | null = null): PolicyEvent =>
+    ({ type: 'incoming-state', pages, hold: owner ? { owner } : null, guestPressureAgeMs });
+
+  it.each([
+    ['the source\'s hold comes along with its target', incoming(P(512), 'operator'), 'manual', P(512), 'operator', null],
+    ['no hold: the target, automatic', incoming(P(256), null), 'auto', P(256), null, null],
+    ['a target above the ceiling is lowered to it, the hold kept', incoming(P(900), 'operator'), 'manual', P(768), 'operator', 'ceiling'],
+  ])('%s', (_n, ev, wantMode, wantTarget, wantOwner, cause) => {
+    const r = run(ready(params({ maxBalloonBytes: 768 * MiB })), [[0, ev]]);
+    expect([mode(r.state), r.state.targetPages, r.state.hold?.owner ?? null]).toEqual([wantMode, wantTarget, wantOwner]);
+    expect(r.decisions[0]).toMatchObject({ rule: 'incoming-state', cause });
+  });
+
+  it('a hold set here before the guest arrived wins over the source\'s', () => {
+    const r = run(ready(), [[0, manual(P(64), 'here')], [1, incoming(P(512), 'source')]]);
+    expect([r.state.targetPages, r.state.hold?.owner]).toEqual([P(64), 'here']);
+    expect(r.decisions[1]).toMatchObject({ rule: 'incoming-state', cause: 'manual-hold' });
+  });
+
+  it.each([
+    ['20 s ago: 40 s of the 60 s hysteresis are left', 20_000, 1000, true, 40_999, true, 41_000, false],
+    ['70 s ago: over', 70_000, 1000, false, 1001, false, 1001, false],
+  ])('guest pressure %s', (_n, age, at, inAt, t1, in1, t2, in2) => {
+    const r = run(ready(params({ hysteresisMs: 60_000 })), [[at, incoming(P(32), null, age)]]);
+    expect(guestInPressure(r.state, at)).toBe(inAt);
+    expect(guestInPressure(r.state, t1)).toBe(in1);
+    expect(guestInPressure(r.state, t2)).toBe(in2);
+  });
+
+  it('the incoming num_pages that follows does not undo the hold', () => {
+    const r = run(ready(), [[0, incoming(P(512), 'operator')], [1, { type: 'incoming-target', pages: P(512) }]]);
+    expect([mode(r.state), r.state.targetPages]).toEqual(['manual', P(512)]);
+    expect(r.decisions[1]).toMatchObject({ rule: 'incoming-target', cause: 'manual-hold' });
+  });
+});

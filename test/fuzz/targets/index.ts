@@ -2,6 +2,7 @@
 // exporting a FuzzTarget (see ../harness.ts), listed below, and a
 // test/fuzz/NAME.test.ts calling fuzzTest() on it.
 import type { FuzzTarget } from '../harness.js';
+import { deviceStateTarget } from './device-state.js';
 import { readOutTarget } from './element-io.js';
 import { messagesTarget } from './messages.js';
 import { pageSetTarget } from './page-set.js';
@@ -10,5 +11,5 @@ import { reportingTarget } from './reporting.js';
 import { statsTarget } from './stats.js';
 
 export const TARGETS: ReadonlyArray<FuzzTarget<unknown>> = [
-  pfnTarget, statsTarget, messagesTarget, readOutTarget, pageSetTarget, reportingTarget,
+  pfnTarget, statsTarget, messagesTarget, readOutTarget, pageSetTarget, reportingTarget, deviceStateTarget,
 ];
