@@ -32,7 +32,7 @@
 #define VUB_STATE_SAVE 0
 #define VUB_STATE_LOAD 1
 
-/* A page set of a 16 TiB guest fits; anything larger is not ours. */
+/* 8 million page runs (device-state.ts): a 32 GiB balloon of single pages; Linux's are a few runs. */
 #define VUB_STATE_MAX (64u << 20)
 /* CHECK_DEVICE_STATE waits this long for the thread, then says "failed". */
 #define VUB_STATE_CHECK_MS 500

@@ -420,16 +420,19 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
     const conn = this.conn;
     if (!conn?.giveState) return;
     let state: Buffer | null = null;
+    let runs = 0;
     try {
+      const named = this.ledger.runs();
+      runs = named.length;
       state = encodeState({
         actualPages: this.actualPages, targetPages: this.targetPages, unnamedPages: this.ledger.unnamed,
-        runs: this.ledger.runs(), ...this.policyHandover(),
+        runs: named, ...this.policyHandover(),
       });
     } finally {
       // null fails QEMU's check, and so the migration: better than a hang on the pipe.
       const ret = conn.giveState(state);
       if (state && ret === 0) {
-        this.log.info({ bytes: state.length, pages: this.ledger.size, targetPages: this.targetPages },
+        this.log.info({ bytes: state.length, pages: this.ledger.size, runs, targetPages: this.targetPages },
           'migration: the balloon\'s page set and hold go to the destination');
       } else {
         this.log.error({ errno: -ret }, 'migration: could not hand the device state to QEMU; the migration fails');

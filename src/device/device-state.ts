@@ -6,7 +6,12 @@
 //
 // Layout, little-endian:
 //   "VUBS"  u16 version (1)  u16 0  u32 header bytes  header (JSON)
-//   u32 runs  runs x (u32 first PFN, u32 pages)  u32 CRC-32 of all before it
+//   u32 runs  u32 run bytes  runs  u32 CRC-32 of all before it
+// Each run is two LEB128 varints: the gap since the end of the last run
+// (the first run: its PFN), less one after the first run, then its pages,
+// less one. Linux's balloon is a few long runs; a balloon of single pages
+// every other page costs 2 bytes a page (512 KiB per GiB ballooned), so
+// the shim's 64 MiB bound on a state holds a 128 GiB balloon even then.
 // Runs are ascending, non-empty, apart from each other and below 2^32 (the
 // balloon's PFNs are u32). The destination checks all of it before it takes
 // any of it: a state that fails a check fails the migration (QEMU's
@@ -35,26 +40,49 @@ export interface MigratedState {
   runs: PfnRange[];
 }
 
+/** LEB128 of a u32 into out at off; returns the new offset. */
+function putVarint(out: Buffer, off: number, v: number): number {
+  while (v >= 0x80) {
+    out[off++] = (v & 0x7f) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[off++] = v;
+  return off;
+}
+
+/** A LEB128 u32 at off (at most 5 bytes, value < 2^32), or null if it is cut short or too large. */
+function getVarint(buf: Buffer, off: number, end: number): { v: number; off: number } | null {
+  let v = 0;
+  for (let i = 0, scale = 1; i < 5 && off < end; i++, scale *= 128) {
+    const b = buf[off++]!;
+    v += (b & 0x7f) * scale;
+    if (!(b & 0x80)) return v < U32 ? { v, off } : null;
+  }
+  return null;
+}
+
 export function encodeState(s: MigratedState): Buffer {
   const header = Buffer.from(JSON.stringify({
     actualPages: s.actualPages, targetPages: s.targetPages, unnamedPages: s.unnamedPages,
     hold: s.hold, guestPressureAgeMs: s.guestPressureAgeMs,
   }));
-  const out = Buffer.alloc(12 + header.length + 4 + s.runs.length * 8 + 4);
+  const runsAt = 12 + header.length + 8;
+  const out = Buffer.alloc(runsAt + s.runs.length * 10 + 4);
   out.write(STATE_MAGIC, 0, 'latin1');
   out.writeUInt16LE(STATE_VERSION, 4);
   out.writeUInt32LE(header.length, 8);
   header.copy(out, 12);
-  let off = 12 + header.length;
-  out.writeUInt32LE(s.runs.length, off);
-  off += 4;
-  for (const r of s.runs) {
-    out.writeUInt32LE(r.pfn, off);
-    out.writeUInt32LE(r.count, off + 4);
-    off += 8;
-  }
+  let off = runsAt;
+  let end = 0;
+  s.runs.forEach((r, i) => {
+    off = putVarint(out, off, i === 0 ? r.pfn : r.pfn - end - 1);
+    off = putVarint(out, off, r.count - 1);
+    end = r.pfn + r.count;
+  });
+  out.writeUInt32LE(s.runs.length, runsAt - 8);
+  out.writeUInt32LE(off - runsAt, runsAt - 4);
   out.writeUInt32LE(crc32(out.subarray(0, off)), off);
-  return out;
+  return out.subarray(0, off + 4);
 }
 
 export type DecodeResult = { ok: true; state: MigratedState } | { ok: false; error: string };
@@ -68,16 +96,19 @@ export function decodeState(buf: Buffer): DecodeResult {
   const version = buf.readUInt16LE(4);
   if (version !== STATE_VERSION) return fail(`state version ${version}; this daemon reads version ${STATE_VERSION} (update the destination's daemon)`);
   const headerBytes = buf.readUInt32LE(8);
-  if (headerBytes > MAX_HEADER_BYTES || 12 + headerBytes + 8 > buf.length) return fail(`header of ${headerBytes} bytes does not fit`);
-  const runsAt = 12 + headerBytes;
-  const runCount = buf.readUInt32LE(runsAt);
-  const end = runsAt + 4 + runCount * 8;
-  if (end + 4 !== buf.length) return fail(`${runCount} runs need ${end + 4} bytes, the state has ${buf.length}`);
+  if (headerBytes > MAX_HEADER_BYTES || 12 + headerBytes + 12 > buf.length) return fail(`header of ${headerBytes} bytes does not fit`);
+  const headerEnd = 12 + headerBytes;
+  const runCount = buf.readUInt32LE(headerEnd);
+  const runBytes = buf.readUInt32LE(headerEnd + 4);
+  const runsAt = headerEnd + 8;
+  const end = runsAt + runBytes;
+  if (end + 4 !== buf.length) return fail(`runs of ${runBytes} bytes need ${end + 4} bytes, the state has ${buf.length}`);
   if (crc32(buf.subarray(0, end)) !== buf.readUInt32LE(end)) return fail('checksum mismatch: the state was damaged on its way');
+  if (runCount > runBytes / 2) return fail(`${runCount} runs cannot fit in ${runBytes} bytes`);
 
   let h: Record<string, unknown>;
   try {
-    const parsed: unknown = JSON.parse(buf.toString('utf8', 12, runsAt));
+    const parsed: unknown = JSON.parse(buf.toString('utf8', 12, headerEnd));
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail('header is not an object');
     h = parsed as Record<string, unknown>;
   } catch {
@@ -97,16 +128,20 @@ export function decodeState(buf: Buffer): DecodeResult {
   const runs: PfnRange[] = [];
   let next = 0;
   let pages = 0;
-  for (let i = 0, off = runsAt + 4; i < runCount; i++, off += 8) {
-    const pfn = buf.readUInt32LE(off);
-    const count = buf.readUInt32LE(off + 4);
-    if (count === 0) return fail(`run ${i} is empty`);
-    if (i > 0 && pfn <= next) return fail(`run ${i} (PFN ${pfn}) is not after run ${i - 1}, which ends at ${next}`);
+  let off = runsAt;
+  for (let i = 0; i < runCount; i++) {
+    const gap = getVarint(buf, off, end);
+    const less = gap && getVarint(buf, gap.off, end);
+    if (!gap || !less) return fail(`run ${i} is cut short or not a u32`);
+    off = less.off;
+    const pfn = i === 0 ? gap.v : next + gap.v + 1;
+    const count = less.v + 1;
     if (pfn + count > U32) return fail(`run ${i} (PFN ${pfn}, ${count} pages) passes PFN 2^32`);
     runs.push({ pfn, count });
     next = pfn + count;
     pages += count;
   }
+  if (off !== end) return fail(`${end - off} bytes after the last run`);
   const unnamed = h.unnamedPages as number;
   if (pages + unnamed >= U32) return fail(`${pages + unnamed} pages: more than a u32 balloon`);
   return {

@@ -1,7 +1,10 @@
 // After an incoming migration the destination's memfd holds every page of
 // guest RAM, ballooned ones too: QEMU reads each zero page it receives
 // before it would write it (ram_handle_compressed), and reading a hole of a
-// shared memfd allocates it. The daemon knows that balloon by count only
+// shared memfd allocates it. Normally the source's page set comes with the
+// device state (device-state.ts) and those pages are freed at once. Without
+// it (the source's daemon died during the migration, or its QEMU or daemon
+// cannot transfer device state) the daemon knows that balloon by count only
 // (`actual`), so it cannot free those pages itself. It has the guest name
 // them again: num_pages below the balloon by its unnamed pages, so the guest
 // deflates them (Linux deflates the pages it inflated last first, and right

@@ -277,13 +277,15 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('libvirt hook and th
     expect(virsh('domstate', B).stdout.trim()).toBe('running');
   }, 180_000);
 
-  it('virsh save and restore of A (libvirt\'s migration to a file): the balloon comes back with its size, its pages named again and freed', async () => {
+  it('virsh save and restore of A (libvirt\'s migration to a file): the balloon comes back with its size, its page set and its hold, and is freed again', async () => {
     const saved = join(dir, `${A}.save`);
+    const before = await vmStatus(A);
+    expect(before.mode, 'A is held by the balloonctl set above').toBe('manual');
     const t0 = Date.now();
     const sv = virsh('save', A, saved);
     expect([sv.status, sv.stderr]).toEqual([0, '']);
     console.log(`virsh save A: ${Date.now() - t0} ms, ${(statSync(saved).size / MiB).toFixed(0)} MiB file`);
-    // The release hook took A out of the daemon (its hold with it: the hold is not part of the guest's state).
+    // The release hook took A out of the daemon; its page set and hold are in the saved device state.
     await until(hostStatus, (x) => x.vms.every((v) => v.vm !== A), 20_000, 'A removed by the release hook');
     const t1 = Date.now();
     const rs = virsh('restore', saved);
@@ -291,12 +293,12 @@ skipUnless(process.getuid?.() === 0, SKIP.notRoot).describe('libvirt hook and th
     expect(virsh('domstate', A).stdout.trim()).toBe('running');
     const pid = qemuPid(A);
     const onArrival = rssShmemMiB(pid);
-    // The device state carried actual and num_pages; the daemon has the guest name its balloon again and frees it.
+    // The device state carried actual and num_pages, and the daemon's page set: the new daemon frees those pages.
     const a = await until(() => vmStatus(A), (x) => x.connected && x.actualBytes === TARGET_MIB * MiB && x.balloonBytes === TARGET_MIB * MiB
       && x.counters.discardedBytes >= TARGET_MIB * MiB * 0.9, 120_000, 'A\'s balloon back at its size and its pages discarded');
     const settled = await until(() => rssShmemMiB(pid), (m) => onArrival - m >= TARGET_MIB * 0.8, 30_000, 'the restored QEMU\'s RssShmem dropping');
-    console.log(`virsh restore A: ${Date.now() - t1} ms; QEMU RssShmem ${onArrival.toFixed(0)} MiB on arrival, ${settled.toFixed(0)} MiB once the balloon was named again`);
-    expect([a.targetBytes, a.mode, a.hold]).toEqual([TARGET_MIB * MiB, 'off', null]);
+    console.log(`virsh restore A: ${Date.now() - t1} ms; QEMU RssShmem ${onArrival.toFixed(0)} MiB on arrival, ${settled.toFixed(0)} MiB once the balloon was freed`);
+    expect([a.targetBytes, a.mode, a.hold?.owner]).toEqual([TARGET_MIB * MiB, 'manual', before.hold?.owner]);
     const q = JSON.parse(virsh('qemu-monitor-command', A, '{"execute":"query-balloon"}').stdout) as { return: { actual: number } };
     expect(q.return.actual).toBe((GUEST_MIB - TARGET_MIB) * MiB);
     // The guest runs on: it answers through the balloon (a deflate it performs) and libvirt sees the change.
