@@ -449,12 +449,22 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
   private onStateLoaded(bytes: number): void {
     const conn = this.conn;
     if (!conn?.takeState || !conn.answerState) return;
-    const buf = conn.takeState(bytes);
+    // QEMU waits for the answer: whatever happens below, it gets one.
+    let ok = false;
+    try {
+      ok = this.takeIncomingState(conn.takeState(bytes), bytes);
+    } catch (err) {
+      this.log.error({ err }, 'incoming migration: taking the source\'s state failed; QEMU fails the migration');
+    } finally {
+      conn.answerState(ok);
+    }
+  }
+
+  private takeIncomingState(buf: Buffer | null, bytes: number): boolean {
     const r = buf ? decodeState(buf) : { ok: false as const, error: 'the state was gone before it was read' };
     if (!r.ok) {
       this.record('bad_device_state', { bytes, error: r.error });
-      conn.answerState(false);
-      return;
+      return false;
     }
     const s = r.state;
     this.ledger.clear();
@@ -464,7 +474,7 @@ export class BalloonDevice extends EventEmitter<DeviceEvents> {
       'incoming migration: the source\'s page set and hold arrived');
     this.emit('balloonChanged', this.ledger.size);
     this.emit('incomingState', { targetPages: s.targetPages, hold: s.hold, guestPressureAgeMs: s.guestPressureAgeMs });
-    conn.answerState(true);
+    return true;
   }
 
   /** Free the pages an incoming migration named (QEMU's incoming RAM allocated them all), once guest RAM is mapped. */
