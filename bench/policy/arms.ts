@@ -20,6 +20,9 @@ export const ARMS: Readonly<Record<string, Arm>> = Object.freeze({
   // The daemon's defaults (the default policy), reporting off: the balloon alone.
   ours: arm('ours', 'ours', false),
   'ours-reporting': arm('ours-reporting', 'ours', true),
+  // The defaults with the rule for guests in rounds (docs/policy-bench/2026-12-01-rounds): the window's peak, or the last round's.
+  'ours-window': arm('ours-window', 'ours', false, ['--guest-cycle-window', '30s']),
+  'ours-last': arm('ours-last', 'ours', false, ['--guest-cycle-window', '30s', '--guest-cycle-peak', 'last']),
   seed: arm('seed', 'ours', false, ['--policy', 'seed']),
   mom: arm('mom', 'ours', false, ['--policy', 'mom']),
   proxmox: arm('proxmox', 'ours', false, ['--policy', 'proxmox']),
