@@ -23,6 +23,8 @@ export const ARMS: Readonly<Record<string, Arm>> = Object.freeze({
   // The defaults with the rule for guests in rounds (docs/policy-bench/2026-12-01-rounds): the window's peak, or the last round's.
   'ours-window': arm('ours-window', 'ours', false, ['--guest-cycle-window', '30s']),
   'ours-last': arm('ours-last', 'ours', false, ['--guest-cycle-window', '30s', '--guest-cycle-peak', 'last']),
+  // The last round's peak does not keep an older, larger round's: a longer window sees more of a guest's rounds at no cost to a shrinking one.
+  'ours-last-60s': arm('ours-last-60s', 'ours', false, ['--guest-cycle-window', '60s', '--guest-cycle-peak', 'last']),
   seed: arm('seed', 'ours', false, ['--policy', 'seed']),
   mom: arm('mom', 'ours', false, ['--policy', 'mom']),
   proxmox: arm('proxmox', 'ours', false, ['--policy', 'proxmox']),
