@@ -66,6 +66,9 @@ const ARMS: Record<string, Arm> = {
   'defaults-no-reporting': { name: 'defaults-no-reporting', daemon: true, seedPolicy: false, daemonArgs: ['--pressure', 'vmpressure', '--no-page-reporting'], patched: false },
   // Issue 16: the presets and our policy on one host daemon that sees both guests.
   seed: hostArm('seed'), mom: hostArm('mom'), proxmox: hostArm('proxmox'), ours: hostArm('ours'), 'ours-reporting': hostArm('ours-reporting'),
+  // Guests in rounds: the rule with the window's peak and with the last round's (docs/policy-bench/2026-12-02-last-round).
+  'ours-window': hostArm('ours-window'), 'ours-last': hostArm('ours-last'), 'ours-last-60s': hostArm('ours-last-60s'),
+  'ours-1s': hostArm('ours-1s'), 'ours-last-1s': hostArm('ours-last-1s'),
 };
 // The seed's policy: 32M per event, no rate limit, no waiting for the guest,
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page

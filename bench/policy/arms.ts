@@ -20,6 +20,14 @@ export const ARMS: Readonly<Record<string, Arm>> = Object.freeze({
   // The daemon's defaults (the default policy), reporting off: the balloon alone.
   ours: arm('ours', 'ours', false),
   'ours-reporting': arm('ours-reporting', 'ours', true),
+  // The defaults with the rule for guests in rounds (docs/policy-bench/2026-12-01-rounds): the window's peak, or the last round's.
+  'ours-window': arm('ours-window', 'ours', false, ['--guest-cycle-window', '30s']),
+  'ours-last': arm('ours-last', 'ours', false, ['--guest-cycle-window', '30s', '--guest-cycle-peak', 'last']),
+  // The last round's peak does not keep an older, larger round's: a longer window sees more of a guest's rounds at no cost to a shrinking one.
+  // Stats every second: a guest's short gaps between rounds are seen (at 5 s most are missed).
+  'ours-1s': arm('ours-1s', 'ours', false, ['--stats-interval', '1']),
+  'ours-last-1s': arm('ours-last-1s', 'ours', false, ['--stats-interval', '1', '--guest-cycle-window', '30s', '--guest-cycle-peak', 'last']),
+  'ours-last-60s': arm('ours-last-60s', 'ours', false, ['--guest-cycle-window', '60s', '--guest-cycle-peak', 'last']),
   seed: arm('seed', 'ours', false, ['--policy', 'seed']),
   mom: arm('mom', 'ours', false, ['--policy', 'mom']),
   proxmox: arm('proxmox', 'ours', false, ['--policy', 'proxmox']),

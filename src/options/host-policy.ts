@@ -3,6 +3,7 @@
 // names the option and what it allows. Pure: no I/O.
 import { BalloonError } from '../errors.js';
 import { DEFAULT_GIVE_BACK, DEFAULT_HOST_PARAMS, type GiveBackParams, type HostParams } from '../policy/host.js';
+import type { CyclePeak } from '../policy/reuse.js';
 import { formatBytes } from '../units.js';
 import { bytesOption, durationMs } from './values.js';
 
@@ -17,8 +18,10 @@ export type HostPolicyArgs = Partial<Record<(typeof HOST_POLICY_OPTIONS)[number]
 
 interface Spec {
   name: string;
-  kind: 'duration' | 'percent' | 'size' | 'factor';
+  kind: 'duration' | 'percent' | 'size' | 'factor' | 'choice';
   default: string;
+  /** kind choice: the words it takes (min and max unused). */
+  choices?: readonly string[];
   min: number;
   max: number;
   describe: string;
@@ -72,6 +75,11 @@ export const HOST_POLICY_OPTIONS = [
     describe: 'The fall and the rise of a guest\'s use that make a round (1M to 64G)',
   },
   {
+    name: 'guest-cycle-peak', kind: 'choice', default: DEFAULT_HOST_PARAMS.guestCyclePeak, choices: ['window', 'last'], min: 0, max: 0,
+    describe: 'Which peak a guest in rounds keeps: window, its highest use in --guest-cycle-window; last, the peak of its last round '
+      + '(the most recent rise of --guest-cycle after a fall of it, up to now), so a guest whose rounds shrink has the memory of its larger rounds counted as spare again (window, last)',
+  },
+  {
     name: 'stall-psi', kind: 'percent', default: `${DEFAULT_HOST_PARAMS.stallPercent}%`, min: 0, max: 100,
     describe: 'A memcg whose PSI memory "some avg10" reaches this stalls, whatever its usage says: it needs at least --stall-need back '
       + 'and gets nothing given back (0% turns it off; 0% to 100%)',
@@ -100,6 +108,7 @@ function rangeText(s: Spec): string {
     case 'percent': return s.name === 'headroom' ? `${s.min}% to ${s.max}% of the memcg limit, or a size such as 512M` : `${s.min}% to ${s.max}%`;
     case 'size': return `${size(s.min)} to ${size(s.max)}`;
     case 'factor': return `${s.min} to ${s.max}`;
+    case 'choice': return (s.choices ?? []).join(', ');
   }
 }
 
@@ -121,6 +130,8 @@ function valueOf(s: Spec, raw: string | number | undefined): number {
       v = Number(m[1]);
       break;
     }
+    case 'choice':
+      throw new Error(`--${s.name} takes a word: choiceOf()`);
     case 'factor':
       v = Number(text);
       if (!Number.isFinite(v) || text === '') throw new BalloonError('EBALLOON_CONFIG', `--${s.name} ${text}: not a number`, hint);
@@ -128,6 +139,13 @@ function valueOf(s: Spec, raw: string | number | undefined): number {
   }
   if (v < s.min || v > s.max) throw new BalloonError('EBALLOON_CONFIG', `--${s.name} ${text} is out of range`, hint);
   return v;
+}
+
+/** A choice option's word, checked against its choices. */
+function choiceOf(s: Spec, raw: string | number | undefined): string {
+  const text = String(raw ?? s.default).trim();
+  if (!(s.choices ?? []).includes(text)) throw new BalloonError('EBALLOON_CONFIG', `--${s.name} ${text}: not one of ${rangeText(s)}`, `allowed: ${rangeText(s)} (default ${s.default})`);
+  return text;
 }
 
 type OptionName = (typeof HOST_POLICY_OPTIONS)[number]['name'];
@@ -167,6 +185,7 @@ export function parseHostPolicy(a: HostPolicyArgs): HostPolicyOptions {
       guestHorizonMs: get('guest-horizon'),
       guestCycleWindowMs: get('guest-cycle-window'),
       guestCycleBytes: get('guest-cycle'),
+      guestCyclePeak: choiceOf(spec('guest-cycle-peak'), a['guest-cycle-peak']) as CyclePeak,
       stallPercent: get('stall-psi'),
       stallNeedBytes: get('stall-need'),
     },

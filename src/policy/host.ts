@@ -12,6 +12,8 @@
 // weight x spare and capped at what each VM can spare. docs/policy.md gives
 // the defaults and why.
 
+import type { CyclePeak } from './reuse.js';
+
 export interface HostParams {
   /** Target headroom below the limit: the larger of this share of the limit ... */
   headroomPercent: number;
@@ -31,6 +33,8 @@ export interface HostParams {
   guestCycleWindowMs: number;
   /** ... the fall and the rise that make a cycle. */
   guestCycleBytes: number;
+  /** ... and which peak it keeps: the window's highest use, or its last round's peak (reuse.ts). */
+  guestCyclePeak: CyclePeak;
   /** PSI "some avg10" at or above this (%): the group stalls on memory, whatever its usage says ... */
   stallPercent: number;
   /** ... and then needs at least this much back (and gets nothing given back). */
@@ -47,6 +51,7 @@ export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   guestHorizonMs: 10_000,
   guestCycleWindowMs: 0,
   guestCycleBytes: 64 * 2 ** 20,
+  guestCyclePeak: 'window',
   stallPercent: 10,
   stallNeedBytes: 32 * 2 ** 20,
 });

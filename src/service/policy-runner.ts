@@ -226,7 +226,7 @@ export class PolicyRunner {
         vm: v.vm, weight: v.weight, ramBytes: v.ramBytes, balloonBytes: v.balloonBytes, ceilingBytes: ceiling, reserveBytes: v.reserveBytes,
         stats: v.stats, stale, useBps: v.useBps, targetBytes: v.targetBytes, excluded: excluded !== null,
         reuseBytes: this.host.guestCycleWindowMs > 0
-          ? reuseBytes(v.recentUse.filter((x) => x.ageMs <= this.host.guestCycleWindowMs).map((x) => x.usedBytes), this.host.guestCycleBytes)
+          ? reuseBytes(v.recentUse.filter((x) => x.ageMs <= this.host.guestCycleWindowMs).map((x) => x.usedBytes), this.host.guestCycleBytes, this.host.guestCyclePeak)
           : 0,
         ...(v.backedBytes === null ? {} : { unbackedFreeBytes: Math.max(0, v.ramBytes - held - v.backedBytes) }),
       });

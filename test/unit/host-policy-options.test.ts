@@ -22,6 +22,9 @@ describe('parseHostPolicy', () => {
     [{ 'guest-reserve': '15' }, 'hostParams', { guestReservePercent: 15 }],
     [{ 'guest-cache-keep': '0%' }, 'hostParams', { guestCacheKeepPercent: 0 }],
     [{ 'guest-horizon': '2m' }, 'hostParams', { guestHorizonMs: 120_000 }],
+    [{ 'guest-cycle-window': '30s' }, 'hostParams', { guestCycleWindowMs: 30_000 }],
+    [{ 'guest-cycle-peak': 'last' }, 'hostParams', { guestCyclePeak: 'last' }],
+    [{ 'guest-cycle-peak': 'window' }, 'hostParams', { guestCyclePeak: 'window' }],
     [{ 'stall-psi': '0%' }, 'hostParams', { stallPercent: 0 }],
     [{ 'stall-need': '64M' }, 'hostParams', { stallNeedBytes: 64 * MiB }],
     [{ headroom: '20%' }, 'hostParams', { headroomPercent: 20, headroomBytes: DEFAULT_HOST_PARAMS.headroomBytes }],
@@ -51,6 +54,7 @@ describe('parseHostPolicy', () => {
     [{ 'give-back-room': 'twice' }, /not a number/, /1 to 100/],
     [{ 'give-back-after': '0' }, /out of range/, /1s to 60m/],
     [{ 'give-back-step': '4k' }, /out of range/, /1M to 64G/],
+    [{ 'guest-cycle-peak': 'highest' }, /--guest-cycle-peak highest: not one of window, last/, /window, last \(default window\)/],
     [{ headroom: '95%' }, /--headroom 95% is out of range/, /0% to 90% of the memcg limit, or a size such as 512M/],
     [{ headroom: 'lots' }, /--headroom lots: "lots" is not a size/, /a share of the memcg limit \(10%\) or a size \(512M\)/],
   ])('%j is refused: %s, with a hint %s', (args, message, hint) => {
