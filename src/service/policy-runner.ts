@@ -265,6 +265,7 @@ export class PolicyRunner {
         stale: v.stale, excluded: why.get(v.vm) ?? null, shareBytes, oldTargetBytes: v.targetBytes, newTargetBytes: newTarget,
         ...(spare?.overheadBytes ? { unbackedBytes: spare.overheadBytes } : {}),
         ...(shareBytes > 0 && overOf(v.vm) ? { shareUnbackedBytes: overOf(v.vm) } : {}),
+        ...(v.freshFreeBytes ? { freshFreeBytes: v.freshFreeBytes } : {}),
       });
     }
     if (decision.targets.size === 0 && decision.need.needBytes === 0) return;
