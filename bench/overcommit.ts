@@ -69,6 +69,8 @@ const ARMS: Record<string, Arm> = {
   // Guests in rounds: the rule with the window's peak and with the last round's (docs/policy-bench/2026-12-02-last-round).
   'ours-window': hostArm('ours-window'), 'ours-last': hostArm('ours-last'), 'ours-last-60s': hostArm('ours-last-60s'),
   'ours-1s': hostArm('ours-1s'), 'ours-last-1s': hostArm('ours-last-1s'),
+  // A guest's fresh fall is not spare until a sample 2 s (5 s) later (docs/policy-bench/2026-12-02-fresh-free).
+  'ours-fresh2s': hostArm('ours-fresh2s'), 'ours-fresh5s': hostArm('ours-fresh5s'),
 };
 // The seed's policy: 32M per event, no rate limit, no waiting for the guest,
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page

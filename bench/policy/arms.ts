@@ -28,6 +28,9 @@ export const ARMS: Readonly<Record<string, Arm>> = Object.freeze({
   'ours-1s': arm('ours-1s', 'ours', false, ['--stats-interval', '1']),
   'ours-last-1s': arm('ours-last-1s', 'ours', false, ['--stats-interval', '1', '--guest-cycle-window', '30s', '--guest-cycle-peak', 'last']),
   'ours-last-60s': arm('ours-last-60s', 'ours', false, ['--guest-cycle-window', '60s', '--guest-cycle-peak', 'last']),
+  // A fall of a guest's use by 64 MiB is not spare until a sample 2 s (5 s) later still shows it free (docs/policy-bench/2026-12-02-fresh-free).
+  'ours-fresh2s': arm('ours-fresh2s', 'ours', false, ['--guest-fresh-free', '2s']),
+  'ours-fresh5s': arm('ours-fresh5s', 'ours', false, ['--guest-fresh-free', '5s']),
   seed: arm('seed', 'ours', false, ['--policy', 'seed']),
   mom: arm('mom', 'ours', false, ['--policy', 'mom']),
   proxmox: arm('proxmox', 'ours', false, ['--policy', 'proxmox']),

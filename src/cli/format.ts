@@ -73,7 +73,7 @@ export function hostDecisionsText(d: HostDecisionRecord[]): string {
     out.push(table(['  VM', 'weight', 'spare', 'of it cache', 'share', 'target', 'note'], x.vms.map((v) => [
       `  ${v.vm}`, String(v.weight), x.policy === 'host' ? mib(v.spareBytes) : '-', x.policy === 'host' ? mib(v.cacheSpareBytes) : '-', signed(v.shareBytes),
       v.oldTargetBytes === v.newTargetBytes ? mib(v.newTargetBytes) : `${mib(v.oldTargetBytes)} -> ${mib(v.newTargetBytes)}`,
-      v.excluded ?? (v.stale ? 'stats stale: one step at most' : unbackedNote(v)),
+      v.excluded ?? (v.stale ? 'stats stale: one step at most' : [unbackedNote(v), v.freshFreeBytes ? `${mib(v.freshFreeBytes)} just freed, not spare yet` : ''].filter(Boolean).join('; ')),
     ])));
   }
   return out.join('\n');

@@ -47,6 +47,8 @@ export interface HostDecisionRecord {
     unbackedBytes?: number;
     /** Of the share, what is asked on top for that memory (a share beyond the VM's backed free memory takes it on the way); absent: 0. */
     shareUnbackedBytes?: number;
+    /** What the guest freed so recently that it was not counted as spare (--guest-fresh-free); absent: 0. */
+    freshFreeBytes?: number;
   }>;
   /** Decisions folded into this one (no target changed in any of them). */
   count: number;

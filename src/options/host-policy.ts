@@ -80,6 +80,11 @@ export const HOST_POLICY_OPTIONS = [
       + '(the most recent rise of --guest-cycle after a fall of it, up to now), so a guest whose rounds shrink has the memory of its larger rounds counted as spare again (window, last)',
   },
   {
+    name: 'guest-fresh-free', kind: 'duration', default: ms(DEFAULT_HOST_PARAMS.guestFreshFreeMs), min: 0, max: 600_000,
+    describe: 'A guest whose use fell by --guest-cycle or more since its previous stats sample has just freed that memory and may take it back at once '
+      + '(a job between rounds): the fall is not spare until a stats sample at least this long after it still shows it free (0 turns it off; 0 to 10m)',
+  },
+  {
     name: 'stall-psi', kind: 'percent', default: `${DEFAULT_HOST_PARAMS.stallPercent}%`, min: 0, max: 100,
     describe: 'A memcg whose PSI memory "some avg10" reaches this stalls, whatever its usage says: it needs at least --stall-need back '
       + 'and gets nothing given back (0% turns it off; 0% to 100%)',
@@ -186,6 +191,7 @@ export function parseHostPolicy(a: HostPolicyArgs): HostPolicyOptions {
       guestCycleWindowMs: get('guest-cycle-window'),
       guestCycleBytes: get('guest-cycle'),
       guestCyclePeak: choiceOf(spec('guest-cycle-peak'), a['guest-cycle-peak']) as CyclePeak,
+      guestFreshFreeMs: get('guest-fresh-free'),
       stallPercent: get('stall-psi'),
       stallNeedBytes: get('stall-need'),
     },

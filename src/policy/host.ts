@@ -35,6 +35,8 @@ export interface HostParams {
   guestCycleBytes: number;
   /** ... and which peak it keeps: the window's highest use, or its last round's peak (reuse.ts). */
   guestCyclePeak: CyclePeak;
+  /** A fall of a guest's use by guestCycleBytes or more between two stats samples is not spare until a sample this long after it (fresh-free.ts); 0 (the default): off. */
+  guestFreshFreeMs: number;
   /** PSI "some avg10" at or above this (%): the group stalls on memory, whatever its usage says ... */
   stallPercent: number;
   /** ... and then needs at least this much back (and gets nothing given back). */
@@ -52,6 +54,7 @@ export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   guestCycleWindowMs: 0,
   guestCycleBytes: 64 * 2 ** 20,
   guestCyclePeak: 'window',
+  guestFreshFreeMs: 0,
   stallPercent: 10,
   stallNeedBytes: 32 * 2 ** 20,
 });
@@ -135,6 +138,8 @@ export interface VmView {
   useBps?: number;
   /** What it used in its recent rounds beyond its use now (reuse.ts; absent or 0: no rounds seen). */
   reuseBytes?: number;
+  /** What it freed so recently that it is not spare yet (fresh-free.ts; absent or 0: none, or the rule is off). */
+  freshFreeBytes?: number;
   /**
    * Guest RAM neither ballooned (nor asked to be) nor backed on the host:
    * free memory the guest never touched, or got back from the balloon and
@@ -170,7 +175,7 @@ export function spareOf(p: HostParams, v: VmView): Spare {
   const available = v.stats?.availableBytes;
   // Nothing known: it may still be asked for one step (the split caps stale VMs).
   if (available === undefined) return { vm: v.vm, cacheBytes: 0, freeBytes: room, overheadBytes: 0, reserveBytes, stale: true };
-  const aboutToUse = Math.max(Math.ceil(((v.useBps ?? 0) * p.guestHorizonMs) / 1000), v.reuseBytes ?? 0);
+  const aboutToUse = Math.max(Math.ceil(((v.useBps ?? 0) * p.guestHorizonMs) / 1000), v.reuseBytes ?? 0, v.freshFreeBytes ?? 0);
   const total = Math.min(room, Math.max(0, available - reserveBytes - aboutToUse));
   // What the host gets back: the guest fills its balloon from free pages first, and the unbacked ones free nothing.
   const overheadBytes = Math.min(total, v.unbackedFreeBytes ?? 0);

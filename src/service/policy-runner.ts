@@ -11,6 +11,7 @@ import type { HostDecisionRecord } from '../control/status.js';
 import { Ring } from '../control/timeline.js';
 import type { Logger } from '../log.js';
 import { type BaselineVm, MOM, momStep, PROXMOX, proxmoxGoal, proxmoxStep } from '../policy/baselines.js';
+import { freshFreeBytes } from '../policy/fresh-free.js';
 import { reuseBytes } from '../policy/reuse.js';
 import {
   DEFAULT_GIVE_BACK, DEFAULT_HOST_PARAMS, type GiveBackParams, type GroupState, groupStep, type GroupVm, type HostParams, initialGroupState, reserveOf,
@@ -228,6 +229,7 @@ export class PolicyRunner {
         reuseBytes: this.host.guestCycleWindowMs > 0
           ? reuseBytes(v.recentUse.filter((x) => x.ageMs <= this.host.guestCycleWindowMs).map((x) => x.usedBytes), this.host.guestCycleBytes, this.host.guestCyclePeak)
           : 0,
+        freshFreeBytes: freshFreeBytes(v.recentUse, this.host.guestCycleBytes, this.host.guestFreshFreeMs),
         ...(v.backedBytes === null ? {} : { unbackedFreeBytes: Math.max(0, v.ramBytes - held - v.backedBytes) }),
       });
     }
@@ -263,6 +265,7 @@ export class PolicyRunner {
         stale: v.stale, excluded: why.get(v.vm) ?? null, shareBytes, oldTargetBytes: v.targetBytes, newTargetBytes: newTarget,
         ...(spare?.overheadBytes ? { unbackedBytes: spare.overheadBytes } : {}),
         ...(shareBytes > 0 && overOf(v.vm) ? { shareUnbackedBytes: overOf(v.vm) } : {}),
+        ...(v.freshFreeBytes ? { freshFreeBytes: v.freshFreeBytes } : {}),
       });
     }
     if (decision.targets.size === 0 && decision.need.needBytes === 0) return;

@@ -38,6 +38,8 @@ describe('spare', () => {
     ['using it faster than it has: nothing', vm({ vm: 'a', useBps: 100 * MiB }), 0, 0],
     ['a guest in rounds: 300 MiB it used in its last round are not spare', vm({ vm: 'a', reuseBytes: 300 * MiB }), 0, 600 - 102.4 - 300],
     ['in rounds and using memory now: the larger of the two', vm({ vm: 'a', reuseBytes: 100 * MiB, useBps: 20 * MiB }), 0, 600 - 102.4 - 200],
+    ['just freed 250 MiB (fresh-free.ts): not spare yet', vm({ vm: 'a', freshFreeBytes: 250 * MiB }), 0, 600 - 102.4 - 250],
+    ['just freed, and using memory now: the larger of the two', vm({ vm: 'a', freshFreeBytes: 100 * MiB, useBps: 20 * MiB }), 0, 600 - 102.4 - 200],
     ['using memory, with cache: cache first, out of what is left', vm({ vm: 'a', useBps: 40 * MiB, stats: { availableBytes: 600 * MiB, cachesBytes: 300 * MiB } }), 97.6, 0],
     // The balloon fills from free pages first: unbacked ones free nothing, so they are not spare.
     ['200 MiB of its free memory never backed on the host: that much less', vm({ vm: 'a', unbackedFreeBytes: 200 * MiB }), 0, 600 - 102.4 - 200],
