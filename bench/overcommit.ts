@@ -71,6 +71,8 @@ const ARMS: Record<string, Arm> = {
   'ours-1s': hostArm('ours-1s'), 'ours-last-1s': hostArm('ours-last-1s'),
   // A guest's fresh fall is not spare until a sample 2 s (5 s) later (docs/policy-bench/2026-12-02-fresh-free).
   'ours-fresh2s': hostArm('ours-fresh2s'), 'ours-fresh5s': hostArm('ours-fresh5s'),
+  // The defaults less one rule each (docs/policy-bench/2026-12-02-defaults).
+  'ours-nofresh': hostArm('ours-nofresh'), 'ours-norebalance': hostArm('ours-norebalance'),
 };
 // The seed's policy: 32M per event, no rate limit, no waiting for the guest,
 // 60 s hysteresis, vmpressure "low" on the experiment's memcg. Free page

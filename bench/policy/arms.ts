@@ -31,6 +31,9 @@ export const ARMS: Readonly<Record<string, Arm>> = Object.freeze({
   // A fall of a guest's use by 64 MiB is not spare until a sample 2 s (5 s) later still shows it free (docs/policy-bench/2026-12-02-fresh-free).
   'ours-fresh2s': arm('ours-fresh2s', 'ours', false, ['--guest-fresh-free', '2s']),
   'ours-fresh5s': arm('ours-fresh5s', 'ours', false, ['--guest-fresh-free', '5s']),
+  // The defaults less one rule each: memory just freed counts as spare at once; no rebalance toward the weights (docs/policy-bench/2026-12-02-defaults).
+  'ours-nofresh': arm('ours-nofresh', 'ours', false, ['--guest-fresh-free', '0']),
+  'ours-norebalance': arm('ours-norebalance', 'ours', false, ['--rebalance-after', '0']),
   seed: arm('seed', 'ours', false, ['--policy', 'seed']),
   mom: arm('mom', 'ours', false, ['--policy', 'mom']),
   proxmox: arm('proxmox', 'ours', false, ['--policy', 'proxmox']),

@@ -82,7 +82,14 @@ export const HOST_POLICY_OPTIONS = [
   {
     name: 'guest-fresh-free', kind: 'duration', default: ms(DEFAULT_HOST_PARAMS.guestFreshFreeMs), min: 0, max: 600_000,
     describe: 'A guest whose use fell by --guest-cycle or more since its previous stats sample has just freed that memory and may take it back at once '
-      + '(a job between rounds): the fall is not spare until a stats sample at least this long after it still shows it free (0 turns it off; 0 to 10m)',
+      + '(a job between rounds): the fall is not spare until a stats sample at least this long after it still shows it free, and meanwhile it is '
+      + 'taken only for what the other guests\' spare leaves uncovered (0 turns it off; 0 to 10m)',
+  },
+  {
+    name: 'rebalance-after', kind: 'duration', default: ms(DEFAULT_HOST_PARAMS.rebalanceAfterMs), min: 0, max: 3_600_000,
+    describe: 'Once the need is met and nothing is on the way, a VM whose balloon is a step or more ahead of its weighted share of all the '
+      + 'balloons of its memcg hands steps (at most --give-back-step per decision) to one a step behind that can spare them, after the imbalance '
+      + 'has lasted this long (for instance: its memory was not spare yet when the need came, and the others gave in its place; 0 turns it off; 0 to 1h)',
   },
   {
     name: 'stall-psi', kind: 'percent', default: `${DEFAULT_HOST_PARAMS.stallPercent}%`, min: 0, max: 100,
@@ -192,6 +199,7 @@ export function parseHostPolicy(a: HostPolicyArgs): HostPolicyOptions {
       guestCycleBytes: get('guest-cycle'),
       guestCyclePeak: choiceOf(spec('guest-cycle-peak'), a['guest-cycle-peak']) as CyclePeak,
       guestFreshFreeMs: get('guest-fresh-free'),
+      rebalanceAfterMs: get('rebalance-after'),
       stallPercent: get('stall-psi'),
       stallNeedBytes: get('stall-need'),
     },

@@ -13,6 +13,10 @@
 // the defaults and why.
 
 import type { CyclePeak } from './reuse.js';
+import { findMove, type Move } from './rebalance.js';
+import { waterFill } from './water-fill.js';
+
+export { waterFill };
 
 export interface HostParams {
   /** Target headroom below the limit: the larger of this share of the limit ... */
@@ -35,8 +39,10 @@ export interface HostParams {
   guestCycleBytes: number;
   /** ... and which peak it keeps: the window's highest use, or its last round's peak (reuse.ts). */
   guestCyclePeak: CyclePeak;
-  /** A fall of a guest's use by guestCycleBytes or more between two stats samples is not spare until a sample this long after it (fresh-free.ts); 0 (the default): off. */
+  /** A fall of a guest's use by guestCycleBytes or more between two stats samples is not spare until a sample this long after it (fresh-free.ts); 0: off. Such memory is the last tier, taken only for what the rest leaves uncovered. */
   guestFreshFreeMs: number;
+  /** Once the need is met, a VM a unit ahead of its weighted share hands units to one a unit behind, after the imbalance has lasted this long (rebalance.ts); 0: never. */
+  rebalanceAfterMs: number;
   /** PSI "some avg10" at or above this (%): the group stalls on memory, whatever its usage says ... */
   stallPercent: number;
   /** ... and then needs at least this much back (and gets nothing given back). */
@@ -54,7 +60,8 @@ export const DEFAULT_HOST_PARAMS: Readonly<HostParams> = Object.freeze({
   guestCycleWindowMs: 0,
   guestCycleBytes: 64 * 2 ** 20,
   guestCyclePeak: 'window',
-  guestFreshFreeMs: 0,
+  guestFreshFreeMs: 2000,
+  rebalanceAfterMs: 10_000,
   stallPercent: 10,
   stallNeedBytes: 32 * 2 ** 20,
 });
@@ -186,35 +193,6 @@ export function spareOf(p: HostParams, v: VmView): Spare {
 }
 
 /**
- * Divide `need` in proportion to weight x spare, no VM above its spare:
- * water-filling, so what a capped VM cannot give goes to the others.
- */
-export function waterFill(need: number, items: ReadonlyArray<{ key: string; weight: number; spare: number }>): Map<string, number> {
-  const out = new Map<string, number>(items.map((i) => [i.key, 0]));
-  let left = need;
-  let open = items.filter((i) => i.spare > 0 && i.weight > 0);
-  while (left > 0.5 && open.length > 0) {
-    const total = open.reduce((n, i) => n + i.weight * (i.spare - out.get(i.key)!), 0);
-    if (total <= 0) break;
-    let given = 0;
-    const next: typeof open = [];
-    for (const i of open) {
-      const has = i.spare - out.get(i.key)!;
-      const want = (left * i.weight * has) / total;
-      const take = Math.min(has, want);
-      out.set(i.key, out.get(i.key)! + take);
-      given += take;
-      if (has - take > 0.5) next.push(i);
-    }
-    left -= given;
-    if (given <= 0.5) break;
-    open = next;
-  }
-  for (const [k, v] of out) out.set(k, Math.floor(v));
-  return out;
-}
-
-/**
  * waterFill on top of what each item gave already (`given`): the totals,
  * given + share, follow weight x (given + spare), so that many small
  * decisions add up to the split one large one would make, and an item that
@@ -247,6 +225,8 @@ export interface Share {
   fromFree: number;
   /** Of `bytes`, unbacked free memory the balloon takes on the way (frees nothing; absent: 0). */
   overheadBytes?: number;
+  /** Of `bytes`, memory the guest has just freed (fresh-free.ts), taken because the rest did not cover the need (absent: 0). */
+  fromFreshBytes?: number;
 }
 
 /**
@@ -294,6 +274,8 @@ export interface GroupVm extends VmView {
   targetBytes: number;
   /** Manual hold, auto off, or guest pressure (hysteresis): its target is not the host's to move. */
   excluded: boolean;
+  /** When its latest stats were sampled (monotonic ms; absent: not known, taken as fresh). */
+  statsAtMs?: number;
 }
 
 export interface GroupState {
@@ -303,9 +285,13 @@ export interface GroupState {
   growthBps: number;
   /** Since when the cgroup has had room to give back (null: not now). */
   roomSince: number | null;
+  /** Since when some VM has been a unit ahead of its weighted share while another is a unit behind (null: not now). */
+  imbalanceSince?: number | null;
+  /** When the last rebalance moved memory: the next one waits for stats sampled after it. */
+  rebalancedAt?: number | null;
 }
 
-export const initialGroupState = (): GroupState => ({ history: [], growthBps: 0, roomSince: null });
+export const initialGroupState = (): GroupState => ({ history: [], growthBps: 0, roomSince: null, imbalanceSince: null, rebalancedAt: null });
 
 export interface GroupDecision {
   need: Need;
@@ -315,6 +301,8 @@ export interface GroupDecision {
   shares: Share[];
   /** New targets by VM (only those that change). */
   targets: Map<string, number>;
+  /** Set when the targets are a rebalance between two VMs, not an ask or a give-back. */
+  move?: Move;
   reason: string;
 }
 
@@ -381,6 +369,7 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     const gaveBytes = new Map(managed.map((v) => [v.vm, Math.max(v.targetBytes, v.balloonBytes)]));
     shares = splitNeed(toAsk, spares, weights, staleStepBytes, gaveBytes);
     if (unitBytes) shares = inUnits(shares, spares, staleStepBytes, unitBytes);
+    shares = withFreshTier(p, managed, spares, shares, toAsk, weights, staleStepBytes, gaveBytes, unitBytes);
     for (const s of shares) {
       if (s.bytes <= 0) continue;
       const v = managed.find((m) => m.vm === s.vm)!;
@@ -388,8 +377,10 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     }
     const given = shares.reduce((n, s) => n + s.bytes - (s.overheadBytes ?? 0), 0);
     const over = shares.reduce((n, s) => n + (s.overheadBytes ?? 0), 0);
+    const fresh = shares.reduce((n, s) => n + (s.fromFreshBytes ?? 0), 0);
     reason = `need ${mb(need.needBytes)} (headroom ${mb(need.headroomBytes)}, free ${mb(need.freeBytes)}, growth ${mb(need.growthBps)}/s${need.stalling ? `, PSI some avg10 ${cur.psiSomeAvg10}%` : ''})`
       + `${outstandingBytes ? `, ${mb(outstandingBytes)} already on the way` : ''}: asked ${mb(given)}${over ? ` (+${mb(over)} of free memory the host never backed, taken on the way)` : ''}`
+      + `${fresh ? ` (of it ${mb(fresh)} just freed: the rest did not cover the need)` : ''}`
       + `${given < toAsk ? `, ${mb(toAsk - given)} more than the guests can spare` : ''}`;
   } else if (!need.stalling && need.freeBytes >= give.roomFactor * need.headroomBytes) {
     roomSince ??= cur.at;
@@ -409,8 +400,68 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     roomSince = null;
     reason = `headroom holds: ${mb(need.freeBytes)} free of ${mb(need.headroomBytes)} wanted${outstandingBytes ? `, ${mb(outstandingBytes)} on the way` : ''}`;
   }
+  let imbalanceSince = state.imbalanceSince ?? null;
+  let rebalancedAt = state.rebalancedAt ?? null;
+  let move: Move | undefined;
+  if (toAsk <= 0 && targets.size === 0 && outstandingBytes === 0 && !need.stalling && unitBytes && p.rebalanceAfterMs > 0) {
+    const found = rebalanceMove(managed, spares, unitBytes, give.stepBytes);
+    if (!found) imbalanceSince = null;
+    else {
+      imbalanceSince ??= cur.at;
+      // Stats sampled before the last move do not show it yet: wait for newer ones.
+      const fresh = managed.every((v) => v.stale || rebalancedAt === null || v.statsAtMs === undefined || v.statsAtMs > rebalancedAt);
+      if (fresh && cur.at - imbalanceSince >= p.rebalanceAfterMs) {
+        const held = (vm: string) => { const v = managed.find((m) => m.vm === vm)!; return Math.max(v.targetBytes, v.balloonBytes); };
+        targets.set(found.to, held(found.to) + found.bytes);
+        targets.set(found.from, Math.max(0, held(found.from) - found.bytes));
+        move = found;
+        rebalancedAt = cur.at;
+        reason += `; rebalance: ${found.from} holds ${mb(held(found.from))} for a weighted share of ${mb(found.fromShareBytes)}, ${found.to} ${mb(held(found.to))} for ${mb(found.toShareBytes)}`
+          + ` (for ${Math.round((cur.at - imbalanceSince) / 1000)} s): ${mb(found.bytes)} moves from ${found.from} to ${found.to}`;
+      }
+    }
+  }
   const history = keepSamples(p, state.history, cur);
-  return { state: { history, growthBps, roomSince }, decision: { need, outstandingBytes, spares, shares, targets, reason } };
+  return { state: { history, growthBps, roomSince, imbalanceSince, rebalancedAt }, decision: { need, outstandingBytes, spares, shares, targets, ...(move ? { move } : {}), reason } };
+}
+
+/**
+ * Memory a guest has just freed is the last tier: not spare while the
+ * others' cache and settled free memory cover the need, taken for what they
+ * leave uncovered (else the host swaps). The guest fills its balloon from
+ * the pages it freed last first, so this tier takes nothing unbacked.
+ */
+function withFreshTier(p: HostParams, managed: readonly GroupVm[], spares: readonly Spare[], shares: Share[], toAsk: number,
+  weights: ReadonlyMap<string, number>, staleStepBytes: number, gaveBytes: ReadonlyMap<string, number>, unitBytes?: (vm: string) => number): Share[] {
+  const given = shares.reduce((n, s) => n + s.bytes - (s.overheadBytes ?? 0), 0);
+  const short = toAsk - given;
+  if (short <= 0 || !managed.some((v) => (v.freshFreeBytes ?? 0) > 0)) return shares;
+  const rest: Spare[] = managed.map((v) => {
+    const first = spares.find((x) => x.vm === v.vm)!;
+    const all = (v.freshFreeBytes ?? 0) > 0 ? spareOf(p, { ...v, freshFreeBytes: 0 }) : first;
+    const extra = Math.max(0, all.cacheBytes + all.freeBytes - first.cacheBytes - first.freeBytes);
+    return { vm: v.vm, cacheBytes: 0, freeBytes: extra, overheadBytes: 0, reserveBytes: first.reserveBytes, stale: first.stale };
+  });
+  const before = new Map([...gaveBytes].map(([vm, b]) => [vm, b + (shares.find((s) => s.vm === vm)?.bytes ?? 0)]));
+  let more = splitNeed(short, rest, weights, staleStepBytes, before);
+  if (unitBytes) more = inUnits(more, rest, staleStepBytes, unitBytes);
+  return shares.map((s) => {
+    const m = more.find((x) => x.vm === s.vm);
+    if (!m || m.bytes <= 0) return s;
+    return { ...s, bytes: s.bytes + m.bytes, fromFree: s.fromFree + m.bytes, fromFreshBytes: m.bytes };
+  });
+}
+
+/** The rebalance candidates: VMs with fresh stats, what each holds and can give (rebalance.ts). */
+function rebalanceMove(managed: readonly GroupVm[], spares: readonly Spare[], unitBytes: (vm: string) => number, maxBytes: number): Move | null {
+  const rows = managed.filter((v) => !v.stale).map((v) => {
+    const s = spares.find((x) => x.vm === v.vm)!;
+    const spareBytes = s.cacheBytes + s.freeBytes;
+    // Beyond its backed free memory the balloon takes the unbacked pages first, which free nothing.
+    const giveableBytes = (s.overheadBytes ?? 0) > 0 ? s.freeBytes : spareBytes;
+    return { vm: v.vm, weight: v.weight, heldBytes: Math.max(v.targetBytes, v.balloonBytes), spareBytes, giveableBytes, unitBytes: Math.max(1, unitBytes(v.vm)) };
+  });
+  return findMove(rows, maxBytes);
 }
 
 const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;

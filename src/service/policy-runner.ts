@@ -226,6 +226,7 @@ export class PolicyRunner {
       views.push({
         vm: v.vm, weight: v.weight, ramBytes: v.ramBytes, balloonBytes: v.balloonBytes, ceilingBytes: ceiling, reserveBytes: v.reserveBytes,
         stats: v.stats, stale, useBps: v.useBps, targetBytes: v.targetBytes, excluded: excluded !== null,
+        ...(v.statsAgeMs === null ? {} : { statsAtMs: now - v.statsAgeMs }),
         reuseBytes: this.host.guestCycleWindowMs > 0
           ? reuseBytes(v.recentUse.filter((x) => x.ageMs <= this.host.guestCycleWindowMs).map((x) => x.usedBytes), this.host.guestCycleBytes, this.host.guestCyclePeak)
           : 0,
@@ -253,8 +254,13 @@ export class PolicyRunner {
           cacheSpareBytes: spare?.cacheBytes ?? 0, weight: v.weight, stale: v.stale, shareBytes,
         };
         const over = overOf(v.vm);
-        const reason = shareBytes > 0
-          ? `host need ${mibText(decision.need.needBytes)} in ${scopeText(g.scope)}: this VM's share ${mibText(shareBytes)} of ${mibText(host.spareBytes)} it can spare (weight ${v.weight}${v.stale ? ', stats stale: one step' : ''}${over ? `; of it ${mibText(over)} of free memory the host never backed` : ''})`
+        const fresh = decision.shares.find((x) => x.vm === v.vm)?.fromFreshBytes ?? 0;
+        const move = decision.move;
+        const reason = move && (move.from === v.vm || move.to === v.vm)
+          ? `rebalance in ${scopeText(g.scope)}: ${move.from} was ahead of its weighted share of the balloons (${mibText(move.fromShareBytes)}), `
+            + `${move.to} behind its own (${mibText(move.toShareBytes)}) with memory to spare: ${mibText(move.bytes)} ${move.to === v.vm ? 'more' : 'less'} for this VM (weight ${v.weight})`
+          : shareBytes > 0
+          ? `host need ${mibText(decision.need.needBytes)} in ${scopeText(g.scope)}: this VM's share ${mibText(shareBytes)} of ${mibText(host.spareBytes)} it can spare (weight ${v.weight}${v.stale ? ', stats stale: one step' : ''}${over ? `; of it ${mibText(over)} of free memory the host never backed` : ''}${fresh ? `; of it ${mibText(fresh)} it has just freed, as the rest did not cover the need` : ''})`
           : `host has room in ${scopeText(g.scope)}: ${mibText(-shareBytes)} given back`;
         const d = members.find((m) => m.view.vm === v.vm)!.vm.controller.hostTarget(next, `host policy ${trigger}`, reason, host, wokeAt);
         newTarget = d ? d.newTargetPages * PAGE : v.targetBytes;

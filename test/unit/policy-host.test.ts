@@ -228,6 +228,28 @@ describe('groupStep', () => {
   });
 });
 
+describe('groupStep: memory just freed is the last tier', () => {
+  const G = { roomFactor: 2, afterMs: 30_000, stepBytes: 64 * MiB };
+  const unit = () => 32 * MiB;
+  // RAM 1 GiB, reserve 102.4 MiB; `fresh`: what the guest freed since its last stats sample (fresh-free.ts).
+  // MemAvailable 400 MiB of which 300 just freed: nothing settled to spare, 298 MiB in the last tier.
+  const g = (name: string, availableMiB: number, freshMiB: number) => ({
+    ...vm({ vm: name, stats: { availableBytes: availableMiB * MiB, cachesBytes: 0 } }), targetBytes: 0, excluded: false, freshFreeBytes: freshMiB * MiB,
+  });
+  const atLimit = { limitBytes: 4 * GiB, usageBytes: 4 * GiB - 209.6 * MiB, at: 0 }; // need 200 MiB
+  it.each([
+    // name, VMs, expected MiB asked of each, MiB of it just freed
+    ['settled spare elsewhere covers the need: the guest that just freed is not asked', [g('a', 400, 300), g('b', 600, 0)], { a: 0, b: 192 }, 0],
+    ['every guest just freed: the need is taken from them, not left to host swap', [g('a', 400, 300), g('b', 400, 300)], { a: 96, b: 96 }, 192],
+    ['the rest covers part: it gives all it has, the one that just freed the remainder', [g('a', 400, 300), g('b', 200, 0)], { a: 96, b: 96 }, 96],
+  ] as const)('%s', (_n, vms, want, freshMiB) => {
+    const { decision } = groupStep(P, G, initialGroupState(), atLimit, vms, 32 * MiB, unit);
+    for (const [k, mib] of Object.entries(want)) expect([k, (decision.targets.get(k) ?? 0) / MiB]).toEqual([k, mib]);
+    expect(decision.shares.reduce((n, s) => n + (s.fromFreshBytes ?? 0), 0) / MiB).toBe(freshMiB);
+    if (freshMiB) expect(decision.reason).toMatch(/just freed: the rest did not cover the need/);
+  });
+});
+
 describe('need: PSI and the growth window', () => {
   it.each([
     ['PSI under the threshold: usage alone', 5, 0],

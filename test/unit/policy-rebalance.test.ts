@@ -1,0 +1,99 @@
+// Rebalancing the balloons toward the weights once the need is met
+// (src/policy/rebalance.ts, and its place in groupStep).
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_HOST_PARAMS, groupStep, initialGroupState, type GroupVm } from '../../src/policy/host.js';
+import { findMove, type RebalanceVm } from '../../src/policy/rebalance.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const U = 32 * MiB;
+const r = (vm: string, weight: number, heldMiB: number, spareMiB: number, giveableMiB = spareMiB): RebalanceVm =>
+  ({ vm, weight, heldBytes: heldMiB * MiB, spareBytes: spareMiB * MiB, giveableBytes: giveableMiB * MiB, unitBytes: U });
+
+describe('findMove', () => {
+  it.each([
+    // name, VMs, max MiB, expected move [from, to, MiB] or null
+    ['balanced by weight: nothing', [r('a', 1, 128, 200), r('b', 1, 128, 200)], 64, null],
+    ['within a step of the weights: nothing (rounding is not an imbalance)', [r('a', 1, 144, 200), r('b', 1, 112, 200)], 64, null],
+    ['one VM gave for both: part comes back to the other, at most --give-back-step', [r('a', 1, 256, 100), r('b', 1, 0, 300)], 64, ['a', 'b', 64]],
+    ['the same with a larger step: the whole gap (117 MiB: weight x what each could hold) in whole steps', [r('a', 1, 256, 100), r('b', 1, 0, 300)], 512, ['a', 'b', 96]],
+    ['weights 1:2: the weight-2 VM is behind at 1:1', [r('a', 1, 192, 300), r('b', 2, 192, 300)], 512, ['a', 'b', 64]],
+    ['the one behind cannot give a step: nothing', [r('a', 1, 256, 100), r('b', 1, 0, 300, 20)], 512, null],
+    ['the one behind gives only what it has in whole steps', [r('a', 1, 256, 100), r('b', 1, 0, 300, 70)], 512, ['a', 'b', 64]],
+    ['a VM with nothing to spare is not behind: its share is what it holds', [r('a', 1, 256, 0), r('b', 1, 0, 0)], 512, null],
+    ['weight x what each could give: the weight-4 VM with more to give takes a step', [r('a', 1, 64, 0), r('b', 4, 192, 300)], 512, ['a', 'b', 32]],
+    ['most ahead to most behind', [r('a', 1, 320, 200), r('b', 1, 128, 200), r('c', 1, 32, 300)], 512, ['a', 'c', 96]],
+    ['one VM: nothing', [r('a', 1, 256, 300)], 512, null],
+    ['no balloons: nothing', [r('a', 1, 0, 300), r('b', 1, 0, 300)], 512, null],
+  ] as const)('%s', (_n, vms, maxMiB, want) => {
+    const m = findMove(vms, maxMiB * MiB);
+    if (want === null) expect(m).toBeNull();
+    else expect(m && [m.from, m.to, m.bytes / MiB]).toEqual(want);
+  });
+});
+
+describe('groupStep: rebalance', () => {
+  const P = DEFAULT_HOST_PARAMS; // rebalance after 10 s
+  const G = { roomFactor: 2, afterMs: 30_000, stepBytes: 64 * MiB };
+  const unit = () => U;
+  // w1-0 gave 256 MiB while w1-1 had nothing to spare yet; now w1-1 has 300 MiB to spare.
+  const vms = (o: { statsAtMs?: number; stale?: boolean; targetB?: number; excludedB?: boolean } = {}): GroupVm[] => [
+    { vm: 'a', weight: 1, ramBytes: GiB, balloonBytes: 256 * MiB, ceilingBytes: GiB, reserveBytes: 0, targetBytes: 256 * MiB, excluded: false,
+      stats: { availableBytes: 300 * MiB }, stale: false, ...(o.statsAtMs === undefined ? {} : { statsAtMs: o.statsAtMs }) },
+    { vm: 'b', weight: 1, ramBytes: GiB, balloonBytes: 0, ceilingBytes: GiB, reserveBytes: 0, targetBytes: o.targetB ?? 0, excluded: o.excludedB ?? false,
+      stats: { availableBytes: 500 * MiB }, stale: o.stale ?? false, ...(o.statsAtMs === undefined ? {} : { statsAtMs: o.statsAtMs }) },
+  ];
+  // Usage leaves the headroom (410 MiB of 4 GiB) but not 2x of it: no give-back.
+  const ok = (at: number) => ({ limitBytes: 4 * GiB, usageBytes: 3500 * MiB, at });
+
+  it('waits until the imbalance has lasted --rebalance-after, then moves a step pair from the VM ahead to the one behind', () => {
+    let s = groupStep(P, G, initialGroupState(), ok(0), vms(), 32 * MiB, unit);
+    expect(s.decision.targets.size).toBe(0);
+    s = groupStep(P, G, s.state, ok(9_000), vms(), 32 * MiB, unit);
+    expect(s.decision.targets.size).toBe(0);
+    s = groupStep(P, G, s.state, ok(10_000), vms(), 32 * MiB, unit);
+    expect(s.decision.move).toMatchObject({ from: 'a', to: 'b', bytes: 64 * MiB });
+    expect(s.decision.targets.get('a')).toBe(192 * MiB);
+    expect(s.decision.targets.get('b')).toBe(64 * MiB);
+    expect(s.decision.reason).toMatch(/rebalance: a holds 256 MiB .* 64 MiB moves from a to b/);
+  });
+
+  it('after a move, waits for stats sampled after it', () => {
+    let s = groupStep(P, G, initialGroupState(), ok(0), vms({ statsAtMs: 0 }), 32 * MiB, unit);
+    s = groupStep(P, G, s.state, ok(10_000), vms({ statsAtMs: 9_500 }), 32 * MiB, unit);
+    expect(s.decision.move).toBeDefined();
+    // The balloons have moved but the stats are those from before: no second move.
+    s = groupStep(P, G, s.state, ok(11_000), vms({ statsAtMs: 9_500 }), 32 * MiB, unit);
+    expect(s.decision.targets.size).toBe(0);
+    s = groupStep(P, G, s.state, ok(12_000), vms({ statsAtMs: 11_500 }), 32 * MiB, unit);
+    expect(s.decision.move).toBeDefined();
+  });
+
+  it.each([
+    ['an ask under way (b not yet at its target)', { targetB: 64 * MiB }, ok],
+    ['the VM behind has stale stats', { stale: true }, ok],
+    ['the VM behind is excluded (guest pressure, manual hold)', { excludedB: true }, ok],
+    ['a need: the need is split, not rebalanced', {}, (at: number) => ({ limitBytes: 4 * GiB, usageBytes: 4 * GiB, at })],
+  ] as const)('no move when %s', (_n, o, cg) => {
+    let s = groupStep(P, G, initialGroupState(), cg(0), vms(o), 32 * MiB, unit);
+    s = groupStep(P, G, s.state, cg(20_000), vms(o), 32 * MiB, unit);
+    expect(s.decision.move).toBeUndefined();
+    if (s.decision.targets.size) expect(s.decision.reason).not.toMatch(/rebalance/);
+  });
+
+  it('off with --rebalance-after 0', () => {
+    const off = { ...P, rebalanceAfterMs: 0 };
+    let s = groupStep(off, G, initialGroupState(), ok(0), vms(), 32 * MiB, unit);
+    s = groupStep(off, G, s.state, ok(60_000), vms(), 32 * MiB, unit);
+    expect(s.decision.targets.size).toBe(0);
+  });
+
+  it('an imbalance that goes away restarts the clock', () => {
+    let s = groupStep(P, G, initialGroupState(), ok(0), vms(), 32 * MiB, unit);
+    s = groupStep(P, G, s.state, ok(5_000), vms({ excludedB: true }), 32 * MiB, unit);
+    s = groupStep(P, G, s.state, ok(10_000), vms(), 32 * MiB, unit);
+    expect(s.decision.targets.size).toBe(0);
+    s = groupStep(P, G, s.state, ok(20_000), vms(), 32 * MiB, unit);
+    expect(s.decision.move).toBeDefined();
+  });
+});
