@@ -82,8 +82,9 @@ export const HOST_POLICY_OPTIONS = [
   {
     name: 'guest-fresh-free', kind: 'duration', default: ms(DEFAULT_HOST_PARAMS.guestFreshFreeMs), min: 0, max: 600_000,
     describe: 'A guest whose use fell by --guest-cycle or more since its previous stats sample has just freed that memory and may take it back at once '
-      + '(a job between rounds): the fall is not spare until a stats sample at least this long after it still shows it free, and meanwhile it is '
-      + 'taken only for what the other guests\' spare leaves uncovered (0 turns it off; 0 to 10m)',
+      + '(a job between rounds): the fall is not spare until a stats sample at least this long after it still shows it free; meanwhile it is '
+      + 'taken only for what the other guests\' spare leaves uncovered, when the memcg is within a step of its limit, stalls or reports '
+      + 'pressure (0 turns it off; 0 to 10m)',
   },
   {
     name: 'rebalance-after', kind: 'duration', default: ms(DEFAULT_HOST_PARAMS.rebalanceAfterMs), min: 0, max: 3_600_000,

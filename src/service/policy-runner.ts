@@ -236,7 +236,7 @@ export class PolicyRunner {
     }
     const steps = new Map(members.map((m) => [m.view.vm, m.view.stepBytes]));
     const maxStep = Math.max(...steps.values());
-    const sample = { limitBytes: reading.limitBytes, usageBytes: reading.usageBytes, at: now, psiSomeAvg10: reading.psiSomeAvg10 };
+    const sample = { limitBytes: reading.limitBytes, usageBytes: reading.usageBytes, at: now, psiSomeAvg10: reading.psiSomeAvg10, reclaiming: trigger.startsWith('pressure') };
     const { state, decision } = groupStep(this.host, this.give, g.state, sample, views, maxStep, (vm) => steps.get(vm) ?? maxStep);
     if (decision.need.needBytes > decision.outstandingBytes && this.refreshFirst(g, members, views, now, trigger, wokeAt)) return;
     g.state = state;

@@ -244,6 +244,53 @@ skipUnlessAll([isRoot, SKIP.notRoot], [haveV1Memory, SKIP.noV1Memory]).describe(
     expect((await status('fresh')).balloonBytes).toBe(0);
   });
 
+  it('once the need is met, the weights hold again: a guest that had nothing to spare when the need came, and then freed memory, takes its share from the other', async () => {
+    const cg = makeCgroup({ limitBytes: 4096 * MiB });
+    rig.cgroups.push(cg);
+    daemon = await DaemonProcess.startHost(['--headroom', '200M', '--rebalance-after', '3s', '--give-back-step', '16M']);
+    await addGuest(cg.v1, 'idle', 48, 0);
+    const busy = await addGuest(cg.v1, 'busy', 330, 0); // 54 MiB available, 38.4 MiB reserve: 16 MiB to spare
+    const status = (vm: string) => daemon!.request<DaemonStatus>({ op: 'status', vm });
+    await until(async () => (await Promise.all(['idle', 'busy'].map(status))).every((s) => s.stats !== null), 10_000, 'stats from both guests');
+    await new Promise((r) => setTimeout(r, 2500)); // no growth left to look ahead at
+    writeFileSync(join(cg.v1, 'memory.limit_in_bytes'), String(readNumber(cg.v1, 'memory.usage_in_bytes') + 100 * MiB));
+    const hostHistory = async () => (await daemon!.request<{ host: HostDecisionRecord[] }>({ op: 'history' })).host;
+    let d: HostDecisionRecord | undefined;
+    await until(async () => (d = (await hostHistory()).find((x) => x.vms.some((v) => v.shareBytes > 0))) !== undefined, 5000, 'a host decision');
+    const asked = (vm: string) => d!.vms.find((v) => v.vm === vm)!.shareBytes;
+    expect(asked('busy')).toBeLessThanOrEqual(16 * MiB);
+    expect(asked('idle')).toBeGreaterThan(asked('busy') * 4);
+    await until(async () => (await Promise.all(['idle', 'busy'].map(status))).every((s) => s.balloonBytes === s.targetBytes), 10_000, 'balloons at their targets');
+    const before = await Promise.all(['idle', 'busy'].map(status));
+    const total = before[0]!.balloonBytes + before[1]!.balloonBytes;
+    // busy's job ends: it has as much to spare as idle now. Its fall is held for 2 s (just freed), then the
+    // imbalance must last 3 s, then steps of at most 16 MiB move from idle to busy until both hold about half.
+    Object.assign(busy.vm, { usedBytes: 48 * MiB });
+    const t0 = Date.now();
+    await until(async () => {
+      const [i, b] = await Promise.all(['idle', 'busy'].map(status));
+      return Math.abs(i!.targetBytes - b!.targetBytes) <= 2 * STEP && i!.balloonBytes === i!.targetBytes && b!.balloonBytes === b!.targetBytes;
+    }, 30_000, 'the two balloons within a step of each other');
+    const tookMs = Date.now() - t0;
+    expect(tookMs).toBeGreaterThan(3000); // not before --rebalance-after
+    const after = await Promise.all(['idle', 'busy'].map(status));
+    // Memory moved, none was added or given back: the sum is the same.
+    expect(Math.abs(after[0]!.balloonBytes + after[1]!.balloonBytes - total)).toBeLessThanOrEqual(STEP);
+    const moves = (await hostHistory()).filter((x) => /rebalance: idle holds/.test(x.reason));
+    expect(moves.length).toBeGreaterThanOrEqual(2); // at most 16 MiB a decision for a gap of about 50 MiB
+    for (const m of moves) {
+      const row = (vm: string) => m.vms.find((v) => v.vm === vm)!;
+      expect(row('busy').shareBytes).toBeGreaterThan(0);
+      expect(row('busy').shareBytes).toBeLessThanOrEqual(16 * MiB);
+      expect(row('idle').shareBytes).toBe(-row('busy').shareBytes);
+    }
+    const busyHist = (await daemon.request<{ decisions: Array<{ rule: string; reason: string }> }>({ op: 'history', vm: 'busy' })).decisions;
+    expect(busyHist.some((x) => x.rule === 'host-policy-inflate' && /rebalance in memcg .*more for this VM/.test(x.reason))).toBe(true);
+    // The memcg keeps its headroom throughout: nothing to ask, nothing swapped.
+    expect(readNumber(cg.v1, 'memory.limit_in_bytes') - readNumber(cg.v1, 'memory.usage_in_bytes')).toBeGreaterThan(150 * MiB);
+    console.log('rebalance:', JSON.stringify({ tookMs, moves: moves.length, before: before.map((s) => s.balloonBytes / MiB), after: after.map((s) => s.balloonBytes / MiB) }));
+  }, 60_000);
+
   it('--guest-reserve reaches the policy: with 90% of its RAM reserved, a guest with 85% free has nothing to spare', async () => {
     const cg = makeCgroup({ limitBytes: 4096 * MiB });
     rig.cgroups.push(cg);

@@ -236,17 +236,26 @@ describe('groupStep: memory just freed is the last tier', () => {
   const g = (name: string, availableMiB: number, freshMiB: number) => ({
     ...vm({ vm: name, stats: { availableBytes: availableMiB * MiB, cachesBytes: 0 } }), targetBytes: 0, excluded: false, freshFreeBytes: freshMiB * MiB,
   });
-  const atLimit = { limitBytes: 4 * GiB, usageBytes: 4 * GiB - 209.6 * MiB, at: 0 }; // need 200 MiB
+  const GiBm = 4096;
+  // headroom 409.6 MiB: 209.6 MiB free (need 200 MiB), or 20 MiB free (need 390 MiB).
+  const roomy = { limitBytes: GiBm * MiB, usageBytes: (GiBm - 209.6) * MiB, at: 0 };
+  const event = { ...roomy, reclaiming: true };
+  const nearLimit = { limitBytes: GiBm * MiB, usageBytes: (GiBm - 20) * MiB, at: 0 };
   it.each([
-    // name, VMs, expected MiB asked of each, MiB of it just freed
-    ['settled spare elsewhere covers the need: the guest that just freed is not asked', [g('a', 400, 300), g('b', 600, 0)], { a: 0, b: 192 }, 0],
-    ['every guest just freed: the need is taken from them, not left to host swap', [g('a', 400, 300), g('b', 400, 300)], { a: 96, b: 96 }, 192],
-    ['the rest covers part: it gives all it has, the one that just freed the remainder', [g('a', 400, 300), g('b', 200, 0)], { a: 96, b: 96 }, 96],
-  ] as const)('%s', (_n, vms, want, freshMiB) => {
-    const { decision } = groupStep(P, G, initialGroupState(), atLimit, vms, 32 * MiB, unit);
+    // name, VMs, the group, expected MiB asked of each, MiB of it just freed
+    ['settled spare elsewhere covers the need: the guest that just freed is not asked', [g('a', 400, 300), g('b', 600, 0)], event, { a: 0, b: 192 }, 0],
+    ['every guest just freed, the group woken by a pressure event (the kernel reclaims): taken from them', [g('a', 400, 300), g('b', 400, 300)], event, { a: 96, b: 96 }, 192],
+    ['every guest just freed, the group within a step of its limit: taken from them', [g('a', 400, 300), g('b', 400, 300)], nearLimit, { a: 192, b: 192 }, 384],
+    ['every guest just freed, but the group has room (a sample, 210 MiB free): not taken, the need waits for their next stats', [g('a', 400, 300), g('b', 400, 300)], roomy, { a: 0, b: 0 }, 0],
+    ['the rest covers part: it gives all it has, the one that just freed the remainder (pressure event)', [g('a', 400, 300), g('b', 200, 0)], event, { a: 96, b: 96 }, 96],
+    ['the rest covers part, the group has room: only the rest', [g('a', 400, 300), g('b', 200, 0)], roomy, { a: 0, b: 96 }, 0],
+  ] as const)('%s', (_n, vms, cur, want, freshMiB) => {
+    const { decision } = groupStep(P, G, initialGroupState(), cur, vms, 32 * MiB, unit);
+    expect(decision.need.needBytes / MiB).toBeCloseTo(cur === nearLimit ? 390 : 200, -1);
     for (const [k, mib] of Object.entries(want)) expect([k, (decision.targets.get(k) ?? 0) / MiB]).toEqual([k, mib]);
     expect(decision.shares.reduce((n, s) => n + (s.fromFreshBytes ?? 0), 0) / MiB).toBe(freshMiB);
     if (freshMiB) expect(decision.reason).toMatch(/just freed: the rest did not cover the need/);
+    else expect(decision.reason).not.toMatch(/just freed/);
   });
 });
 
