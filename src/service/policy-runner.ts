@@ -41,6 +41,8 @@ export const STALE_STATS_INTERVALS = 3;
 export const FRESH_STATS_MS = 1000;
 export const STATS_WAIT_MS = 200;
 export const REFRESH_EVERY_MS = 1000;
+/** After a rebalance, the group's stats are refreshed this much later: their balloons have moved by then (64 MiB inflates in about 170 ms under TCG). */
+export const MOVE_SETTLE_MS = 1000;
 
 /** What the runner needs of a VM. */
 export interface RunnerVm {
@@ -76,6 +78,8 @@ interface Group {
   /** When stats were last refreshed before an inflation, and the pending re-decision. */
   refreshedAt: number | null;
   refreshTimer: NodeJS.Timeout | null;
+  /** After a rebalance: fresh stats once the balloons moved, so the next move need not wait a stats interval. */
+  moveRefreshTimer?: NodeJS.Timeout | null;
 }
 
 export class PolicyRunner {
@@ -120,6 +124,7 @@ export class PolicyRunner {
     g.staleAskedAt.delete(vm.name);
     if (g.vms.size === 0) {
       if (g.refreshTimer) clearTimeout(g.refreshTimer);
+      if (g.moveRefreshTimer) clearTimeout(g.moveRefreshTimer);
       this.groups.delete(g.key);
     }
     if (this.groups.size === 0) this.stop();
@@ -162,6 +167,8 @@ export class PolicyRunner {
     for (const g of this.groups.values()) {
       if (g.refreshTimer) clearTimeout(g.refreshTimer);
       g.refreshTimer = null;
+      if (g.moveRefreshTimer) clearTimeout(g.moveRefreshTimer);
+      g.moveRefreshTimer = null;
     }
   }
 
@@ -273,6 +280,14 @@ export class PolicyRunner {
         ...(shareBytes > 0 && overOf(v.vm) ? { shareUnbackedBytes: overOf(v.vm) } : {}),
         ...(v.freshFreeBytes ? { freshFreeBytes: v.freshFreeBytes } : {}),
       });
+    }
+    if (decision.move && !g.moveRefreshTimer) {
+      // All of the group's: the next move waits for stats sampled after this one from every VM it weighs.
+      g.moveRefreshTimer = setTimeout(() => {
+        g.moveRefreshTimer = null;
+        for (const { vm } of this.members(g, 'host')) vm.refreshStats?.();
+      }, MOVE_SETTLE_MS);
+      g.moveRefreshTimer.unref();
     }
     if (decision.targets.size === 0 && decision.need.needBytes === 0) return;
     this.record(g, 'host', trigger, reading, {

@@ -6,7 +6,7 @@ import type { HostView } from '../../src/control/controller.js';
 import { createLogger } from '../../src/log.js';
 import type { HostShareInfo } from '../../src/policy/types.js';
 import type { HostPressureEvent } from '../../src/pressure/types.js';
-import { PolicyRunner, type RunnerVm, STATS_WAIT_MS } from '../../src/service/policy-runner.js';
+import { MOVE_SETTLE_MS, PolicyRunner, type RunnerVm, STATS_WAIT_MS } from '../../src/service/policy-runner.js';
 
 const MiB = 2 ** 20;
 const CG = '/fake/machine.slice';
@@ -224,6 +224,47 @@ describe('policy runner', () => {
     r.usage(1948 + 200);
     r.runner.pressure(idle, ev());
     expect(asked).toHaveLength(2);
+  });
+
+  it('rebalances once the need is met, then asks for fresh stats so the next move need not wait a stats interval', () => {
+    vi.useFakeTimers();
+    stops.push(() => vi.useRealTimers());
+    // limit 2 GiB, 348 MiB free: the headroom (204.8 MiB) holds, not twice of it (no give-back).
+    const r = rig(1700);
+    stops.push(() => r.runner.stop());
+    const ahead = new FakeVm('ahead', { balloonBytes: 256 * MiB, targetBytes: 256 * MiB, stats: { availableBytes: 300 * MiB, freeBytes: 300 * MiB } });
+    const behind = new FakeVm('behind', { stats: { availableBytes: 500 * MiB, freeBytes: 500 * MiB } });
+    const asked: string[] = [];
+    // Their regular stats were sampled at 9 s (5 s apart); refreshStats brings a sample of now.
+    let refreshed = false;
+    for (const v of [ahead, behind]) v.refreshStats = () => { asked.push(v.name); refreshed = true; return true; };
+    const statsAt = (ms: number) => { for (const v of [ahead, behind]) v.view.statsAgeMs = Math.max(5, ms - 9_000); };
+    r.runner.add(ahead, { kind: 'v1', dir: CG });
+    r.runner.add(behind, { kind: 'v1', dir: CG });
+    r.runner.tick();
+    r.at(9_000);
+    r.runner.tick();
+    expect([...ahead.targets, ...behind.targets]).toEqual([]); // not before --rebalance-after (10 s)
+    r.at(10_000);
+    r.runner.tick();
+    expect(ahead.targets.map((t) => t.bytes / MiB)).toEqual([192]);
+    expect(behind.targets.map((t) => t.bytes / MiB)).toEqual([64]);
+    expect(r.runner.status()[0]!.lastDecision!.reason).toMatch(/rebalance: ahead holds 256 MiB .* 64 MiB moves from ahead to behind/);
+    ahead.follow();
+    behind.follow();
+    // Stats sampled before the move: no second move on them.
+    r.at(11_000);
+    statsAt(11_000);
+    r.runner.tick();
+    expect(behind.targets).toHaveLength(1);
+    // The runner asked for fresh stats once the balloons had moved; on them the next move comes at once.
+    vi.advanceTimersByTime(MOVE_SETTLE_MS);
+    expect(asked.sort()).toEqual(['ahead', 'behind']);
+    r.at(11_500);
+    statsAt(refreshed ? 9_000 : 11_500);
+    r.runner.tick();
+    expect(behind.targets.map((t) => t.bytes / MiB)).toEqual([64, 128]);
+    expect(ahead.targets.map((t) => t.bytes / MiB)).toEqual([192, 128]);
   });
 
   it('stats that are fresh enough are not refreshed: the decision is immediate', () => {
