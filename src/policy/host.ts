@@ -16,8 +16,6 @@ import type { CyclePeak } from './reuse.js';
 import { findMove, type Move } from './rebalance.js';
 import { waterFill } from './water-fill.js';
 
-export { waterFill };
-
 export interface HostParams {
   /** Target headroom below the limit: the larger of this share of the limit ... */
   headroomPercent: number;
@@ -39,7 +37,7 @@ export interface HostParams {
   guestCycleBytes: number;
   /** ... and which peak it keeps: the window's highest use, or its last round's peak (reuse.ts). */
   guestCyclePeak: CyclePeak;
-  /** A fall of a guest's use by guestCycleBytes or more between two stats samples is not spare until a sample this long after it (fresh-free.ts); 0: off. Such memory is the last tier, taken only for what the rest leaves uncovered. */
+  /** A fall of a guest's use by guestCycleBytes or more between two stats samples is not spare until a sample this long after it (fresh-free.ts); 0: off. Until then it is an emergency tier (withFreshTier). */
   guestFreshFreeMs: number;
   /** Once the need is met, a VM a unit ahead of its weighted share hands units to one a unit behind, after the imbalance has lasted this long (rebalance.ts); 0: never. */
   rebalanceAfterMs: number;
@@ -288,9 +286,9 @@ export interface GroupState {
   /** Since when the cgroup has had room to give back (null: not now). */
   roomSince: number | null;
   /** Since when some VM has been a unit ahead of its weighted share while another is a unit behind (null: not now). */
-  imbalanceSince?: number | null;
+  imbalanceSince: number | null;
   /** When the last rebalance moved memory: the next one waits for stats sampled after it. */
-  rebalancedAt?: number | null;
+  rebalancedAt: number | null;
 }
 
 export const initialGroupState = (): GroupState => ({ history: [], growthBps: 0, roomSince: null, imbalanceSince: null, rebalancedAt: null });
@@ -368,7 +366,7 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
   const toAsk = need.needBytes - outstandingBytes;
   if (toAsk > 0) {
     roomSince = null;
-    const gaveBytes = new Map(managed.map((v) => [v.vm, Math.max(v.targetBytes, v.balloonBytes)]));
+    const gaveBytes = new Map(managed.map((v) => [v.vm, heldOf(v)]));
     shares = splitNeed(toAsk, spares, weights, staleStepBytes, gaveBytes);
     if (unitBytes) shares = inUnits(shares, spares, staleStepBytes, unitBytes);
     // Memory just freed is the emergency tier: only when the host is about to reclaim guest memory.
@@ -378,9 +376,9 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     for (const s of shares) {
       if (s.bytes <= 0) continue;
       const v = managed.find((m) => m.vm === s.vm)!;
-      targets.set(s.vm, Math.max(v.targetBytes, v.balloonBytes) + s.bytes);
+      targets.set(s.vm, heldOf(v) + s.bytes);
     }
-    const given = shares.reduce((n, s) => n + s.bytes - (s.overheadBytes ?? 0), 0);
+    const given = freedBy(shares);
     const over = shares.reduce((n, s) => n + (s.overheadBytes ?? 0), 0);
     const fresh = shares.reduce((n, s) => n + (s.fromFreshBytes ?? 0), 0);
     reason = `need ${mb(need.needBytes)} (headroom ${mb(need.headroomBytes)}, free ${mb(need.freeBytes)}, growth ${mb(need.growthBps)}/s${need.stalling ? `, PSI some avg10 ${cur.psiSomeAvg10}%` : ''})`
@@ -405,8 +403,8 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
     roomSince = null;
     reason = `headroom holds: ${mb(need.freeBytes)} free of ${mb(need.headroomBytes)} wanted${outstandingBytes ? `, ${mb(outstandingBytes)} on the way` : ''}`;
   }
-  let imbalanceSince = state.imbalanceSince ?? null;
-  let rebalancedAt = state.rebalancedAt ?? null;
+  let imbalanceSince = state.imbalanceSince;
+  let rebalancedAt = state.rebalancedAt;
   let move: Move | undefined;
   if (toAsk <= 0 && targets.size === 0 && outstandingBytes === 0 && !need.stalling && unitBytes && p.rebalanceAfterMs > 0) {
     const found = rebalanceMove(managed, spares, unitBytes, give.stepBytes);
@@ -416,7 +414,7 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
       // Stats sampled before the last move do not show it yet: wait for newer ones.
       const fresh = managed.every((v) => v.stale || rebalancedAt === null || v.statsAtMs === undefined || v.statsAtMs > rebalancedAt);
       if (fresh && cur.at - imbalanceSince >= p.rebalanceAfterMs) {
-        const held = (vm: string) => { const v = managed.find((m) => m.vm === vm)!; return Math.max(v.targetBytes, v.balloonBytes); };
+        const held = (vm: string) => heldOf(managed.find((m) => m.vm === vm)!);
         targets.set(found.to, held(found.to) + found.bytes);
         targets.set(found.from, Math.max(0, held(found.from) - found.bytes));
         move = found;
@@ -443,8 +441,7 @@ export function groupStep(p: HostParams, give: GiveBackParams, state: GroupState
  */
 function withFreshTier(p: HostParams, managed: readonly GroupVm[], spares: readonly Spare[], shares: Share[], toAsk: number,
   weights: ReadonlyMap<string, number>, staleStepBytes: number, gaveBytes: ReadonlyMap<string, number>, unitBytes?: (vm: string) => number): Share[] {
-  const given = shares.reduce((n, s) => n + s.bytes - (s.overheadBytes ?? 0), 0);
-  const short = toAsk - given;
+  const short = toAsk - freedBy(shares);
   if (short <= 0 || !managed.some((v) => (v.freshFreeBytes ?? 0) > 0)) return shares;
   const rest: Spare[] = managed.map((v) => {
     const first = spares.find((x) => x.vm === v.vm)!;
@@ -469,9 +466,14 @@ function rebalanceMove(managed: readonly GroupVm[], spares: readonly Spare[], un
     const spareBytes = s.cacheBytes + s.freeBytes;
     // Beyond its backed free memory the balloon takes the unbacked pages first, which free nothing.
     const giveableBytes = (s.overheadBytes ?? 0) > 0 ? s.freeBytes : spareBytes;
-    return { vm: v.vm, weight: v.weight, heldBytes: Math.max(v.targetBytes, v.balloonBytes), spareBytes, giveableBytes, unitBytes: Math.max(1, unitBytes(v.vm)) };
+    return { vm: v.vm, weight: v.weight, heldBytes: heldOf(v), spareBytes, giveableBytes, unitBytes: Math.max(1, unitBytes(v.vm)) };
   });
   return findMove(rows, maxBytes);
 }
+
+/** What a VM's balloon holds or was asked for already. */
+const heldOf = (v: GroupVm): number => Math.max(v.targetBytes, v.balloonBytes);
+/** What the shares free on the host: their bytes less the unbacked pages taken on the way. */
+const freedBy = (shares: readonly Share[]): number => shares.reduce((n, s) => n + s.bytes - (s.overheadBytes ?? 0), 0);
 
 const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;

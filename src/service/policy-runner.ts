@@ -79,7 +79,7 @@ interface Group {
   refreshedAt: number | null;
   refreshTimer: NodeJS.Timeout | null;
   /** After a rebalance: fresh stats once the balloons moved, so the next move need not wait a stats interval. */
-  moveRefreshTimer?: NodeJS.Timeout | null;
+  moveRefreshTimer: NodeJS.Timeout | null;
 }
 
 export class PolicyRunner {
@@ -106,7 +106,7 @@ export class PolicyRunner {
     if (!g) {
       g = {
         key, scope, vms: new Set(), state: initialGroupState(), lastEvent: null, lastRound: { mom: null, proxmox: null },
-        staleAskedAt: new Map(), lastReading: null, lastError: null, refreshedAt: null, refreshTimer: null,
+        staleAskedAt: new Map(), lastReading: null, lastError: null, refreshedAt: null, refreshTimer: null, moveRefreshTimer: null,
       };
       this.groups.set(key, g);
     }

@@ -1,6 +1,7 @@
 // The host-wide policy's pure parts: need, spare, split (src/policy/host.ts).
 import { describe, expect, it } from 'vitest';
-import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, fairFill, groupStep, growthOf, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView, waterFill } from '../../src/policy/host.js';
+import { computeNeed, DEFAULT_HOST_PARAMS, DEFAULT_GIVE_BACK, fairFill, groupStep, growthOf, initialGroupState, inUnits, reserveOf, spareOf, splitNeed, type VmView } from '../../src/policy/host.js';
+import { waterFill } from '../../src/policy/water-fill.js';
 import { guestUseRate } from '../../src/policy/step.js';
 
 const MiB = 2 ** 20;
