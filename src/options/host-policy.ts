@@ -88,9 +88,9 @@ export const HOST_POLICY_OPTIONS = [
   },
   {
     name: 'rebalance-after', kind: 'duration', default: ms(DEFAULT_HOST_PARAMS.rebalanceAfterMs), min: 0, max: 3_600_000,
-    describe: 'Once the need is met and nothing is on the way, a VM whose balloon is a step or more ahead of its weighted share of all the '
-      + 'balloons of its memcg hands steps (at most --give-back-step per decision) to one a step behind that can spare them, after the imbalance '
-      + 'has lasted this long (for instance: its memory was not spare yet when the need came, and the others gave in its place; 0 turns it off; 0 to 1h)',
+    describe: 'Once the need is met and nothing is on the way, the VM whose balloon is furthest ahead of its weighted share of all the '
+      + 'balloons of its memcg hands steps (at most --give-back-step per decision) to the one furthest behind that can spare them, when the two '
+      + 'are 1.5 steps or more off together, after the imbalance has lasted this long (for instance: its memory was not spare yet when the need came, and the others gave in its place; 0 turns it off; 0 to 1h)',
   },
   {
     name: 'stall-psi', kind: 'percent', default: `${DEFAULT_HOST_PARAMS.stallPercent}%`, min: 0, max: 100,

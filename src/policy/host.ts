@@ -39,7 +39,7 @@ export interface HostParams {
   guestCyclePeak: CyclePeak;
   /** A fall of a guest's use by guestCycleBytes or more between two stats samples is not spare until a sample this long after it (fresh-free.ts); 0: off. Until then it is an emergency tier (withFreshTier). */
   guestFreshFreeMs: number;
-  /** Once the need is met, a VM a unit ahead of its weighted share hands units to one a unit behind, after the imbalance has lasted this long (rebalance.ts); 0: never. */
+  /** Once the need is met, units move from the VM furthest ahead of its weighted share to the one furthest behind when that brings both closer, after the imbalance has lasted this long (rebalance.ts); 0: never. */
   rebalanceAfterMs: number;
   /** PSI "some avg10" at or above this (%): the group stalls on memory, whatever its usage says ... */
   stallPercent: number;
@@ -285,7 +285,7 @@ export interface GroupState {
   growthBps: number;
   /** Since when the cgroup has had room to give back (null: not now). */
   roomSince: number | null;
-  /** Since when some VM has been a unit ahead of its weighted share while another is a unit behind (null: not now). */
+  /** Since when a rebalance move would pay (null: not now). */
   imbalanceSince: number | null;
   /** When the last rebalance moved memory: the next one waits for stats sampled after it. */
   rebalancedAt: number | null;

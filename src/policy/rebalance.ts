@@ -1,10 +1,11 @@
 // Keeping the weights for the balloons as they stand, not only for each
-// decision's part: once the need is met and nothing is on the way, a VM
-// whose balloon is ahead of its weighted share of all the balloons by a unit
-// or more hands units to one that is behind by as much and can spare them.
-// A VM is behind when, for instance, its memory was not spare yet when the
-// need came (just freed: fresh-free.ts; stats stale) and the others gave in
-// its place. Pure; the caller decides when its stats are fresh enough.
+// decision's part: once the need is met and nothing is on the way, units move
+// from the VM furthest ahead of its weighted share of all the balloons to the
+// one furthest behind that can spare them, when that brings both closer to
+// their shares. A VM is behind when, for instance, its memory was not spare
+// yet when the need came (just freed: fresh-free.ts; stats stale) and the
+// others gave in its place. Pure; the caller decides when its stats are
+// fresh enough.
 
 import { waterFill } from './water-fill.js';
 
@@ -31,9 +32,18 @@ export interface Move {
 
 /**
  * The one move that most reduces the imbalance: from the VM furthest ahead
- * of its share to the one furthest behind that can give, in whole units
- * (the larger unit of the two), at most `maxBytes`. Null when no VM is a
- * unit ahead while another is a unit behind with a unit to give.
+ * of its share (by a) to the one furthest behind that can give (by b), in
+ * whole units u (the larger unit of the two), at most `maxBytes`. k units
+ * leave gaps a - ku and b - ku, so the squared gaps are least at ku = (a + b)
+ * / 2: k is that rounded, and a move needs a + b >= 1.5 u. A move may pass a
+ * share, never so far that the reverse move would pay (that needs the gaps
+ * it leaves to add to 1.5 u; they add to at most u), so memory does not
+ * bounce, and every move lowers the squared gaps by at least u^2 / 2, so
+ * moves end. Rounding each VM to
+ * whole units leaves up to half a unit off its share; this moves the units
+ * to where the rounding costs least (measured in (d): 288 MiB for a share of
+ * 269 and 192 for 233 stayed at 17.8 % off while a move needed a unit of
+ * imbalance on both sides). Null when no move pays.
  */
 export function findMove(vms: readonly RebalanceVm[], maxBytes: number): Move | null {
   const total = vms.reduce((n, v) => n + v.heldBytes, 0);
@@ -43,12 +53,14 @@ export function findMove(vms: readonly RebalanceVm[], maxBytes: number): Move | 
   let ahead: RebalanceVm | null = null;
   let behind: RebalanceVm | null = null;
   for (const v of vms) {
-    if (-gap(v) >= v.unitBytes && (!ahead || gap(v) < gap(ahead))) ahead = v;
-    if (gap(v) >= v.unitBytes && v.giveableBytes >= v.unitBytes && (!behind || gap(v) > gap(behind))) behind = v;
+    if (gap(v) < 0 && v.heldBytes > 0 && (!ahead || gap(v) < gap(ahead))) ahead = v;
+    if (gap(v) > 0 && v.giveableBytes >= v.unitBytes && (!behind || gap(v) > gap(behind))) behind = v;
   }
   if (!ahead || !behind) return null;
   const unit = Math.max(ahead.unitBytes, behind.unitBytes);
-  const units = Math.floor(Math.min(-gap(ahead), gap(behind), behind.giveableBytes, maxBytes) / unit);
+  const both = gap(behind) - gap(ahead);
+  if (both < 1.5 * unit) return null;
+  const units = Math.min(Math.max(1, Math.round(both / (2 * unit))), Math.floor(Math.min(ahead.heldBytes, behind.giveableBytes, maxBytes) / unit));
   if (units < 1) return null;
   return { from: ahead.vm, to: behind.vm, bytes: units * unit, fromShareBytes: fair.get(ahead.vm)!, toShareBytes: fair.get(behind.vm)! };
 }

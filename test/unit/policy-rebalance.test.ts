@@ -16,12 +16,24 @@ describe('findMove', () => {
     ['balanced by weight: nothing', [r('a', 1, 128, 200), r('b', 1, 128, 200)], 64, null],
     ['within a step of the weights: nothing (rounding is not an imbalance)', [r('a', 1, 144, 200), r('b', 1, 112, 200)], 64, null],
     ['one VM gave for both: part comes back to the other, at most --give-back-step', [r('a', 1, 256, 100), r('b', 1, 0, 300)], 64, ['a', 'b', 64]],
-    ['the same with a larger step: the whole gap (117 MiB: weight x what each could hold) in whole steps', [r('a', 1, 256, 100), r('b', 1, 0, 300)], 512, ['a', 'b', 96]],
+    ['the same with a larger step: the whole gap (117 MiB each side: weight x what each could hold), in the nearest whole steps', [r('a', 1, 256, 100), r('b', 1, 0, 300)], 512, ['a', 'b', 128]],
     ['weights 1:2: the weight-2 VM is behind at 1:1', [r('a', 1, 192, 300), r('b', 2, 192, 300)], 512, ['a', 'b', 64]],
     ['the one behind cannot give a step: nothing', [r('a', 1, 256, 100), r('b', 1, 0, 300, 20)], 512, null],
     ['the one behind gives only what it has in whole steps', [r('a', 1, 256, 100), r('b', 1, 0, 300, 70)], 512, ['a', 'b', 64]],
     ['a VM with nothing to spare is not behind: its share is what it holds', [r('a', 1, 256, 0), r('b', 1, 0, 0)], 512, null],
-    ['weight x what each could give: the weight-4 VM with more to give takes a step', [r('a', 1, 64, 0), r('b', 4, 192, 300)], 512, ['a', 'b', 32]],
+    // a: share 8 MiB (weight 1 x its 64 held), 56 ahead; b: 248, 56 behind: two steps leave each 8 off, one would leave 24.
+    ['weight x what each could give: the weight-4 VM with more to give takes two steps', [r('a', 1, 64, 0), r('b', 4, 192, 300)], 512, ['a', 'b', 64]],
+    // Shares 128 each: 24 MiB off on both sides, under a step each.
+    ['gaps adding to 1.5 steps (24 + 24): one step', [r('a', 1, 152, 148), r('b', 1, 104, 196)], 512, ['a', 'b', 32]],
+    ['gaps adding to under 1.5 steps (23 + 23): nothing', [r('a', 1, 151, 149), r('b', 1, 105, 195)], 512, null],
+    ['after that move (8 + 8 off the other way): no move back', [r('a', 1, 120, 180), r('b', 1, 136, 164)], 512, null],
+    // (d)'s run that ended 128/128/192/288 MiB, as the daemon saw it: w4 holds all it could (288), the rest 448 MiB
+    // water-filled to 119/119/210: 9 ahead each, 17 behind; the 17.8 % the benchmark measured is w4's 19 MiB of
+    // never-backed pages, which the daemon does not count apart.
+    ['(d) 128/128/192/288 as the daemon saw it: 9 + 17 off, nothing', [r('w1a', 1, 128, 142), r('w1b', 1, 128, 142), r('w2', 2, 192, 79), r('w4', 4, 288, 0)], 512, null],
+    ['(d) with w2 a step further behind: a step from a w1 to w2', [r('w1a', 1, 128, 142), r('w1b', 1, 128, 142), r('w2', 2, 160, 111), r('w4', 4, 288, 0)], 512, ['w1a', 'w2', 32]],
+    // Shares 208 each: 112 ahead and behind; three steps leave 16 off, four would leave 16 the other way (rounding to the nearest: 3.5 -> 4).
+    ['gaps of 3.5 steps each: the nearest whole number of steps to the midpoint', [r('a', 1, 320, 200), r('b', 1, 96, 424)], 512, ['a', 'b', 128]],
     ['most ahead to most behind', [r('a', 1, 320, 200), r('b', 1, 128, 200), r('c', 1, 32, 300)], 512, ['a', 'c', 96]],
     ['one VM: nothing', [r('a', 1, 256, 300)], 512, null],
     ['no balloons: nothing', [r('a', 1, 0, 300), r('b', 1, 0, 300)], 512, null],
