@@ -39,11 +39,9 @@ export interface Move {
  * share, never so far that the reverse move would pay (that needs the gaps
  * it leaves to add to 1.5 u; they add to at most u), so memory does not
  * bounce, and every move lowers the squared gaps by at least u^2 / 2, so
- * moves end. Rounding each VM to
- * whole units leaves up to half a unit off its share; this moves the units
- * to where the rounding costs least (measured in (d): 288 MiB for a share of
- * 269 and 192 for 233 stayed at 17.8 % off while a move needed a unit of
- * imbalance on both sides). Null when no move pays.
+ * moves end. Rounding each VM to whole units leaves up to half a unit off
+ * its share; this moves the units to where the rounding costs least. Null
+ * when no move pays.
  */
 export function findMove(vms: readonly RebalanceVm[], maxBytes: number): Move | null {
   const total = vms.reduce((n, v) => n + v.heldBytes, 0);
