@@ -7,7 +7,7 @@
 // rings and driver buffers; balloon PFNs never come from there.
 import { fstatSync } from 'node:fs';
 import koffi from 'koffi';
-import { close, dataBytes, mapMemfd, munmap } from './sys.js';
+import { close, dataBytes, dataRanges, mapMemfd, munmap } from './sys.js';
 
 export const PAGE = 4096;
 const GiB = 2 ** 30;
@@ -136,6 +136,17 @@ export class GuestMemory {
   /** Bytes of the RAM in [gpa, gpa+len) backed in the memfd (SEEK_DATA/SEEK_HOLE). */
   backedBytes(gpa: number, len: number): number {
     return this.ramRanges(gpa, len).reduce((n, r) => n + dataBytes(this.fd, r.offset, r.len), 0);
+  }
+
+  /** One flag per page of [gpa, gpa+len): 1 where the RAM is backed. One SEEK_DATA/SEEK_HOLE walk, not one per page. */
+  backedPageMap(gpa: number, len: number): Uint8Array {
+    const map = new Uint8Array(Math.ceil(len / PAGE));
+    for (const r of this.ramRanges(gpa, len)) {
+      for (const [s, e] of dataRanges(this.fd, r.offset, r.len)) {
+        map.fill(1, (r.gpa - gpa + s - r.offset) / PAGE, (r.gpa - gpa + e - r.offset) / PAGE);
+      }
+    }
+    return map;
   }
 
   /** Bytes of the whole memfd backed by host memory: one fstat, however fragmented it is. */

@@ -153,8 +153,9 @@ describe('driver behaviour', () => {
     const inBalloon = new Set(guest.balloon);
     expect(inBalloon.size).toBe(12 * 2048);
     expect(await until(() => mem.backedBytes(0, mem.usableEnd) === mem.usableEnd - inBalloon.size * PAGE)).toBe(true);
+    const backedMap = mem.backedPageMap(0, mem.usableEnd);
     for (let pfn = 0; pfn < mem.usableEnd / PAGE; pfn++) {
-      const backed = mem.backedBytes(pfn * PAGE, PAGE) === PAGE;
+      const backed = backedMap[pfn] === 1;
       if (inBalloon.has(pfn) === backed) throw new Error(`page ${pfn}: ${backed ? 'not freed in the balloon' : 'lost outside the balloon'}`);
       const want = inBalloon.has(pfn) ? undefined : written.get(pfn);
       if (want !== undefined && (mem.bytes[pfn * PAGE] !== want || mem.bytes[(pfn + 1) * PAGE - 1] !== want)) {

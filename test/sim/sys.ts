@@ -72,9 +72,9 @@ export function mapMemfd(name: string, size: number, hugePageBytes = 0): { fd: n
   }
 }
 
-/** Bytes of [off, off+len) of a memfd that hold data (not holes). */
-export function dataBytes(fd: number, off: number, len: number): number {
-  let n = 0;
+/** The runs of [off, off+len) of a memfd that hold data (not holes), as [start, end) offsets. */
+export function dataRanges(fd: number, off: number, len: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
   let at = off;
   const end = off + len;
   while (at < end) {
@@ -86,10 +86,15 @@ export function dataBytes(fd: number, off: number, len: number): number {
     if (data >= end) break;
     const hole = Number(lseek(fd, data, SEEK_HOLE));
     if (hole < 0) throw new SysError('lseek(SEEK_HOLE)', errno());
-    n += Math.min(hole, end) - data;
+    out.push([data, Math.min(hole, end)]);
     at = hole;
   }
-  return n;
+  return out;
+}
+
+/** Bytes of [off, off+len) of a memfd that hold data (not holes). */
+export function dataBytes(fd: number, off: number, len: number): number {
+  return dataRanges(fd, off, len).reduce((n, [s, e]) => n + e - s, 0);
 }
 
 export function socketpair(): [number, number] {
