@@ -153,6 +153,8 @@ export interface VmView {
    * has not used since. Ballooning it frees nothing (absent: not known).
    */
   unbackedFreeBytes?: number;
+  /** Of that, what the balloon gave back and the guest has not used since (returned.ts): part of what it could hold (absent: 0). */
+  returnedBytes?: number;
 }
 
 export interface Spare {
@@ -463,9 +465,11 @@ function withFreshTier(p: HostParams, managed: readonly GroupVm[], spares: reado
 function rebalanceMove(managed: readonly GroupVm[], spares: readonly Spare[], unitBytes: (vm: string) => number, maxBytes: number): Move | null {
   const rows = managed.filter((v) => !v.stale).map((v) => {
     const s = spares.find((x) => x.vm === v.vm)!;
-    const spareBytes = s.cacheBytes + s.freeBytes;
+    const backedSpare = s.cacheBytes + s.freeBytes;
     // Beyond its backed free memory the balloon takes the unbacked pages first, which free nothing.
-    const giveableBytes = (s.overheadBytes ?? 0) > 0 ? s.freeBytes : spareBytes;
+    const giveableBytes = (s.overheadBytes ?? 0) > 0 ? s.freeBytes : backedSpare;
+    // What a deflation gave back stays in what it could hold, so that a move does not lower its own share.
+    const spareBytes = backedSpare + Math.min(s.overheadBytes ?? 0, v.returnedBytes ?? 0);
     return { vm: v.vm, weight: v.weight, heldBytes: heldOf(v), spareBytes, giveableBytes, unitBytes: Math.max(1, unitBytes(v.vm)) };
   });
   return findMove(rows, maxBytes);

@@ -16,7 +16,7 @@ export interface RebalanceVm {
   heldBytes: number;
   /** What it can still give that frees host memory (its spare less anything unbacked the balloon would take first). */
   giveableBytes: number;
-  /** Everything it can spare on top of its balloon (cache + backed free), for its weighted share. */
+  /** Everything it can spare on top of its balloon (cache + backed free + what the balloon gave back unbacked: returned.ts), for its weighted share. */
   spareBytes: number;
   unitBytes: number;
 }

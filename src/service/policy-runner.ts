@@ -12,6 +12,7 @@ import { Ring } from '../control/timeline.js';
 import type { Logger } from '../log.js';
 import { type BaselineVm, MOM, momStep, PROXMOX, proxmoxGoal, proxmoxStep } from '../policy/baselines.js';
 import { freshFreeBytes } from '../policy/fresh-free.js';
+import { returnedOf } from '../policy/returned.js';
 import { reuseBytes } from '../policy/reuse.js';
 import {
   DEFAULT_GIVE_BACK, DEFAULT_HOST_PARAMS, type GiveBackParams, type GroupState, groupStep, type GroupVm, type HostParams, initialGroupState, reserveOf,
@@ -73,6 +74,8 @@ interface Group {
   lastRound: Record<'mom' | 'proxmox', number | null>;
   /** Stale VMs and when they were last asked (one step per interval). */
   staleAskedAt: Map<string, number>;
+  /** Per VM, the unbacked free memory it never touched (returned.ts). */
+  unbackedBaseline: Map<string, number>;
   lastReading: MemcgReading | null;
   lastError: string | null;
   /** When stats were last refreshed before an inflation, and the pending re-decision. */
@@ -106,7 +109,7 @@ export class PolicyRunner {
     if (!g) {
       g = {
         key, scope, vms: new Set(), state: initialGroupState(), lastEvent: null, lastRound: { mom: null, proxmox: null },
-        staleAskedAt: new Map(), lastReading: null, lastError: null, refreshedAt: null, refreshTimer: null, moveRefreshTimer: null,
+        staleAskedAt: new Map(), unbackedBaseline: new Map(), lastReading: null, lastError: null, refreshedAt: null, refreshTimer: null, moveRefreshTimer: null,
       };
       this.groups.set(key, g);
     }
@@ -122,6 +125,7 @@ export class PolicyRunner {
     if (!g) return;
     g.vms.delete(vm);
     g.staleAskedAt.delete(vm.name);
+    g.unbackedBaseline.delete(vm.name);
     if (g.vms.size === 0) {
       if (g.refreshTimer) clearTimeout(g.refreshTimer);
       if (g.moveRefreshTimer) clearTimeout(g.moveRefreshTimer);
@@ -203,6 +207,18 @@ export class PolicyRunner {
     }
   }
 
+  /** What the VM's balloon gave back that is still unbacked; a new frontend (a restarted guest) starts afresh. */
+  private returned(g: Group, v: HostView, held: number): number {
+    if (!v.connected) {
+      g.unbackedBaseline.delete(v.vm);
+      return 0;
+    }
+    const r = returnedOf(g.unbackedBaseline.get(v.vm), { unbackedFreeBytes: v.ramBytes - held - (v.backedBytes ?? 0), settled: v.targetBytes === v.balloonBytes });
+    if (r.baselineBytes === undefined) g.unbackedBaseline.delete(v.vm);
+    else g.unbackedBaseline.set(v.vm, r.baselineBytes);
+    return r.returnedBytes;
+  }
+
   private excluded(v: HostView, withHysteresis: boolean): string | null {
     if (!v.connected) return 'no frontend';
     if (!v.auto) return 'manual or auto off';
@@ -238,7 +254,7 @@ export class PolicyRunner {
           ? reuseBytes(v.recentUse.filter((x) => x.ageMs <= this.host.guestCycleWindowMs).map((x) => x.usedBytes), this.host.guestCycleBytes, this.host.guestCyclePeak)
           : 0,
         freshFreeBytes: freshFreeBytes(v.recentUse, this.host.guestCycleBytes, this.host.guestFreshFreeMs),
-        ...(v.backedBytes === null ? {} : { unbackedFreeBytes: Math.max(0, v.ramBytes - held - v.backedBytes) }),
+        ...(v.backedBytes === null ? {} : { unbackedFreeBytes: Math.max(0, v.ramBytes - held - v.backedBytes), returnedBytes: this.returned(g, v, held) }),
       });
     }
     const steps = new Map(members.map((m) => [m.view.vm, m.view.stepBytes]));

@@ -109,3 +109,42 @@ describe('groupStep: rebalance', () => {
     expect(s.decision.move).toBeDefined();
   });
 });
+
+describe('groupStep: a deflated VM keeps its share', () => {
+  const P = DEFAULT_HOST_PARAMS;
+  const G = { roomFactor: 2, afterMs: 30_000, stepBytes: 64 * MiB };
+  const unit = () => U;
+  const ok = (at: number) => ({ limitBytes: 4 * GiB, usageBytes: 3500 * MiB, at });
+  // a held 256 MiB with 198 MiB of backed spare (300 available less its 102 MiB reserve); b holds `bHeld`.
+  // The 64 MiB a move gave back to a comes back unbacked: a's MemAvailable rises by it, its backed spare does not.
+  const after = (aHeld: number, bHeld: number, returned: boolean): GroupVm[] => {
+    const back = (256 - aHeld) * MiB;
+    return [
+      { vm: 'a', weight: 1, ramBytes: GiB, balloonBytes: aHeld * MiB, ceilingBytes: GiB, reserveBytes: 0, targetBytes: aHeld * MiB, excluded: false,
+        stats: { availableBytes: 300 * MiB + back }, stale: false, unbackedFreeBytes: back, ...(returned ? { returnedBytes: back } : {}) },
+      { vm: 'b', weight: 1, ramBytes: GiB, balloonBytes: bHeld * MiB, ceilingBytes: GiB, reserveBytes: 0, targetBytes: bHeld * MiB, excluded: false,
+        stats: { availableBytes: (500 - bHeld) * MiB }, stale: false, unbackedFreeBytes: 0, returnedBytes: 0 },
+    ];
+  };
+  const moveAt = (aHeld: number, bHeld: number, returned: boolean) => {
+    let s = groupStep(P, G, initialGroupState(), ok(0), after(aHeld, bHeld, returned), 32 * MiB, unit);
+    s = groupStep(P, G, s.state, ok(10_000), after(aHeld, bHeld, returned), 32 * MiB, unit);
+    return s.decision.move;
+  };
+
+  it('its weighted share stays where it was before the move, and the next move takes it to that share', () => {
+    const first = moveAt(256, 0, true);
+    expect(first).toMatchObject({ from: 'a', to: 'b', bytes: 64 * MiB });
+    const second = moveAt(192, 64, true);
+    expect(second?.fromShareBytes).toBe(first?.fromShareBytes);
+    expect(second).toMatchObject({ from: 'a', to: 'b', bytes: 64 * MiB });
+    // 128 against a share of 136 MiB: within a step, no third move.
+    expect(moveAt(128, 128, true)).toBeUndefined();
+  });
+
+  it('without the returned memory counted, the share a deflation left it falls (the flaw returned.ts fixes)', () => {
+    const first = moveAt(256, 0, true);
+    const second = moveAt(192, 64, false);
+    expect(second!.fromShareBytes).toBeLessThan(first!.fromShareBytes - 8 * MiB);
+  });
+});
