@@ -55,10 +55,12 @@ export function decisionsTable(d: DecisionRecord[]): string {
   ]));
 }
 
-/** A VM's free memory the host never backed, and what of its share is asked for it. */
+/** A VM's free memory the host does not back, what of it the balloon gave back, and what of its share is asked for it. */
 function unbackedNote(v: HostDecisionRecord['vms'][number]): string {
   if (!v.unbackedBytes) return '';
-  return v.shareUnbackedBytes ? `of the share ${mib(v.shareUnbackedBytes)} for ${mib(v.unbackedBytes)} never backed` : `${mib(v.unbackedBytes)} free never backed`;
+  const returned = v.returnedBytes ? ` (${mib(v.returnedBytes)} of it given back by the balloon, counted in its weighted share)` : '';
+  const what = v.returnedBytes ? 'unbacked' : 'never backed';
+  return v.shareUnbackedBytes ? `of the share ${mib(v.shareUnbackedBytes)} for ${mib(v.unbackedBytes)} ${what}${returned}` : `${mib(v.unbackedBytes)} free ${what}${returned}`;
 }
 
 /** The host-wide decisions: per decision its need and reason, then each VM's spare and share. */

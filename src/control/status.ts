@@ -45,6 +45,8 @@ export interface HostDecisionRecord {
     shareBytes: number; oldTargetBytes: number; newTargetBytes: number;
     /** The VM's free memory the host never backed (ballooning it frees nothing); absent: 0. */
     unbackedBytes?: number;
+    /** Of that, what its balloon gave back that the guest has not used since, counted in its weighted share (returned.ts); absent: 0. */
+    returnedBytes?: number;
     /** Of the share, what is asked on top for that memory (a share beyond the VM's backed free memory takes it on the way); absent: 0. */
     shareUnbackedBytes?: number;
     /** What the guest freed so recently that it was not counted as spare (--guest-fresh-free); absent: 0. */

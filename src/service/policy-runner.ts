@@ -293,6 +293,7 @@ export class PolicyRunner {
         vm: v.vm, weight: v.weight, spareBytes: spare ? spare.cacheBytes + spare.freeBytes : 0, cacheSpareBytes: spare?.cacheBytes ?? 0,
         stale: v.stale, excluded: why.get(v.vm) ?? null, shareBytes, oldTargetBytes: v.targetBytes, newTargetBytes: newTarget,
         ...(spare?.overheadBytes ? { unbackedBytes: spare.overheadBytes } : {}),
+        ...(spare?.overheadBytes && v.returnedBytes ? { returnedBytes: Math.min(spare.overheadBytes, v.returnedBytes) } : {}),
         ...(shareBytes > 0 && overOf(v.vm) ? { shareUnbackedBytes: overOf(v.vm) } : {}),
         ...(v.freshFreeBytes ? { freshFreeBytes: v.freshFreeBytes } : {}),
       });
